@@ -1,0 +1,392 @@
+//! The agent's core: which keys exist (cached from signers), which signer holds a key,
+//! and the round trip of one signature, logged.
+
+use crate::context;
+use crate::link::SignerLink;
+use crate::state::{AgentConfig, AgentHome, CachedKey, PairedSigner};
+use crate::AgentError;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+use vmux_proto::envelope::{Context, KeyRecord, Origin, SignRequest};
+use vmux_proto::identity::key_fingerprint;
+use vmux_proto::journal::Journal;
+use vmux_proto::{now_unix, random_bytes, ErrorCode, Identity};
+
+/// Who is on the other end of an agent connection.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub pid: Option<i32>,
+    /// `ssh (4242) ← git ← zsh`
+    pub requester: Option<String>,
+}
+
+pub struct Agent {
+    pub home: AgentHome,
+    pub config: AgentConfig,
+    pub identity: Identity,
+    pub name: String,
+    signers: Vec<PairedSigner>,
+    keys: Mutex<Vec<CachedKey>>,
+    links: Mutex<HashMap<String, SignerLink>>,
+    link_errors: Mutex<HashMap<String, String>>,
+    dialing: HashMap<String, tokio::sync::Mutex<()>>,
+    /// Salt and SHA-256 of the LOCK passphrase while locked.
+    locked: Mutex<Option<([u8; 16], [u8; 32])>>,
+    log: Mutex<Journal>,
+    socket_path: Mutex<Option<String>>,
+}
+
+/// What `vmux agent status` reads: written by the running agent on every link change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub socket: String,
+    pub signers: Vec<SignerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignerStatus {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Agent {
+    pub fn open(home: AgentHome) -> Result<Arc<Agent>, AgentError> {
+        let config = home.load_config()?;
+        let identity = Identity::load_or_create(&home.identity())?;
+        let signers = home.load_signers()?;
+        let keys = home.load_keys()?;
+        let log = Journal::open(&home.log())?;
+        let dialing = signers
+            .iter()
+            .map(|s| (s.id.clone(), tokio::sync::Mutex::new(())))
+            .collect();
+        Ok(Arc::new(Agent {
+            name: config.device_name(),
+            home,
+            config,
+            identity,
+            signers,
+            keys: Mutex::new(keys),
+            links: Default::default(),
+            link_errors: Default::default(),
+            dialing,
+            locked: Mutex::new(None),
+            log: Mutex::new(log),
+            socket_path: Mutex::new(None),
+        }))
+    }
+
+    pub fn signers(&self) -> &[PairedSigner] {
+        &self.signers
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked.lock().unwrap().is_some()
+    }
+
+    /// The identities to list: every cached key of every paired signer, nothing when
+    /// locked (as OpenSSH's agent does).
+    pub fn identities(&self) -> Vec<(Vec<u8>, String)> {
+        if self.is_locked() {
+            return vec![];
+        }
+        self.keys
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| k.record.enabled && self.signers.iter().any(|s| s.id == k.signer_id))
+            .map(|k| (k.record.public_key.clone(), k.record.comment.clone()))
+            .collect()
+    }
+
+    pub fn cached_keys(&self) -> Vec<CachedKey> {
+        self.keys.lock().unwrap().clone()
+    }
+
+    fn update_keys(&self, signer_id: &str, records: Vec<KeyRecord>) {
+        let mut keys = self.keys.lock().unwrap();
+        let mut next: Vec<CachedKey> = keys
+            .iter()
+            .filter(|k| k.signer_id != signer_id)
+            .cloned()
+            .collect();
+        next.extend(records.into_iter().map(|record| CachedKey {
+            signer_id: signer_id.to_string(),
+            record,
+        }));
+        if *keys != next {
+            if let Err(e) = self.home.save_keys(&next) {
+                tracing::error!("{e}");
+            }
+            *keys = next;
+        }
+    }
+
+    /// A live link to `signer_id`, connecting if there is none.
+    pub async fn link(&self, signer_id: &str) -> Result<SignerLink, AgentError> {
+        let up = |links: &HashMap<String, SignerLink>| {
+            links.get(signer_id).filter(|l| l.is_up()).cloned()
+        };
+        if let Some(l) = up(&self.links.lock().unwrap()) {
+            return Ok(l);
+        }
+        let gate = self
+            .dialing
+            .get(signer_id)
+            .ok_or_else(|| AgentError::NoSuchSigner(signer_id.into()))?;
+        let _one_dialer = gate.lock().await;
+        if let Some(l) = up(&self.links.lock().unwrap()) {
+            return Ok(l);
+        }
+        let s = self
+            .signers
+            .iter()
+            .find(|s| s.id == signer_id)
+            .ok_or_else(|| AgentError::NoSuchSigner(signer_id.into()))?;
+        let timeout = Duration::from_secs(self.config.connect_timeout_secs);
+        let res = SignerLink::connect(
+            &s.address,
+            &self.identity,
+            &self.name,
+            &s.public_key,
+            timeout,
+        )
+        .await;
+        match res {
+            Ok((link, keys)) => {
+                tracing::info!("connected to signer {} at {}", link.signer_name, s.address);
+                self.update_keys(signer_id, keys);
+                self.links
+                    .lock()
+                    .unwrap()
+                    .insert(signer_id.into(), link.clone());
+                self.link_errors.lock().unwrap().remove(signer_id);
+                self.write_status();
+                Ok(link)
+            }
+            Err(e) => {
+                let changed = self
+                    .link_errors
+                    .lock()
+                    .unwrap()
+                    .insert(signer_id.into(), e.to_string())
+                    != Some(e.to_string());
+                if changed {
+                    tracing::warn!("signer {}: {e}", s.name);
+                    self.write_status();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Keep a link to every paired signer, reconnecting with bounded backoff.
+    pub fn spawn_keepers(self: &Arc<Self>) {
+        for s in &self.signers {
+            let (agent, id) = (self.clone(), s.id.clone());
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    match agent.link(&id).await {
+                        Ok(link) => {
+                            backoff = Duration::from_millis(500);
+                            let why = link.wait_closed().await;
+                            agent.link_errors.lock().unwrap().insert(id.clone(), why);
+                            agent.write_status();
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let links = self.links.lock().unwrap();
+        let errors = self.link_errors.lock().unwrap();
+        Status {
+            pid: std::process::id(),
+            socket: self
+                .socket_path
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| self.home.socket(&self.config).display().to_string()),
+            signers: self
+                .signers
+                .iter()
+                .map(|s| SignerStatus {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    address: s.address.clone(),
+                    connected: links.get(&s.id).is_some_and(|l| l.is_up()),
+                    last_error: errors.get(&s.id).cloned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Record where this agent serves and write the status file.
+    pub fn write_status_at(&self, socket: &std::path::Path) {
+        *self.socket_path.lock().unwrap() = Some(socket.display().to_string());
+        self.write_status();
+    }
+
+    pub fn write_status(&self) {
+        if let Err(e) = vmux_proto::store::write_json(&self.home.status_file(), &self.status()) {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// LOCK: remember a salted hash of the passphrase; false if already locked.
+    pub fn lock(&self, passphrase: &[u8]) -> bool {
+        let mut l = self.locked.lock().unwrap();
+        if l.is_some() {
+            return false;
+        }
+        let salt: [u8; 16] = random_bytes();
+        *l = Some((salt, salted(&salt, passphrase)));
+        true
+    }
+
+    /// UNLOCK: true when the passphrase matches the one given to LOCK.
+    pub fn unlock(&self, passphrase: &[u8]) -> bool {
+        let mut l = self.locked.lock().unwrap();
+        match *l {
+            Some((salt, hash)) if ct_eq(&salted(&salt, passphrase), &hash) => {
+                *l = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// One signature: route to the signer holding the key and wait for a person there.
+    pub async fn sign(
+        &self,
+        key_blob: &[u8],
+        data: &[u8],
+        flags: u32,
+        caller: &Caller,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let started = Instant::now();
+        let request_id = Uuid::new_v4();
+        let parsed = context::parse(data);
+        let result = self
+            .forward(request_id, key_blob, data, flags, caller, &parsed)
+            .await;
+        let key = key_fingerprint(key_blob);
+        let decision = match &result {
+            Ok(_) => "approved".to_string(),
+            Err(c) => c.to_string(),
+        };
+        let mut rec = json!({
+            "time": now_unix(),
+            "requestId": request_id.to_string(),
+            "key": key,
+            "pid": caller.pid,
+            "requester": caller.requester,
+            "kind": parsed.kind,
+            "decision": decision,
+            "latencyMs": started.elapsed().as_millis() as u64,
+        });
+        if let Some(ns) = &parsed.namespace {
+            rec["namespace"] = json!(ns);
+        }
+        if let serde_json::Value::Object(m) = rec {
+            if let Err(e) = self.log.lock().unwrap().append(m) {
+                tracing::error!("request log: {e}");
+            }
+        }
+        result
+    }
+
+    async fn forward(
+        &self,
+        request_id: Uuid,
+        key_blob: &[u8],
+        data: &[u8],
+        flags: u32,
+        caller: &Caller,
+        parsed: &context::Parsed,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        if self.is_locked() {
+            return Err(ErrorCode::PolicyDenied);
+        }
+        let signer_id = self
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|k| k.record.public_key == key_blob)
+            .map(|k| k.signer_id.clone())
+            .ok_or(ErrorCode::KeyNotFound)?;
+        let connect = Duration::from_secs(self.config.connect_timeout_secs);
+        let link = match tokio::time::timeout(connect, self.link(&signer_id)).await {
+            Ok(Ok(l)) => l,
+            _ => return Err(ErrorCode::SignerUnavailable),
+        };
+        let issued = now_unix();
+        let window = self.config.request_window_secs;
+        let algorithm = self
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|k| k.record.public_key == key_blob)
+            .map(|k| k.record.algorithm.clone())
+            .unwrap_or_default();
+        let req = SignRequest {
+            request_id,
+            key_blob: key_blob.to_vec(),
+            algorithm,
+            flags,
+            device_id: self.identity.device_id(),
+            device_name: self.name.clone(),
+            origin: Origin::Agent,
+            data: data.to_vec(),
+            nonce: random_bytes::<16>().to_vec(),
+            issued,
+            expires: issued + window,
+            context: Context {
+                requester: caller.requester.clone(),
+                kind: parsed.kind.to_string(),
+                namespace: parsed.namespace.clone(),
+                user: parsed.user.clone(),
+                host: None,
+                quality: "unknown".into(),
+            },
+        };
+        // A little past the window: the signer answers requestExpired itself at expiry.
+        let wait = Duration::from_secs(window + 5);
+        let resp = link.sign(req, wait).await.map_err(|e| e.code())?;
+        match (resp.approved, resp.signature) {
+            (true, Some(sig)) => Ok(sig),
+            _ => Err(resp.error.unwrap_or(ErrorCode::Internal)),
+        }
+    }
+}
+
+fn salted(salt: &[u8], pass: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(pass);
+    h.finalize().into()
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

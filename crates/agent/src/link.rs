@@ -1,0 +1,222 @@
+//! The agent's end of a link to one signer: connect, check the pinned key, exchange
+//! Hello, fetch the key list, then carry sign requests and match their responses.
+
+use crate::AgentError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+use vmux_proto::envelope::*;
+use vmux_proto::identity::fingerprint;
+use vmux_proto::noise::{self, Outbox};
+use vmux_proto::{Identity, ProtoError};
+
+type Waiters = Arc<Mutex<HashMap<Uuid, oneshot::Sender<SignResponse>>>>;
+
+/// A live link. Cheap to clone; dropped links close when the signer or network goes.
+#[derive(Clone)]
+pub struct SignerLink {
+    outbox: Outbox,
+    waiters: Waiters,
+    closed: watch::Receiver<Option<String>>,
+    pub signer_name: String,
+}
+
+/// Open a TCP connection with a bound, naming the address in the error.
+pub async fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, AgentError> {
+    let unreachable = |reason: String| AgentError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {}s", timeout.as_secs())))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+pub fn hello(identity: &Identity, name: &str) -> Message {
+    Message::Hello(Hello {
+        device_id: identity.device_id(),
+        device_name: name.to_string(),
+        role: Role::Agent,
+        software: concat!("vmux ", env!("CARGO_PKG_VERSION")).into(),
+    })
+}
+
+impl SignerLink {
+    /// Connect to `addr`, insist on `pinned` as the signer's static key, and return the
+    /// link with the signer's current key list.
+    pub async fn connect(
+        addr: &str,
+        identity: &Identity,
+        my_name: &str,
+        pinned: &[u8],
+        timeout: Duration,
+    ) -> Result<(SignerLink, Vec<KeyRecord>), AgentError> {
+        let setup = async {
+            let stream = dial(addr, timeout).await?;
+            let link = noise::connect(stream, identity).await?;
+            if link.remote_static != pinned {
+                return Err(AgentError::PinMismatch {
+                    addr: addr.to_string(),
+                    got: fingerprint(&link.remote_static),
+                    pinned: fingerprint(pinned),
+                });
+            }
+            let noise::Link {
+                mut reader, writer, ..
+            } = link;
+            let outbox = writer.spawn();
+            outbox.send(hello(identity, my_name)).await?;
+            let signer_name = match reader.recv().await?.message {
+                Message::Hello(h) => h.device_name,
+                m => return Err(unexpected(&m)),
+            };
+            outbox.send(Message::KeyListRequest).await?;
+            let keys = match reader.recv().await?.message {
+                Message::KeyList(k) => k.keys,
+                Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
+                m => return Err(unexpected(&m)),
+            };
+            Ok((reader, outbox, signer_name, keys))
+        };
+        let (reader, outbox, signer_name, keys) = tokio::time::timeout(timeout, setup)
+            .await
+            .map_err(|_| AgentError::Unreachable {
+                addr: addr.to_string(),
+                reason: format!("link not up within {}s", timeout.as_secs()),
+            })??;
+        let waiters: Waiters = Default::default();
+        let (closed_tx, closed) = watch::channel(None);
+        tokio::spawn(read_loop(
+            reader,
+            waiters.clone(),
+            closed_tx,
+            outbox.clone(),
+        ));
+        Ok((
+            SignerLink {
+                outbox,
+                waiters,
+                closed,
+                signer_name,
+            },
+            keys,
+        ))
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.closed.borrow().is_none() && !self.outbox.is_closed()
+    }
+
+    /// Wait until the link goes down; returns why.
+    pub async fn wait_closed(&self) -> String {
+        let mut rx = self.closed.clone();
+        loop {
+            if let Some(why) = rx.borrow().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return "link task ended".into();
+            }
+        }
+    }
+
+    /// Send a sign request and wait (up to `wait`) for its response.
+    pub async fn sign(&self, req: SignRequest, wait: Duration) -> Result<SignResponse, AgentError> {
+        let id = req.request_id;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap().insert(id, tx);
+        let guard = CancelOnDrop {
+            link: Some(self.clone()),
+            id,
+        };
+        self.outbox
+            .send(Message::SignRequest(Box::new(req)))
+            .await?;
+        let res = tokio::time::timeout(wait, rx).await;
+        match res {
+            Ok(Ok(resp)) => {
+                guard.disarm();
+                Ok(resp)
+            }
+            Ok(Err(_)) => {
+                guard.disarm();
+                Err(AgentError::LinkLost(
+                    self.closed.borrow().clone().unwrap_or_default(),
+                ))
+            }
+            Err(_) => Err(AgentError::Timeout(wait.as_secs())),
+        }
+    }
+}
+
+/// If the requester goes away (its future is dropped) or the wait times out, tell the
+/// signer so the request leaves its queue instead of waiting for a person in vain.
+struct CancelOnDrop {
+    link: Option<SignerLink>,
+    id: Uuid,
+}
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.link = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            link.waiters.lock().unwrap().remove(&self.id);
+            let id = self.id;
+            tokio::spawn(async move {
+                let _ = link
+                    .outbox
+                    .send(Message::Cancel(Cancel { request_id: id }))
+                    .await;
+            });
+        }
+    }
+}
+
+fn unexpected(m: &Message) -> AgentError {
+    AgentError::Proto(ProtoError::BadEnvelope(format!(
+        "unexpected message from signer: {m:?}"
+    )))
+}
+
+async fn read_loop<S: noise::Stream>(
+    mut reader: noise::LinkReader<S>,
+    waiters: Waiters,
+    closed: watch::Sender<Option<String>>,
+    outbox: Outbox,
+) {
+    let why = loop {
+        match reader.recv().await {
+            Ok(env) => match env.message {
+                Message::SignResponse(r) => {
+                    if let Some(tx) = waiters.lock().unwrap().remove(&r.request_id) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Message::Ping => {
+                    let _ = outbox.send(Message::Pong).await;
+                }
+                Message::Error(e) => break format!("signer refused: {} ({})", e.code, e.message),
+                _ => {}
+            },
+            Err(ProtoError::BadEnvelope(e)) => {
+                tracing::warn!("dropped a bad frame from signer: {e}")
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    tracing::info!("link to signer closed: {why}");
+    let _ = closed.send(Some(why));
+    // Dropping the senders fails every request still waiting on this link.
+    waiters.lock().unwrap().clear();
+}

@@ -1,0 +1,77 @@
+//! Pairing from the agent's side: run XX, show the code derived from the handshake,
+//! ask the signer, and pin its key once a person there approved.
+
+use crate::link::{dial, hello};
+use crate::state::{AgentHome, PairedSigner};
+use crate::AgentError;
+use std::time::Duration;
+use vmux_proto::envelope::*;
+use vmux_proto::identity::{device_id, pairing_code};
+use vmux_proto::{noise, now_unix, Identity};
+
+/// Pair with the signer at `addr`. `show_code` is called with the 6-digit code as soon
+/// as it is known, before waiting for the person on the signer (bounded by `wait`).
+pub async fn pair(
+    home: &AgentHome,
+    identity: &Identity,
+    my_name: &str,
+    addr: &str,
+    wait: Duration,
+    show_code: impl FnOnce(&str),
+) -> Result<PairedSigner, AgentError> {
+    let stream = dial(addr, Duration::from_secs(10)).await?;
+    let link = tokio::time::timeout(Duration::from_secs(10), noise::connect(stream, identity))
+        .await
+        .map_err(|_| AgentError::Unreachable {
+            addr: addr.into(),
+            reason: "Noise handshake timed out (is that a vmux signer?)".into(),
+        })??;
+    let code = pairing_code(&link.handshake_hash);
+    let noise::Link {
+        mut reader,
+        mut writer,
+        remote_static,
+        ..
+    } = link;
+    writer
+        .send(&Envelope::new(hello(identity, my_name)))
+        .await?;
+    writer
+        .send(&Envelope::new(Message::PairRequest(PairRequest {
+            device_name: my_name.into(),
+        })))
+        .await?;
+    show_code(&code);
+    let answer = async {
+        loop {
+            match reader.recv().await?.message {
+                Message::Hello(_) => continue,
+                Message::PairResponse(r) => return Ok(r),
+                Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
+                _ => continue,
+            }
+        }
+    };
+    let resp = tokio::time::timeout(wait, answer)
+        .await
+        .map_err(|_| AgentError::Timeout(wait.as_secs()))??;
+    if !resp.approved {
+        let code = resp.error.unwrap_or(ErrorCode::UserDenied);
+        return Err(AgentError::Refused(
+            code,
+            "pairing was not approved on the signer".into(),
+        ));
+    }
+    let signer = PairedSigner {
+        id: device_id(&remote_static),
+        name: resp.signer_name,
+        public_key: remote_static,
+        address: addr.to_string(),
+        paired_at: now_unix(),
+    };
+    let mut all = home.load_signers()?;
+    all.retain(|s| s.id != signer.id);
+    all.push(signer.clone());
+    home.save_signers(&all)?;
+    Ok(signer)
+}

@@ -1,0 +1,131 @@
+//! The agent socket: mode 0600 in a 0700 directory, same-uid peers only, one task per
+//! connection, messages capped at 256 KiB (a larger one closes that connection).
+
+use crate::forward::{Agent, Caller};
+use crate::session::Session;
+use crate::wire::{self, MAX_MESSAGE};
+use crate::AgentError;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Bind the socket at `path`, refusing to take over a live agent's socket.
+pub async fn bind(path: &Path) -> Result<UnixListener, AgentError> {
+    let err = |reason: String| AgentError::Socket {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| err("has no parent directory".into()))?;
+    if !dir.exists() {
+        vmux_proto::store::ensure_dir(dir, 0o700)?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| err(e.to_string()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(err(format!(
+            "directory {} is mode {mode:o}; make it 0700 (chmod 700 {})",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        return Err(err("another agent is already listening there".into()));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err(e.to_string()))?;
+    Ok(listener)
+}
+
+/// Serve connections until the listener fails.
+pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result<()> {
+    let me = unsafe { libc::geteuid() };
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let cred = stream.peer_cred().ok();
+        if cred.map(|c| c.uid()) != Some(me) {
+            tracing::warn!(
+                "refused agent connection from uid {:?}",
+                cred.map(|c| c.uid())
+            );
+            continue;
+        }
+        let pid = cred.and_then(|c| c.pid());
+        let caller = Caller {
+            pid,
+            requester: crate::requester::describe(pid, 4),
+        };
+        let session = Session::new(agent.clone(), caller);
+        tokio::spawn(connection(session, stream));
+    }
+}
+
+async fn connection(mut session: Session, mut stream: UnixStream) {
+    let mut len = [0u8; 4];
+    loop {
+        if stream.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n > MAX_MESSAGE {
+            tracing::info!("closing agent connection: message of {n} bytes is over the limit");
+            return;
+        }
+        let mut msg = vec![0u8; n];
+        if stream.read_exact(&mut msg).await.is_err() {
+            return;
+        }
+        // If the client hangs up while its request waits for a person, stop waiting:
+        // dropping the request future cancels it at the signer.
+        let resp = tokio::select! {
+            r = session.handle(&msg) => r,
+            _ = peer_gone(&stream) => return,
+        };
+        if stream
+            .write_all(&wire::encode_response(&resp))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Resolves when the peer closes its end. Clients do not pipeline agent requests; if
+/// one does, its bytes stay queued (we only peek) and this waits for the answer.
+async fn peer_gone(stream: &UnixStream) {
+    use std::os::fd::AsRawFd;
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut b = [0u8; 1];
+            // SAFETY: recv into a 1-byte stack buffer on a socket we own.
+            let n = unsafe {
+                libc::recv(
+                    stream.as_raw_fd(),
+                    b.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n)
+            }
+        });
+        match peeked {
+            Ok(0) => return,
+            Ok(_) => std::future::pending::<()>().await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What the agent keeps on disk, all under `<vmux home>/agent/`: `config.toml`,
+//! `identity` (the link's Noise static key), `signers.json` (paired signers and their
+//! pinned keys), `keys.json` (public key cache) and `requests.log`. No SSH private key.
+
+use crate::AgentError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use vmux_proto::envelope::KeyRecord;
+use vmux_proto::store;
+
+#[derive(Clone, Debug)]
+pub struct AgentHome {
+    pub dir: PathBuf,
+    /// Set when `VMUX_HOME` is: then the socket lives there too.
+    pub vmux_home_set: bool,
+}
+
+impl AgentHome {
+    pub fn new(vmux_home: &Path) -> Self {
+        AgentHome {
+            dir: vmux_home.join("agent"),
+            vmux_home_set: std::env::var_os("VMUX_HOME").is_some_and(|v| !v.is_empty()),
+        }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    pub fn identity(&self) -> PathBuf {
+        self.dir.join("identity")
+    }
+    pub fn signers(&self) -> PathBuf {
+        self.dir.join("signers.json")
+    }
+    pub fn keys(&self) -> PathBuf {
+        self.dir.join("keys.json")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("requests.log")
+    }
+    pub fn status_file(&self) -> PathBuf {
+        self.dir.join("status.json")
+    }
+
+    /// `--socket`, else the config's `socket`, else `$VMUX_HOME/agent.sock` when
+    /// VMUX_HOME is set, else `~/.ssh/vmux-agent.sock`.
+    pub fn socket(&self, config: &AgentConfig) -> PathBuf {
+        if let Some(s) = &config.socket {
+            return s.clone();
+        }
+        if self.vmux_home_set {
+            return self.dir.parent().unwrap_or(&self.dir).join("agent.sock");
+        }
+        store::home_dir().join(".ssh/vmux-agent.sock")
+    }
+
+    pub fn load_config(&self) -> Result<AgentConfig, AgentError> {
+        Ok(store::read_toml(&self.config())?)
+    }
+
+    pub fn load_signers(&self) -> Result<Vec<PairedSigner>, AgentError> {
+        Ok(store::read_json(&self.signers())?.unwrap_or_default())
+    }
+
+    pub fn save_signers(&self, s: &[PairedSigner]) -> Result<(), AgentError> {
+        Ok(store::write_json(&self.signers(), &s)?)
+    }
+
+    pub fn load_keys(&self) -> Result<Vec<CachedKey>, AgentError> {
+        Ok(store::read_json(&self.keys())?.unwrap_or_default())
+    }
+
+    pub fn save_keys(&self, k: &[CachedKey]) -> Result<(), AgentError> {
+        Ok(store::write_json(&self.keys(), &k)?)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The name signers show for this workstation (default: host name).
+    pub name: Option<String>,
+    pub socket: Option<PathBuf>,
+    /// How long to wait for a signer's link before a signature fails, in seconds.
+    pub connect_timeout_secs: u64,
+    /// The window (expires − issued) of every request, in seconds.
+    pub request_window_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            name: None,
+            socket: None,
+            connect_timeout_secs: 10,
+            request_window_secs: 60,
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn device_name(&self) -> String {
+        self.name.clone().unwrap_or_else(hostname)
+    }
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).to_string();
+    if ok && !name.is_empty() {
+        name
+    } else {
+        "workstation".into()
+    }
+}
+
+/// A signer this agent trusts: its Noise static key is pinned here.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairedSigner {
+    pub id: String,
+    pub name: String,
+    #[serde(with = "vmux_proto::envelope::b64")]
+    pub public_key: Vec<u8>,
+    /// `host:port` where it was last reached.
+    pub address: String,
+    pub paired_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedKey {
+    pub signer_id: String,
+    #[serde(flatten)]
+    pub record: KeyRecord,
+}

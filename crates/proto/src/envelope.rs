@@ -1,0 +1,330 @@
+//! Link messages (`RemoteSignerEnvelope` in DESIGN.md). JSON with base64 bytes; unknown
+//! fields are ignored so that a newer peer can add optional fields without breaking us.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The link protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One message on the link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub version: u32,
+    #[serde(flatten)]
+    pub message: Message,
+}
+
+impl Envelope {
+    pub fn new(message: Message) -> Self {
+        Envelope {
+            version: PROTOCOL_VERSION,
+            message,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("envelopes always serialize")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, crate::ProtoError> {
+        serde_json::from_slice(bytes).map_err(|e| crate::ProtoError::BadEnvelope(e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Message {
+    Hello(Hello),
+    PairRequest(PairRequest),
+    PairResponse(PairResponse),
+    KeyListRequest,
+    KeyList(KeyList),
+    SignRequest(Box<SignRequest>),
+    SignResponse(SignResponse),
+    Cancel(Cancel),
+    /// A refusal that is not tied to a request: `pairingInvalid` for an unknown device.
+    Error(LinkError),
+    Ping,
+    Pong,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    Agent,
+    Signer,
+    Client,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    pub device_id: String,
+    pub device_name: String,
+    pub role: Role,
+    /// The sending program and its version, e.g. `vmux 0.1.0` (the link protocol
+    /// version is the envelope's `version`).
+    pub software: String,
+}
+
+/// Sent by an agent that is not paired yet; the signer queues it for a human, who
+/// compares the 6-digit code both screens show.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairRequest {
+    pub device_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairResponse {
+    pub approved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+    /// The signer's name, for the agent's list of paired signers.
+    #[serde(default)]
+    pub signer_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub algorithm: String,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    pub comment: String,
+    /// `tpm`, `pkcs11` or `software`.
+    pub provider: String,
+    pub display_name: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyList {
+    pub keys: Vec<KeyRecord>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Origin {
+    Agent,
+    Client,
+}
+
+/// What the data to sign is, as far as the requesting side could tell.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Context {
+    /// The calling process chain, e.g. `ssh (4242) ← git ← zsh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// `login`, `sshsig` or `unknown`.
+    #[serde(default = "unknown")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `verified`, `bound`, `forwarded` or `unknown`.
+    #[serde(default = "unknown")]
+    pub quality: String,
+}
+
+fn unknown() -> String {
+    "unknown".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SignRequest {
+    pub request_id: Uuid,
+    #[serde(with = "b64")]
+    pub key_blob: Vec<u8>,
+    pub algorithm: String,
+    /// SSH_AGENT_RSA_SHA2_256 (2) / SSH_AGENT_RSA_SHA2_512 (4).
+    pub flags: u32,
+    pub device_id: String,
+    pub device_name: String,
+    pub origin: Origin,
+    #[serde(with = "b64")]
+    pub data: Vec<u8>,
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+    /// Unix seconds.
+    pub issued: u64,
+    pub expires: u64,
+    #[serde(default)]
+    pub context: Context,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SignResponse {
+    pub request_id: Uuid,
+    pub approved: bool,
+    /// The SSH signature blob (RFC 4253 §6.6 `string format, string blob`).
+    #[serde(default, with = "b64opt", skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Cancel {
+    pub request_id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Why a request was not signed. Unknown codes from a newer peer decode as `Internal`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    UserDenied,
+    RequestExpired,
+    ReplayDetected,
+    PairingInvalid,
+    KeyNotFound,
+    KeyDisabled,
+    PolicyDenied,
+    PresenceFailed,
+    UnsupportedAlgorithm,
+    Busy,
+    SignerUnavailable,
+    #[serde(other)]
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorCode::UserDenied => "userDenied",
+            ErrorCode::RequestExpired => "requestExpired",
+            ErrorCode::ReplayDetected => "replayDetected",
+            ErrorCode::PairingInvalid => "pairingInvalid",
+            ErrorCode::KeyNotFound => "keyNotFound",
+            ErrorCode::KeyDisabled => "keyDisabled",
+            ErrorCode::PolicyDenied => "policyDenied",
+            ErrorCode::PresenceFailed => "presenceFailed",
+            ErrorCode::UnsupportedAlgorithm => "unsupportedAlgorithm",
+            ErrorCode::Busy => "busy",
+            ErrorCode::SignerUnavailable => "signerUnavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bytes as standard base64 strings.
+pub mod b64 {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional bytes as base64.
+pub mod b64opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::b64::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        #[derive(Deserialize)]
+        struct W(#[serde(with = "super::b64")] Vec<u8>);
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_unknown_fields() {
+        let e = Envelope::new(Message::SignResponse(SignResponse {
+            request_id: Uuid::nil(),
+            approved: true,
+            signature: Some(vec![1, 2, 3]),
+            error: None,
+        }));
+        let j = e.to_json();
+        assert_eq!(Envelope::from_json(&j).unwrap(), e);
+        let mut v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+        v["futureField"] = serde_json::json!(42);
+        let back = Envelope::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let msgs = vec![
+            Message::Hello(Hello {
+                device_id: "d".into(),
+                device_name: "n".into(),
+                role: Role::Agent,
+                software: "vmux 0".into(),
+            }),
+            Message::PairRequest(PairRequest {
+                device_name: "n".into(),
+            }),
+            Message::KeyListRequest,
+            Message::KeyList(KeyList { keys: vec![] }),
+            Message::Cancel(Cancel {
+                request_id: Uuid::nil(),
+            }),
+            Message::Ping,
+            Message::Pong,
+        ];
+        for m in msgs {
+            let e = Envelope::new(m);
+            assert_eq!(Envelope::from_json(&e.to_json()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn unknown_error_code_is_internal() {
+        let j = br#"{"version":1,"type":"signResponse","requestId":"00000000-0000-0000-0000-000000000000","approved":false,"error":"somethingNew"}"#;
+        match Envelope::from_json(j).unwrap().message {
+            Message::SignResponse(r) => assert_eq!(r.error, Some(ErrorCode::Internal)),
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for g in [&b""[..], b"{", b"[]", b"{\"type\":\"hello\"}", b"\xff\xfe"] {
+            assert!(Envelope::from_json(g).is_err());
+        }
+    }
+}

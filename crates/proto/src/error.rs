@@ -1,0 +1,36 @@
+use std::path::PathBuf;
+
+/// Errors of the link and of the shared on-disk helpers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoError {
+    #[error("link I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("Noise handshake or decryption failed: {0}")]
+    Noise(String),
+    #[error("link frame of {0} bytes is over the 1 MiB limit")]
+    FrameTooLarge(usize),
+    #[error("link message is not a valid envelope: {0}")]
+    BadEnvelope(String),
+    #[error("peer closed the link")]
+    Closed,
+    #[error("peer speaks link protocol version {0}, this build speaks {1}")]
+    Version(u32, u32),
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+impl From<snow::Error> for ProtoError {
+    fn from(e: snow::Error) -> Self {
+        ProtoError::Noise(e.to_string())
+    }
+}
+
+impl ProtoError {
+    pub fn file(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        ProtoError::File {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! A device's long-term Noise static key, its short id and the pairing code.
+
+use crate::{store, ProtoError};
+use base64::{engine::general_purpose::STANDARD, Engine};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+
+/// A Noise static keypair (X25519).
+pub struct Identity {
+    private: Zeroizing<Vec<u8>>,
+    public: Vec<u8>,
+}
+
+impl Identity {
+    pub fn generate() -> Self {
+        let params = NOISE_PARAMS.parse().expect("valid Noise parameters");
+        let kp = snow::Builder::new(params)
+            .generate_keypair()
+            .expect("X25519 key generation");
+        Identity {
+            private: Zeroizing::new(kp.private),
+            public: kp.public,
+        }
+    }
+
+    pub fn from_private(private: &[u8]) -> Result<Self, ProtoError> {
+        let bytes: [u8; 32] = private
+            .try_into()
+            .map_err(|_| ProtoError::Noise("a static key is 32 bytes".into()))?;
+        let public = x25519_public(&bytes);
+        Ok(Identity {
+            private: Zeroizing::new(bytes.to_vec()),
+            public: public.to_vec(),
+        })
+    }
+
+    /// Load the identity at `path`, creating it (mode 0600) on first use.
+    pub fn load_or_create(path: &Path) -> Result<Self, ProtoError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let raw =
+                    Zeroizing::new(STANDARD.decode(text.trim()).map_err(|e| {
+                        ProtoError::file(path, format!("not a vmux identity: {e}"))
+                    })?);
+                Self::from_private(&raw)
+                    .map_err(|e| ProtoError::file(path, format!("not a vmux identity: {e}")))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = Self::generate();
+                let text = Zeroizing::new(STANDARD.encode(&*id.private) + "\n");
+                store::write_atomic(path, text.as_bytes(), 0o600)?;
+                Ok(id)
+            }
+            Err(e) => Err(ProtoError::file(path, e)),
+        }
+    }
+
+    pub fn private(&self) -> &[u8] {
+        &self.private
+    }
+
+    pub fn public(&self) -> &[u8] {
+        &self.public
+    }
+
+    pub fn device_id(&self) -> String {
+        device_id(&self.public)
+    }
+}
+
+/// The short, stable id of a device: the first 8 bytes of SHA-256 of its static key, hex.
+pub fn device_id(public: &[u8]) -> String {
+    hex(&Sha256::digest(public)[..8])
+}
+
+/// The fingerprint a person compares: SHA-256 of the static key, base64 without padding.
+pub fn fingerprint(public: &[u8]) -> String {
+    let d = Sha256::digest(public);
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
+    )
+}
+
+/// The 6-digit code both screens show during pairing, derived from the Noise handshake
+/// hash: equal on both sides only if no one sits in the middle.
+pub fn pairing_code(handshake_hash: &[u8]) -> String {
+    let d = Sha256::digest([b"vmux pairing code v1".as_slice(), handshake_hash].concat());
+    let n = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 1_000_000;
+    format!("{n:06}")
+}
+
+/// `SHA256:…` of an SSH public key blob, as `ssh-keygen -l` prints it.
+pub fn key_fingerprint(blob: &[u8]) -> String {
+    use ssh_key::encoding::Decode;
+    match ssh_key::public::KeyData::decode(&mut &blob[..]) {
+        Ok(k) => k.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+        Err(_) => "unparseable key".into(),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn x25519_public(private: &[u8; 32]) -> [u8; 32] {
+    // snow derives the public half only inside its DH objects; ask one.
+    use snow::resolvers::{CryptoResolver, DefaultResolver};
+    let mut dh = DefaultResolver
+        .resolve_dh(&snow::params::DHChoice::Curve25519)
+        .expect("Curve25519 is built in");
+    dh.set(private);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(dh.pubkey());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_key_round_trip_gives_same_public() {
+        let id = Identity::generate();
+        let again = Identity::from_private(id.private()).unwrap();
+        assert_eq!(id.public(), again.public());
+        assert_eq!(id.device_id().len(), 16);
+    }
+
+    #[test]
+    fn code_is_six_digits() {
+        assert_eq!(pairing_code(&[0u8; 32]).len(), 6);
+        assert_ne!(pairing_code(&[0u8; 32]), pairing_code(&[1u8; 32]));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(unhex(&hex(&[0, 255, 16])).unwrap(), vec![0, 255, 16]);
+        assert!(unhex("zz").is_none());
+        assert!(unhex("abc").is_none());
+    }
+}

@@ -1,0 +1,115 @@
+//! Where state lives, and writing it so that a crash never leaves half a file.
+
+use crate::ProtoError;
+use serde::{de::DeserializeOwned, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The root of all vmux state: `$VMUX_HOME`, else `$XDG_DATA_HOME/vmux`, else
+/// `~/.local/share/vmux`.
+pub fn vmux_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("VMUX_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(x).join("vmux");
+    }
+    home_dir().join(".local/share/vmux")
+}
+
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Create `dir` (and parents) and make it mode `mode`.
+pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), ProtoError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| ProtoError::file(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| ProtoError::file(dir, e))
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
+/// fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ProtoError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_dir(dir, 0o700)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(|e| ProtoError::file(path, e))
+}
+
+/// Read a JSON state file; `None` when it does not exist. A file that exists but does
+/// not parse is an error naming the file: never silently replaced.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ProtoError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            ProtoError::file(
+                path,
+                format!("corrupt state file ({e}); fix or move it away"),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ProtoError::file(path, e)),
+    }
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ProtoError> {
+    let mut b = serde_json::to_vec_pretty(value).expect("state serializes");
+    b.push(b'\n');
+    write_atomic(path, &b, 0o600)
+}
+
+/// Read a TOML config file; `T::default()` when it does not exist.
+pub fn read_toml<T: DeserializeOwned + Default>(path: &Path) -> Result<T, ProtoError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => toml::from_str(&s)
+            .map_err(|e| ProtoError::file(path, format!("bad config: {}", e.message()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(ProtoError::file(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_and_corrupt_read() {
+        let d = std::env::temp_dir().join(format!("vmux-store-{}", std::process::id()));
+        let p = d.join("x.json");
+        write_json(&p, &vec![1, 2, 3]).unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&p).unwrap(), Some(vec![1, 2, 3]));
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::write(&p, b"{nope").unwrap();
+        let err = read_json::<Vec<u32>>(&p).unwrap_err().to_string();
+        assert!(err.contains("x.json") && err.contains("corrupt"), "{err}");
+        assert_eq!(read_json::<Vec<u32>>(&d.join("missing")).unwrap(), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,28 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignerError {
+    #[error(transparent)]
+    Proto(#[from] vmux_proto::ProtoError),
+    #[error("{path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("{0}: wrong passphrase")]
+    WrongPassphrase(PathBuf),
+    #[error("{0} is encrypted: set VMUX_PASSPHRASE or run from a terminal to be asked")]
+    NeedsPassphrase(PathBuf),
+    #[error("no signer here: {0} does not exist; run `vmux signer init` first")]
+    NotInitialized(PathBuf),
+    #[error("a signer already exists in {0}")]
+    AlreadyInitialized(PathBuf),
+    #[error("no pending request with id {0}; `vmux signer pending` lists them")]
+    UnknownRequest(String),
+    #[error("id {0} matches more than one pending request; give more of it")]
+    AmbiguousRequest(String),
+    #[error("nothing is pending")]
+    NothingPending,
+    #[error("unsupported key type {0}: use ed25519 or ecdsa (ecdsa-sha2-nistp256)")]
+    UnsupportedKeyType(String),
+    #[error("control socket {path}: {reason}; is `vmux signer run` running?")]
+    Control { path: PathBuf, reason: String },
+}

@@ -1,0 +1,254 @@
+//! Keys as OpenSSH private key files (encrypted with a passphrase when one is set),
+//! one per file, mode 0600, under the signer's `keys/` directory.
+
+use super::Keystore;
+use crate::SignerError;
+use signature::Signer as _;
+use ssh_key::encoding::Encode;
+use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey, PublicKey};
+use std::path::{Path, PathBuf};
+use vmux_proto::envelope::KeyRecord;
+use vmux_proto::ErrorCode;
+use zeroize::Zeroizing;
+
+pub struct SoftwareKeystore {
+    keys: Vec<Loaded>,
+}
+
+struct Loaded {
+    blob: Vec<u8>,
+    record: KeyRecord,
+    key: PrivateKey,
+}
+
+fn rng() -> ssh_key::rand_core::UnwrapErr<ssh_key::getrandom::SysRng> {
+    ssh_key::rand_core::UnwrapErr(ssh_key::getrandom::SysRng)
+}
+
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, SignerError> {
+    match name {
+        "ed25519" | "ssh-ed25519" => Ok(Algorithm::Ed25519),
+        "ecdsa" | "p256" | "ecdsa-sha2-nistp256" => Ok(Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        }),
+        other => Err(SignerError::UnsupportedKeyType(other.to_string())),
+    }
+}
+
+/// Generate a key into `dir`; returns its public key.
+pub fn generate(
+    dir: &Path,
+    algorithm: Algorithm,
+    comment: &str,
+    passphrase: Option<&str>,
+) -> Result<PublicKey, SignerError> {
+    let mut key =
+        PrivateKey::random(&mut rng(), algorithm.clone()).map_err(|e| SignerError::Key {
+            path: dir.to_path_buf(),
+            reason: format!("key generation failed: {e}"),
+        })?;
+    key.set_comment(comment);
+    let public = key.public_key().clone();
+    let stored = match passphrase.filter(|p| !p.is_empty()) {
+        Some(p) => key.encrypt(&mut rng(), p).map_err(|e| SignerError::Key {
+            path: dir.to_path_buf(),
+            reason: format!("encryption failed: {e}"),
+        })?,
+        None => key,
+    };
+    let fp = public.fingerprint(HashAlg::Sha256).to_string();
+    let short: String = fp
+        .trim_start_matches("SHA256:")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
+    let path = dir.join(format!("{}-{short}", algo_file_prefix(&algorithm)));
+    let pem = stored
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| SignerError::Key {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    vmux_proto::store::write_atomic(&path, pem.as_bytes(), 0o600)?;
+    let line = public.to_openssh().map_err(|e| SignerError::Key {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    vmux_proto::store::write_atomic(
+        &path.with_extension("pub"),
+        format!("{line}\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(public)
+}
+
+fn algo_file_prefix(a: &Algorithm) -> &'static str {
+    match a {
+        Algorithm::Ed25519 => "ed25519",
+        _ => "ecdsa",
+    }
+}
+
+/// Private key files in `dir` (everything but `*.pub` and hidden temp files), sorted.
+fn key_files(dir: &Path) -> Result<Vec<PathBuf>, SignerError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(vmux_proto::ProtoError::file(dir, e).into()),
+    };
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && !name.ends_with(".pub") && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Whether any key in `dir` needs a passphrase to open.
+pub fn any_encrypted(dir: &Path) -> Result<bool, SignerError> {
+    for f in key_files(dir)? {
+        if read_key(&f)?.is_encrypted() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKey, SignerError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| SignerError::Key {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?);
+    PrivateKey::from_openssh(text.as_bytes()).map_err(|e| SignerError::Key {
+        path: path.to_path_buf(),
+        reason: format!("not an OpenSSH private key ({e})"),
+    })
+}
+
+impl SoftwareKeystore {
+    /// Open every key in `dir`, decrypting with `passphrase` where a key is encrypted.
+    pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, SignerError> {
+        let mut keys = vec![];
+        for path in key_files(dir)? {
+            let mut key = read_key(&path)?;
+            if key.is_encrypted() {
+                let p = passphrase.ok_or_else(|| SignerError::NeedsPassphrase(path.clone()))?;
+                key = key
+                    .decrypt(p)
+                    .map_err(|_| SignerError::WrongPassphrase(path.clone()))?;
+            }
+            let public = key.public_key();
+            let blob = public
+                .key_data()
+                .encode_vec()
+                .map_err(|e| SignerError::Key {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let comment = key.comment().to_string();
+            let record = KeyRecord {
+                algorithm: public.algorithm().as_str().to_string(),
+                public_key: blob.clone(),
+                display_name: if comment.is_empty() {
+                    path.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into()
+                } else {
+                    comment.clone()
+                },
+                comment,
+                provider: "software".into(),
+                enabled: true,
+            };
+            keys.push(Loaded { blob, record, key });
+        }
+        Ok(SoftwareKeystore { keys })
+    }
+
+    /// Public keys as `authorized_keys` lines.
+    pub fn public_lines(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter_map(|k| k.key.public_key().to_openssh().ok())
+            .collect()
+    }
+}
+
+impl Keystore for SoftwareKeystore {
+    fn keys(&self) -> Vec<KeyRecord> {
+        self.keys.iter().map(|k| k.record.clone()).collect()
+    }
+
+    fn sign(&self, key_blob: &[u8], data: &[u8], _flags: u32) -> Result<Vec<u8>, ErrorCode> {
+        // The RSA hash flags mean nothing for Ed25519 and ECDSA keys; OpenSSH ignores them too.
+        let k = self
+            .keys
+            .iter()
+            .find(|k| k.blob == key_blob)
+            .ok_or(ErrorCode::KeyNotFound)?;
+        if !k.record.enabled {
+            return Err(ErrorCode::KeyDisabled);
+        }
+        let sig: ssh_key::Signature = k.key.try_sign(data).map_err(|_| ErrorCode::Internal)?;
+        sig.encode_vec().map_err(|_| ErrorCode::Internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signature::Verifier;
+    use ssh_key::encoding::Decode;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vmux-ks-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn generate_open_sign_verify() {
+        let d = tmp("plain");
+        for alg in ["ed25519", "ecdsa"] {
+            generate(&d, parse_algorithm(alg).unwrap(), "c", None).unwrap();
+        }
+        let ks = SoftwareKeystore::open(&d, None).unwrap();
+        assert_eq!(ks.keys().len(), 2);
+        for rec in ks.keys() {
+            let sig = ks.sign(&rec.public_key, b"hello", 0).unwrap();
+            let sig = ssh_key::Signature::decode(&mut sig.as_slice()).unwrap();
+            let pk = ssh_key::public::KeyData::decode(&mut rec.public_key.as_slice()).unwrap();
+            pk.verify(b"hello", &sig).unwrap();
+        }
+        assert_eq!(ks.sign(b"nope", b"x", 0), Err(ErrorCode::KeyNotFound));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn passphrase_required_and_checked() {
+        let d = tmp("enc");
+        generate(&d, Algorithm::Ed25519, "c", Some("s3cret")).unwrap();
+        assert!(any_encrypted(&d).unwrap());
+        assert!(matches!(
+            SoftwareKeystore::open(&d, None),
+            Err(SignerError::NeedsPassphrase(_))
+        ));
+        assert!(matches!(
+            SoftwareKeystore::open(&d, Some("wrong")),
+            Err(SignerError::WrongPassphrase(_))
+        ));
+        assert_eq!(
+            SoftwareKeystore::open(&d, Some("s3cret"))
+                .unwrap()
+                .keys()
+                .len(),
+            1
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,17 @@
+//! The vmux signer: the device that holds the keys.
+//!
+//! A request's path: `serve` (link server, pairing, checks) → `queue` (waits for a
+//! person) → `approve` (control socket and terminal prompt that decide) → `keystore`
+//! (signs). `state` is what survives a restart.
+
+pub mod approve;
+pub mod error;
+pub mod keystore;
+pub mod queue;
+pub mod serve;
+pub mod state;
+
+pub use error::SignerError;
+pub use queue::{Decision, Queue};
+pub use serve::Signer;
+pub use state::SignerHome;

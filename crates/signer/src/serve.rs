@@ -1,0 +1,431 @@
+//! The link server: Noise XX with every peer, pairing for new ones (a person approves
+//! after comparing codes), and for paired ones the requests they send.
+
+use crate::keystore::Keystore;
+use crate::queue::{Decision, PendingInfo, Queue};
+use crate::state::{PairedDevice, SignerConfig, SignerHome};
+use crate::SignerError;
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use vmux_proto::envelope::*;
+use vmux_proto::identity::{device_id, fingerprint, key_fingerprint, pairing_code};
+use vmux_proto::journal::Journal;
+use vmux_proto::noise::{self, Outbox};
+use vmux_proto::{now_unix, Identity, ProtoError};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Signer {
+    pub home: SignerHome,
+    pub config: SignerConfig,
+    pub identity: Identity,
+    pub keystore: Box<dyn Keystore>,
+    pub queue: Queue,
+    paired: Mutex<Vec<PairedDevice>>,
+    /// Nonces seen, with the time after which they can be forgotten (the request's
+    /// own expiry: after it, a replay is refused as expired anyway).
+    seen: Mutex<HashMap<Vec<u8>, u64>>,
+    log: Mutex<Journal>,
+}
+
+impl Signer {
+    pub fn open(home: SignerHome, keystore: Box<dyn Keystore>) -> Result<Arc<Self>, SignerError> {
+        let config = home.load_config()?;
+        let identity = Identity::load_or_create(&home.identity())?;
+        let paired = Mutex::new(home.load_paired()?);
+        let log = Mutex::new(Journal::open(&home.log())?);
+        Ok(Arc::new(Signer {
+            home,
+            config,
+            identity,
+            keystore,
+            queue: Queue::default(),
+            paired,
+            seen: Mutex::new(HashMap::new()),
+            log,
+        }))
+    }
+
+    /// What a person compares when pairing or pinning this signer by hand.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.identity.public())
+    }
+
+    pub fn paired_devices(&self) -> Vec<PairedDevice> {
+        self.paired.lock().unwrap().clone()
+    }
+
+    /// Accept links until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let s = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.handle(stream).await {
+                    tracing::info!("link from {peer}: {e}");
+                }
+            });
+        }
+    }
+
+    fn record(&self, mut fields: Map<String, Value>) {
+        fields.insert("time".into(), json!(now_unix()));
+        if let Err(e) = self.log.lock().unwrap().append(fields) {
+            tracing::error!("decision log: {e}");
+        }
+    }
+
+    fn paired_device(&self, public: &[u8]) -> Option<PairedDevice> {
+        self.paired
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|d| d.public_key == public)
+            .cloned()
+    }
+
+    fn touch(&self, id: &str) {
+        let mut p = self.paired.lock().unwrap();
+        if let Some(d) = p.iter_mut().find(|d| d.id == id) {
+            d.last_seen = now_unix();
+        }
+        if let Err(e) = self.home.save_paired(&p) {
+            tracing::warn!("{e}");
+        }
+    }
+
+    async fn handle(self: Arc<Self>, stream: TcpStream) -> Result<(), ProtoError> {
+        let link = tokio::time::timeout(HANDSHAKE_TIMEOUT, noise::accept(stream, &self.identity))
+            .await
+            .map_err(|_| ProtoError::Noise("handshake timed out".into()))??;
+        let noise::Link {
+            mut reader,
+            writer,
+            remote_static,
+            handshake_hash,
+        } = link;
+        let out = writer.spawn();
+        let peer_id = device_id(&remote_static);
+        let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv()).await {
+            Ok(Ok(Envelope {
+                message: Message::Hello(h),
+                ..
+            })) => h,
+            _ => return Err(ProtoError::BadEnvelope("expected Hello first".into())),
+        };
+        out.send(Message::Hello(Hello {
+            device_id: self.identity.device_id(),
+            device_name: self.config.name.clone(),
+            role: Role::Signer,
+            software: concat!("vmux ", env!("CARGO_PKG_VERSION")).into(),
+        }))
+        .await?;
+
+        let Some(device) = self.paired_device(&remote_static) else {
+            let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv()).await;
+            if let Ok(Ok(Envelope {
+                message: Message::PairRequest(p),
+                ..
+            })) = first
+            {
+                let name = if p.device_name.is_empty() {
+                    hello.device_name
+                } else {
+                    p.device_name
+                };
+                return self
+                    .pair(reader, out, peer_id, name, remote_static, &handshake_hash)
+                    .await;
+            }
+            self.record(obj(json!({"event": "refused", "deviceId": peer_id,
+                "device": hello.device_name, "error": ErrorCode::PairingInvalid})));
+            out.send(Message::Error(LinkError {
+                code: ErrorCode::PairingInvalid,
+                message: "this device is not paired with this signer; run `vmux agent pair`".into(),
+            }))
+            .await?;
+            return Ok(());
+        };
+        self.touch(&device.id);
+        tracing::info!("{} ({}) connected", device.name, device.id);
+        self.session(reader, out, device).await
+    }
+
+    async fn pair<S: noise::Stream>(
+        &self,
+        mut reader: noise::LinkReader<S>,
+        out: Outbox,
+        peer_id: String,
+        name: String,
+        public: Vec<u8>,
+        handshake_hash: &[u8],
+    ) -> Result<(), ProtoError> {
+        let code = pairing_code(handshake_hash);
+        let now = now_unix();
+        let ticket = self.queue.submit(PendingInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: "pair".into(),
+            from: name.clone(),
+            from_id: peer_id.clone(),
+            key: None,
+            key_comment: None,
+            code: Some(code.clone()),
+            requester: None,
+            purpose: None,
+            destination: None,
+            created: now,
+            expires: now + self.config.pair_timeout_secs,
+        });
+        let timeout = tokio::time::sleep(Duration::from_secs(self.config.pair_timeout_secs));
+        let decision = tokio::select! {
+            d = ticket.decision => d.ok(),
+            _ = timeout => None,
+            _ = reader.recv() => None, // the agent gave up or sent something else
+        };
+        if decision.is_none() {
+            self.queue.remove(&ticket.id);
+        }
+        let approved = decision == Some(Decision::Approve);
+        if approved {
+            let saved = {
+                let mut p = self.paired.lock().unwrap();
+                p.retain(|d| d.public_key != public);
+                p.push(PairedDevice {
+                    id: peer_id.clone(),
+                    name: name.clone(),
+                    public_key: public,
+                    paired_at: now_unix(),
+                    last_seen: now_unix(),
+                });
+                self.home.save_paired(&p)
+            };
+            if let Err(e) = saved {
+                tracing::error!("{e}");
+                out.send(Message::PairResponse(PairResponse {
+                    approved: false,
+                    error: Some(ErrorCode::Internal),
+                    signer_name: self.config.name.clone(),
+                }))
+                .await?;
+                return Ok(());
+            }
+        }
+        let error = match decision {
+            Some(Decision::Approve) => None,
+            Some(Decision::Deny) => Some(ErrorCode::UserDenied),
+            None => Some(ErrorCode::RequestExpired),
+        };
+        self.record(obj(json!({"event": "pair", "requestId": ticket.id, "deviceId": peer_id,
+            "device": name, "code": code,
+            "decision": if approved { "approved" } else { error.map(|e| e.as_str()).unwrap_or("") }})));
+        out.send(Message::PairResponse(PairResponse {
+            approved,
+            error,
+            signer_name: self.config.name.clone(),
+        }))
+        .await?;
+        // Give the writer task a moment to flush before the link is dropped.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }
+
+    async fn session<S: noise::Stream>(
+        self: Arc<Self>,
+        mut reader: noise::LinkReader<S>,
+        out: Outbox,
+        device: PairedDevice,
+    ) -> Result<(), ProtoError> {
+        let device = Arc::new(device);
+        let queued: Arc<Mutex<HashSet<String>>> = Default::default();
+        let result = loop {
+            let env = match reader.recv().await {
+                Ok(env) => env,
+                Err(ProtoError::BadEnvelope(e)) => {
+                    tracing::warn!("{}: dropped a bad frame: {e}", device.name);
+                    continue;
+                }
+                Err(ProtoError::Closed) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            match env.message {
+                Message::KeyListRequest => {
+                    out.send(Message::KeyList(KeyList {
+                        keys: self.keystore.keys(),
+                    }))
+                    .await?
+                }
+                Message::SignRequest(req) => {
+                    let (s, out, device, queued) =
+                        (self.clone(), out.clone(), device.clone(), queued.clone());
+                    tokio::spawn(async move {
+                        if let Some(resp) = s.sign(&device, *req, &queued).await {
+                            let _ = out.send(Message::SignResponse(resp)).await;
+                        }
+                    });
+                }
+                Message::Cancel(c) => {
+                    let id = c.request_id.to_string();
+                    if self.queue.remove(&id).is_some() {
+                        self.record(obj(json!({"event": "sign", "requestId": id,
+                            "deviceId": device.id, "decision": "cancelled"})));
+                    }
+                }
+                Message::Ping => out.send(Message::Pong).await?,
+                _ => {}
+            }
+        };
+        // The requester is gone: its requests leave the queue, and say so in the log.
+        let ids: Vec<String> = queued.lock().unwrap().drain().collect();
+        for id in ids {
+            if self.queue.remove(&id).is_some() {
+                self.record(obj(json!({"event": "sign", "requestId": id,
+                    "deviceId": device.id, "decision": "requesterGone"})));
+            }
+        }
+        result
+    }
+
+    fn check_window_and_nonce(&self, req: &SignRequest) -> Result<(), ErrorCode> {
+        let now = now_unix();
+        let c = &self.config;
+        if req.expires < now
+            || req.issued > now + c.max_skew_secs
+            || req.expires.saturating_sub(req.issued) > c.max_window_secs
+        {
+            return Err(ErrorCode::RequestExpired);
+        }
+        if req.nonce.len() < 16 {
+            return Err(ErrorCode::ReplayDetected);
+        }
+        let mut seen = self.seen.lock().unwrap();
+        seen.retain(|_, exp| *exp + c.max_skew_secs >= now);
+        if seen.contains_key(&req.nonce) {
+            return Err(ErrorCode::ReplayDetected);
+        }
+        seen.insert(req.nonce.clone(), req.expires);
+        Ok(())
+    }
+
+    /// One sign request from a paired device; `None` when it was cancelled (the agent
+    /// no longer waits for an answer).
+    async fn sign(
+        &self,
+        device: &PairedDevice,
+        req: SignRequest,
+        queued: &Mutex<HashSet<String>>,
+    ) -> Option<SignResponse> {
+        let started = std::time::Instant::now();
+        let id = req.request_id.to_string();
+        let key = self
+            .keystore
+            .keys()
+            .into_iter()
+            .find(|k| k.public_key == req.key_blob);
+        let key_fp = key_fingerprint(&req.key_blob);
+        let mut fields = obj(
+            json!({"event": "sign", "requestId": id, "deviceId": device.id,
+            "device": device.name, "key": key_fp, "kind": req.context.kind,
+            "requester": req.context.requester}),
+        );
+        let outcome = async {
+            if self.paired_device(&device.public_key).is_none() {
+                return Err(ErrorCode::PairingInvalid);
+            }
+            self.check_window_and_nonce(&req)?;
+            let key = key.ok_or(ErrorCode::KeyNotFound)?;
+            if !key.enabled {
+                return Err(ErrorCode::KeyDisabled);
+            }
+            let ticket = self.queue.submit(PendingInfo {
+                id: id.clone(),
+                kind: "sign".into(),
+                from: device.name.clone(),
+                from_id: device.id.clone(),
+                key: Some(key_fp.clone()),
+                key_comment: Some(key.comment.clone()),
+                code: None,
+                requester: req.context.requester.clone(),
+                purpose: Some(purpose(&req.context)),
+                destination: destination(&req.context),
+                created: now_unix(),
+                expires: req.expires,
+            });
+            queued.lock().unwrap().insert(id.clone());
+            let left = req.expires.saturating_sub(now_unix());
+            let decision = tokio::select! {
+                d = ticket.decision => d.ok(),
+                _ = tokio::time::sleep(Duration::from_secs(left)) => {
+                    self.queue.remove(&id);
+                    None
+                }
+            };
+            queued.lock().unwrap().remove(&id);
+            match decision {
+                None if now_unix() >= req.expires => Err(ErrorCode::RequestExpired),
+                None => Ok(None), // cancelled
+                Some(Decision::Deny) => Err(ErrorCode::UserDenied),
+                Some(Decision::Approve) => self
+                    .keystore
+                    .sign(&req.key_blob, &req.data, req.flags)
+                    .map(Some),
+            }
+        }
+        .await;
+        fields.insert(
+            "latencyMs".into(),
+            json!(started.elapsed().as_millis() as u64),
+        );
+        let resp = match outcome {
+            Ok(None) => return None,
+            Ok(Some(sig)) => {
+                fields.insert("decision".into(), json!("approved"));
+                SignResponse {
+                    request_id: req.request_id,
+                    approved: true,
+                    signature: Some(sig),
+                    error: None,
+                }
+            }
+            Err(code) => {
+                fields.insert("decision".into(), json!(code.as_str()));
+                SignResponse {
+                    request_id: req.request_id,
+                    approved: false,
+                    signature: None,
+                    error: Some(code),
+                }
+            }
+        };
+        self.record(fields);
+        Some(resp)
+    }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn purpose(c: &Context) -> String {
+    match (c.kind.as_str(), c.namespace.as_deref()) {
+        ("login", _) => "login".into(),
+        ("sshsig", Some("git")) => "git signature".into(),
+        ("sshsig", Some("file")) => "file signature".into(),
+        ("sshsig", Some(ns)) => format!("signature ({ns})"),
+        _ => "unknown".into(),
+    }
+}
+
+fn destination(c: &Context) -> Option<String> {
+    let host = c.host.as_deref()?;
+    Some(match &c.user {
+        Some(u) => format!("{u}@{host} ({})", c.quality),
+        None => format!("{host} ({})", c.quality),
+    })
+}

@@ -1,0 +1,242 @@
+//! `vmux agent …`
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use vmux_agent::forward::Status;
+use vmux_agent::{Agent, AgentHome};
+use vmux_proto::identity::key_fingerprint;
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Pair with the signer at HOST:PORT: shows a 6-digit code, waits for approval there.
+    Pair {
+        address: String,
+        /// How long to wait for the person at the signer, in seconds.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Run the SSH agent.
+    Run {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Print `SSH_AUTH_SOCK=…; export SSH_AUTH_SOCK;` for eval.
+    Env {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Link state and the keys the agent lists.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The request log; `--verify` checks its hash chain.
+    Log {
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+pub fn home() -> AgentHome {
+    AgentHome::new(&vmux_proto::store::vmux_home())
+}
+
+pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
+    let home = home();
+    match cmd {
+        AgentCmd::Pair { address, wait } => {
+            let config = home.load_config()?;
+            let identity = vmux_proto::Identity::load_or_create(&home.identity())?;
+            let signer = vmux_agent::pair::pair(
+                &home,
+                &identity,
+                &config.device_name(),
+                &address,
+                Duration::from_secs(wait),
+                |code| {
+                    println!("pairing code {code}: check that the signer shows the same code, then approve it there");
+                },
+            )
+            .await?;
+            println!(
+                "paired with signer {:?} ({}) at {}; fingerprint {}",
+                signer.name,
+                signer.id,
+                signer.address,
+                vmux_proto::identity::fingerprint(&signer.public_key)
+            );
+        }
+        AgentCmd::Run { socket } => {
+            let agent = Agent::open(home.clone())?;
+            let path = socket.unwrap_or_else(|| home.socket(&agent.config));
+            serve(agent, &path, true).await?;
+        }
+        AgentCmd::Env { socket } => {
+            let config = home.load_config()?;
+            let path = socket.unwrap_or_else(|| home.socket(&config));
+            println!(
+                "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
+                shell_quote(&path)
+            );
+        }
+        AgentCmd::Status { json } => status(&home, json).await?,
+        AgentCmd::Log { verify } => return print_log(&home.log(), verify),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bind the socket and serve until a signal; `announce` prints the export line.
+pub async fn serve(
+    agent: std::sync::Arc<Agent>,
+    path: &Path,
+    announce: bool,
+) -> anyhow::Result<()> {
+    if agent.signers().is_empty() {
+        tracing::warn!("no paired signer yet: run `vmux agent pair HOST:PORT`");
+    }
+    let listener = vmux_agent::socket::bind(path).await?;
+    agent.write_status_at(path);
+    agent.spawn_keepers();
+    if announce {
+        println!("vmux agent listening on {}", path.display());
+        println!("SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;", shell_quote(path));
+    }
+    let res = tokio::select! {
+        r = vmux_agent::socket::serve(agent.clone(), listener) => r.context("agent socket"),
+        _ = super::shutdown_signal() => Ok(()),
+    };
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(agent.home.status_file());
+    res
+}
+
+fn shell_quote(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+@%:".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+async fn status(home: &AgentHome, json: bool) -> anyhow::Result<()> {
+    let status: Option<Status> = vmux_proto::store::read_json(&home.status_file())?;
+    // The status file is only as good as the agent behind it: check the socket answers.
+    let running = match &status {
+        Some(s) => tokio::net::UnixStream::connect(&s.socket).await.is_ok(),
+        None => false,
+    };
+    let signers = home.load_signers()?;
+    let keys = home.load_keys()?;
+    let link = |id: &str| {
+        status
+            .as_ref()
+            .filter(|_| running)
+            .and_then(|s| s.signers.iter().find(|x| x.id == id).cloned())
+    };
+    if json {
+        let v = serde_json::json!({
+            "running": running,
+            "pid": status.as_ref().filter(|_| running).map(|s| s.pid),
+            "socket": status.as_ref().map(|s| s.socket.clone()),
+            "signers": signers.iter().map(|s| {
+                let l = link(&s.id);
+                serde_json::json!({
+                    "id": s.id, "name": s.name, "address": s.address,
+                    "connected": l.as_ref().is_some_and(|l| l.connected),
+                    "lastError": l.and_then(|l| l.last_error),
+                })
+            }).collect::<Vec<_>>(),
+            "keys": keys.iter().map(|k| serde_json::json!({
+                "fingerprint": key_fingerprint(&k.record.public_key),
+                "algorithm": k.record.algorithm,
+                "comment": k.record.comment,
+                "provider": k.record.provider,
+                "signer": k.signer_id,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    match (&status, running) {
+        (Some(s), true) => println!("agent: running (pid {}) on {}", s.pid, s.socket),
+        _ => println!("agent: not running"),
+    }
+    if signers.is_empty() {
+        println!("no paired signer: run `vmux agent pair HOST:PORT`");
+    }
+    for s in &signers {
+        let state = match link(&s.id) {
+            Some(l) if l.connected => "connected".to_string(),
+            Some(l) => format!("disconnected ({})", l.last_error.unwrap_or_default()),
+            None => "disconnected".into(),
+        };
+        println!("signer {:?} ({}) at {}: {state}", s.name, s.id, s.address);
+    }
+    for k in &keys {
+        println!(
+            "  {}  {}  {}",
+            key_fingerprint(&k.record.public_key),
+            k.record.comment,
+            k.record.algorithm
+        );
+    }
+    Ok(())
+}
+
+/// Print a hash-chained log, or verify it.
+pub fn print_log(path: &Path, verify: bool) -> anyhow::Result<ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => bail!("{}: {e}", path.display()),
+    };
+    if verify {
+        return match vmux_proto::journal::verify(&text) {
+            Ok(n) => {
+                println!("{}: {n} lines, chain intact", path.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(t) => {
+                eprintln!("{}: {t}", path.display());
+                Ok(ExitCode::FAILURE)
+            }
+        };
+    }
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            println!("(unreadable line) {line}");
+            continue;
+        };
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+        let time = v
+            .get("time")
+            .and_then(|t| t.as_u64())
+            .map(super::local_time)
+            .unwrap_or_default();
+        let latency = v
+            .get("latencyMs")
+            .and_then(|t| t.as_u64())
+            .map(|l| format!("{l}ms"))
+            .unwrap_or_default();
+        let who = v
+            .get("requester")
+            .and_then(|x| x.as_str())
+            .map(String::from)
+            .unwrap_or_else(|| s("device"));
+        println!(
+            "{time}  {}  {}  {}  {}  {}  {latency}",
+            s("requestId"),
+            s("decision"),
+            s("kind"),
+            s("key"),
+            who
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,69 @@
+pub mod agent;
+pub mod signer;
+pub mod up;
+
+use anyhow::Context;
+use std::io::IsTerminal;
+use zeroize::Zeroizing;
+
+/// The keystore passphrase: `VMUX_PASSPHRASE`, else asked on the terminal, else none.
+pub fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<Option<Zeroizing<String>>> {
+    if let Ok(p) = std::env::var("VMUX_PASSPHRASE") {
+        return Ok(Some(Zeroizing::new(p)));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let p = Zeroizing::new(rpassword::prompt_password(prompt).context("reading passphrase")?);
+    if confirm {
+        let again =
+            Zeroizing::new(rpassword::prompt_password("Again: ").context("reading passphrase")?);
+        anyhow::ensure!(*p == *again, "the passphrases differ; nothing was written");
+    }
+    Ok(Some(p))
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+pub fn local_time(unix: u64) -> String {
+    // Plain UTC keeps the binary free of a time-zone database; good enough for logs.
+    let secs = unix as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::local_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::local_time(1_700_000_000), "2023-11-14 22:13:20Z");
+    }
+}

@@ -1,0 +1,318 @@
+//! `vmux signer …`
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use vmux_signer::approve::{control_call, describe, ControlRequest};
+use vmux_signer::keystore::software::{self, SoftwareKeystore};
+use vmux_signer::state::SignerConfig;
+use vmux_signer::{Signer, SignerError, SignerHome};
+
+#[derive(Subcommand)]
+pub enum SignerCmd {
+    /// Create this device's identity and its first key (no prompt without a terminal).
+    Init {
+        #[arg(long)]
+        name: String,
+        /// Key type of the first key: ecdsa (ecdsa-sha2-nistp256) or ed25519.
+        #[arg(long = "type", default_value = "ecdsa")]
+        key_type: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Encrypt keys with a passphrase (asked on the terminal, or VMUX_PASSPHRASE).
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Keys: `pub` prints authorized_keys lines, `list` shows fingerprints, `add` makes one.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Serve paired agents; prints the address it bound and its pairing fingerprint.
+    Run {
+        /// Address to listen on (port 0 = any free port). Default: the config's `listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// What waits for a decision.
+    Pending {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending request (pairing or signature).
+    Approve(Decide),
+    /// Deny a pending request.
+    Deny(Decide),
+    /// Paired devices.
+    Devices,
+    /// The decision log; `--verify` checks its hash chain.
+    Log {
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    Pub,
+    List,
+    Add {
+        #[arg(long = "type", default_value = "ecdsa")]
+        key_type: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+}
+
+#[derive(Args)]
+pub struct Decide {
+    /// The request id (or a unique prefix of it), from `vmux signer pending`.
+    #[arg(required_unless_present = "next", conflicts_with = "next")]
+    id: Option<String>,
+    /// The oldest pending request.
+    #[arg(long)]
+    next: bool,
+    /// With --next: wait up to this many seconds for a request to arrive.
+    #[arg(long, default_value_t = 0, requires = "next")]
+    wait: u64,
+}
+
+pub fn home() -> SignerHome {
+    SignerHome::new(&vmux_proto::store::vmux_home())
+}
+
+pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
+    let home = home();
+    match cmd {
+        SignerCmd::Init {
+            name,
+            key_type,
+            comment,
+            passphrase,
+        } => {
+            let pass = if passphrase {
+                let p = super::passphrase("Passphrase for the keystore: ", true)?;
+                if p.is_none() {
+                    bail!("--passphrase needs a terminal or VMUX_PASSPHRASE");
+                }
+                p
+            } else {
+                None
+            };
+            let public = init(
+                &home,
+                &name,
+                &key_type,
+                &comment,
+                pass.as_deref().map(|s| s.as_str()),
+            )?;
+            println!("initialized signer {name:?} in {}", home.dir.display());
+            println!("{public}");
+        }
+        SignerCmd::Keys(k) => keys(&home, k)?,
+        SignerCmd::Run { listen } => {
+            let signer = open(&home)?;
+            let addr = listen.unwrap_or_else(|| signer.config.listen.clone());
+            let listener = TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            start(&signer, &home).await?;
+            println!(
+                "vmux signer {:?} listening on {}",
+                signer.config.name,
+                listener.local_addr()?
+            );
+            println!("pairing fingerprint {}", signer.fingerprint());
+            tokio::select! {
+                r = signer.clone().serve(listener) => r?,
+                _ = super::shutdown_signal() => {}
+            }
+            let _ = std::fs::remove_file(home.control_socket());
+        }
+        SignerCmd::Pending { json } => {
+            let resp = call(&home, &ControlRequest::Pending).await?;
+            let pending = resp.pending.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pending)?);
+            } else if pending.is_empty() {
+                println!("nothing pending");
+            } else {
+                for p in &pending {
+                    println!("{}", p.summary());
+                }
+            }
+        }
+        SignerCmd::Approve(d) => return decide(&home, d, true).await,
+        SignerCmd::Deny(d) => return decide(&home, d, false).await,
+        SignerCmd::Devices => {
+            let devices = home.load_paired()?;
+            if devices.is_empty() {
+                println!("no paired devices");
+            }
+            for d in devices {
+                println!(
+                    "{}  {}  paired {}  last seen {}",
+                    d.id,
+                    d.name,
+                    super::local_time(d.paired_at),
+                    super::local_time(d.last_seen)
+                );
+            }
+        }
+        SignerCmd::Log { verify } => return super::agent::print_log(&home.log(), verify),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Create config, identity and the first key. Refuses to touch an existing signer.
+pub fn init(
+    home: &SignerHome,
+    name: &str,
+    key_type: &str,
+    comment: &str,
+    passphrase: Option<&str>,
+) -> anyhow::Result<String> {
+    if home.exists() {
+        return Err(SignerError::AlreadyInitialized(home.dir.clone()).into());
+    }
+    let algorithm = software::parse_algorithm(key_type)?;
+    vmux_proto::store::ensure_dir(&home.dir, 0o700)?;
+    vmux_proto::Identity::load_or_create(&home.identity())?;
+    let comment = if comment.is_empty() {
+        format!("vmux@{name}")
+    } else {
+        comment.to_string()
+    };
+    let public = software::generate(&home.keys(), algorithm, &comment, passphrase)?;
+    home.save_config(&SignerConfig {
+        name: name.to_string(),
+        ..Default::default()
+    })?;
+    Ok(public.to_openssh()?)
+}
+
+fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
+    home.load_config()?;
+    match cmd {
+        KeysCmd::Pub => {
+            for line in public_lines_of(home)? {
+                println!("{line}");
+            }
+        }
+        KeysCmd::List => {
+            let ks = open_keystore(home)?;
+            use vmux_signer::keystore::Keystore;
+            for k in ks.keys() {
+                println!(
+                    "{}  {}  {}  ({})",
+                    vmux_proto::identity::key_fingerprint(&k.public_key),
+                    k.algorithm,
+                    k.comment,
+                    k.provider
+                );
+            }
+        }
+        KeysCmd::Add { key_type, comment } => {
+            let algorithm = software::parse_algorithm(&key_type)?;
+            let pass = if software::any_encrypted(&home.keys())? {
+                let p = super::passphrase("Keystore passphrase: ", false)?
+                    .ok_or_else(|| SignerError::NeedsPassphrase(home.keys()))?;
+                SoftwareKeystore::open(&home.keys(), Some(&p))?; // checks it
+                Some(p)
+            } else {
+                None
+            };
+            let public = software::generate(
+                &home.keys(),
+                algorithm,
+                &comment,
+                pass.as_deref().map(|s| s.as_str()),
+            )?;
+            println!("{}", public.to_openssh()?);
+        }
+    }
+    Ok(())
+}
+
+/// Public lines from the `.pub` files: no passphrase needed to print them.
+pub fn public_lines_of(home: &SignerHome) -> anyhow::Result<Vec<String>> {
+    let mut files: Vec<_> = std::fs::read_dir(home.keys())
+        .with_context(|| format!("{}", home.keys().display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            Ok(std::fs::read_to_string(f)
+                .with_context(|| format!("{}", f.display()))?
+                .trim()
+                .to_string())
+        })
+        .collect()
+}
+
+pub fn open_keystore(home: &SignerHome) -> anyhow::Result<SoftwareKeystore> {
+    let pass = if software::any_encrypted(&home.keys())? {
+        Some(
+            super::passphrase("Keystore passphrase: ", false)?
+                .ok_or_else(|| SignerError::NeedsPassphrase(home.keys()))?,
+        )
+    } else {
+        None
+    };
+    Ok(SoftwareKeystore::open(
+        &home.keys(),
+        pass.as_deref().map(|s| s.as_str()),
+    )?)
+}
+
+pub fn open(home: &SignerHome) -> anyhow::Result<Arc<Signer>> {
+    home.load_config()?;
+    let ks = open_keystore(home)?;
+    Ok(Signer::open(home.clone(), Box::new(ks))?)
+}
+
+/// Bind the control socket.
+pub async fn start(signer: &Arc<Signer>, home: &SignerHome) -> anyhow::Result<()> {
+    vmux_signer::approve::serve_control(signer.clone(), &home.control_socket()).await?;
+    Ok(())
+}
+
+async fn call(
+    home: &SignerHome,
+    req: &ControlRequest,
+) -> anyhow::Result<vmux_signer::approve::ControlResponse> {
+    let resp = control_call(&home.control_socket(), req).await?;
+    if !resp.ok {
+        bail!(
+            "{}",
+            resp.error
+                .clone()
+                .unwrap_or_else(|| "the signer refused".into())
+        );
+    }
+    Ok(resp)
+}
+
+async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<ExitCode> {
+    let req = ControlRequest::Decide {
+        id: d.id,
+        next: d.next,
+        wait_secs: d.wait,
+        approve,
+    };
+    let resp = call(home, &req).await?;
+    if let Some(p) = resp.decided {
+        println!(
+            "{}: {}",
+            if approve { "approved" } else { "denied" },
+            describe(&p)
+        );
+        if resp.delivered == Some(false) {
+            println!("(the requester had already gone; recorded as a delivery failure)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

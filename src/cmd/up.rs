@@ -1,0 +1,127 @@
+//! `vmux up`: signer and agent on one machine, approvals in this terminal.
+
+use anyhow::Context;
+use clap::Args;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::io::BufReader;
+use vmux_agent::Agent;
+use vmux_signer::approve::{control_call, ControlRequest};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Where the signer listens; other workstations can pair with it there too.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    #[arg(long)]
+    socket: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let shome = super::signer::home();
+    let ahome = super::agent::home();
+    if !shome.exists() {
+        let name = format!("{}-signer", vmux_agent::state::hostname());
+        let line = super::signer::init(&shome, &name, "ecdsa", "", None)?;
+        println!(
+            "initialized signer {name:?} in {} with key\n  {line}",
+            shome.dir.display()
+        );
+    }
+    let signer = super::signer::open(&shome)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?.to_string();
+    super::signer::start(&signer, &shome).await?;
+    tokio::spawn(signer.clone().serve(listener));
+    println!("signer {:?} listening on {addr}", signer.config.name);
+
+    // Pair the local agent with the local signer once; afterwards only the address
+    // (a new port on every start) is refreshed.
+    let mut signers = ahome.load_signers()?;
+    match signers
+        .iter_mut()
+        .find(|s| s.public_key == signer.identity.public())
+    {
+        Some(s) => {
+            s.address = addr.clone();
+            ahome.save_signers(&signers)?;
+        }
+        None => pair_locally(&ahome, &shome, &addr).await?,
+    }
+
+    let agent = Agent::open(ahome.clone())?;
+    let path = args.socket.unwrap_or_else(|| ahome.socket(&agent.config));
+    println!("SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;", path.display());
+    for line in super::signer::public_lines_of(&shome)? {
+        println!("public key: {line}");
+    }
+    println!("Requests appear below; answer y to approve, anything else denies. Ctrl-C stops.");
+    let prompt = vmux_signer::approve::prompt(
+        signer.clone(),
+        BufReader::new(tokio::io::stdin()),
+        tokio::io::stdout(),
+    );
+    tokio::select! {
+        r = super::agent::serve(agent, &path, false) => r?,
+        _ = prompt => {
+            // Input ended: keep serving; decisions can still come from the control socket.
+            super::agent::serve(Agent::open(ahome)?, &path, false).await?
+        }
+    }
+    let _ = std::fs::remove_file(shome.control_socket());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pair through the signer's control socket: the person who ran `vmux up` owns both ends,
+/// and the code is still checked to be the one this handshake produced.
+async fn pair_locally(
+    ahome: &vmux_agent::AgentHome,
+    shome: &vmux_signer::SignerHome,
+    addr: &str,
+) -> anyhow::Result<()> {
+    let config = ahome.load_config()?;
+    let identity = vmux_proto::Identity::load_or_create(&ahome.identity())?;
+    let my_name = config.device_name();
+    let (code_tx, code_rx) = tokio::sync::oneshot::channel::<String>();
+    let pairing = vmux_agent::pair::pair(
+        ahome,
+        &identity,
+        &my_name,
+        addr,
+        Duration::from_secs(30),
+        move |code| {
+            let _ = code_tx.send(code.to_string());
+        },
+    );
+    let approver = async {
+        let code = code_rx.await.context("pairing did not start")?;
+        let control = shome.control_socket();
+        for _ in 0..100 {
+            let resp = control_call(&control, &ControlRequest::Pending).await?;
+            let found = resp
+                .pending
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| p.kind == "pair" && p.code.as_deref() == Some(code.as_str()));
+            if let Some(p) = found {
+                let req = ControlRequest::Decide {
+                    id: Some(p.id),
+                    next: false,
+                    wait_secs: 0,
+                    approve: true,
+                };
+                control_call(&control, &req).await?;
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the local signer never showed the pairing request")
+    };
+    let (paired, approved) = tokio::join!(pairing, approver);
+    approved?;
+    let s = paired?;
+    println!("paired the local agent with signer {:?}", s.name);
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The `vmux` command: argument parsing and wiring only. The work happens in the
+//! `vmux-agent`, `vmux-signer` and `vmux-proto` libraries.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "vmux",
+    version,
+    about = "SSH keys that never leave a trusted device; a person approves every signature"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One machine, one command: initialize (first run), pair, run signer and agent,
+    /// and ask "Approve? [y/N]" here for every request.
+    Up(cmd::up::UpArgs),
+    /// The workstation side: an ssh-agent that forwards signatures to a paired signer.
+    #[command(subcommand)]
+    Agent(cmd::agent::AgentCmd),
+    /// The key-holding side: keys, approval queue, link server.
+    #[command(subcommand)]
+    Signer(cmd::signer::SignerCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Up(a) => cmd::up::run(a).await,
+            Command::Agent(c) => cmd::agent::run(c).await,
+            Command::Signer(c) => cmd::signer::run(c).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmux: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
