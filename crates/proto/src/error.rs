@@ -27,10 +27,17 @@ impl From<snow::Error> for ProtoError {
 }
 
 impl ProtoError {
+    /// An error about a file, kept to one line (parsers like to print several).
     pub fn file(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        let reason = reason.to_string();
+        let reason: Vec<&str> = reason
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         ProtoError::File {
             path: path.into(),
-            reason: reason.to_string(),
+            reason: reason.join("; "),
         }
     }
 }

@@ -30,7 +30,7 @@ impl Journal {
         let (mut seq, mut prev) = (0, GENESIS.to_string());
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                if let Some(last) = text.lines().filter(|l| !l.trim().is_empty()).last() {
+                if let Some(last) = text.lines().rfind(|l| !l.trim().is_empty()) {
                     prev = line_hash(last);
                     seq = serde_json::from_str::<Value>(last)
                         .ok()

@@ -1,0 +1,6 @@
+//! Shared helpers for integration tests. Include with `mod common;`.
+#![allow(dead_code)]
+
+pub mod proc;
+pub mod sshd;
+pub mod vmux;
