@@ -148,6 +148,8 @@ fn passphrase_encrypted_keystore() {
 fn up_runs_everything_and_asks_in_the_terminal() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
+    // Per-signature prompts only; `vmux up` with certificates is covered in tests/certs.rs.
+    agent_config(&home, "session_certs = false\n");
     let mut child = vmux(&home)
         .arg("up")
         .stdin(Stdio::piped())

@@ -38,6 +38,14 @@ pub enum AgentCmd {
         #[arg(long)]
         verify: bool,
     },
+    /// Ask the signer for a new session certificate now (approved there).
+    RequestCert {
+        /// e.g. 8h, 30m; default: the agent's `cert_validity_secs`.
+        #[arg(long, value_parser = super::parse_duration)]
+        validity: Option<u64>,
+    },
+    /// Drop the session certificate and its key.
+    Reset,
 }
 
 pub fn home() -> AgentHome {
@@ -84,6 +92,21 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         }
         AgentCmd::Status { json } => status(&home, json).await?,
         AgentCmd::Log { verify } => return print_log(&home.log(), verify),
+        AgentCmd::RequestCert { validity } => {
+            let contents = validity.map(|v| (v.min(u32::MAX as u64) as u32).to_be_bytes().to_vec());
+            extension(
+                &home,
+                vmux_agent::session::REQUEST_CERT,
+                &contents.unwrap_or_default(),
+            )
+            .await?;
+            println!("session certificate issued");
+            status(&home, false).await?;
+        }
+        AgentCmd::Reset => {
+            extension(&home, vmux_agent::session::RESET, &[]).await?;
+            println!("session certificate dropped");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -144,6 +167,8 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<()> {
             "running": running,
             "pid": status.as_ref().filter(|_| running).map(|s| s.pid),
             "socket": status.as_ref().map(|s| s.socket.clone()),
+            "certificate": status.as_ref().filter(|_| running).and_then(|s| s.certificate.clone()),
+            "certificateExpired": status.as_ref().is_some_and(|s| running && s.certificate_expired),
             "signers": signers.iter().map(|s| {
                 let l = link(&s.id);
                 serde_json::json!({
@@ -164,7 +189,23 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     match (&status, running) {
-        (Some(s), true) => println!("agent: running (pid {}) on {}", s.pid, s.socket),
+        (Some(s), true) => {
+            println!("agent: running (pid {}) on {}", s.pid, s.socket);
+            // The file may lag the agent by a tick: judge validity by the clock here.
+            let now = vmux_proto::now_unix();
+            match s.certificate.as_ref().filter(|c| c.valid_before > now) {
+                Some(c) => println!(
+                    "Certificate valid until {} (principals {}, key id {})",
+                    super::local_time(c.valid_before),
+                    c.principals.join(","),
+                    c.key_id
+                ),
+                None if s.certificate_expired || s.certificate.is_some() => {
+                    println!("Certificate expired — connect signer to renew")
+                }
+                None => println!("No session certificate"),
+            }
+        }
         _ => println!("agent: not running"),
     }
     if signers.is_empty() {
@@ -185,6 +226,38 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<()> {
             k.record.comment,
             k.record.algorithm
         );
+    }
+    Ok(())
+}
+
+/// Call one of the agent's own extensions on its socket and require SUCCESS.
+async fn extension(home: &AgentHome, name: &str, contents: &[u8]) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = home.load_config()?;
+    let path = home.socket(&config);
+    let mut c = tokio::net::UnixStream::connect(&path)
+        .await
+        .with_context(|| {
+            format!(
+                "agent socket {}: is `vmux agent run` running?",
+                path.display()
+            )
+        })?;
+    let mut body = vec![vmux_agent::wire::EXTENSION];
+    body.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(contents);
+    let mut msg = (body.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    c.write_all(&msg).await?;
+    let mut len = [0u8; 4];
+    c.read_exact(&mut len)
+        .await
+        .context("the agent closed the connection")?;
+    let mut resp = vec![0u8; (u32::from_be_bytes(len) as usize).min(vmux_agent::wire::MAX_MESSAGE)];
+    c.read_exact(&mut resp).await?;
+    if resp.first() != Some(&vmux_agent::wire::SUCCESS) {
+        bail!("the agent could not do it; `vmux agent log` and the agent's output say why");
     }
     Ok(())
 }

@@ -23,6 +23,24 @@ pub fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<Option<Zeroizin
     Ok(Some(p))
 }
 
+/// `8h`, `30m`, `90s`, `1d` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 8h, 30m or 90s"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
 /// Wait for Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -61,6 +79,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("8h"), Ok(28_800));
+        assert_eq!(super::parse_duration("90"), Ok(90));
+        assert_eq!(super::parse_duration("2d"), Ok(172_800));
+        assert!(super::parse_duration("8x").is_err());
+        assert!(super::parse_duration("h").is_err());
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::local_time(0), "1970-01-01 00:00:00Z");

@@ -45,6 +45,9 @@ pub enum SignerCmd {
     Deny(Decide),
     /// Paired devices.
     Devices,
+    /// The session-certificate CA: `pub` for TrustedUserCAKeys, `policy` to show or set.
+    #[command(subcommand)]
+    Ca(CaCmd),
     /// The decision log; `--verify` checks its hash chain.
     Log {
         #[arg(long)]
@@ -61,6 +64,24 @@ pub enum KeysCmd {
         key_type: String,
         #[arg(long, default_value = "")]
         comment: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CaCmd {
+    /// The CA public key line, for sshd's TrustedUserCAKeys.
+    Pub,
+    /// Show the issuance policy; with options, change it (applies to the next request).
+    Policy {
+        /// Longest validity granted, e.g. 8h, 30m, 90s.
+        #[arg(long, value_parser = super::parse_duration)]
+        max_validity: Option<u64>,
+        /// Comma-separated principals (empty string: the signer's user name).
+        #[arg(long)]
+        principals: Option<String>,
+        /// Whether certificates are issued at all.
+        #[arg(long, value_parser = ["on", "off"])]
+        issue: Option<String>,
     },
 }
 
@@ -160,6 +181,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             }
         }
         SignerCmd::Log { verify } => return super::agent::print_log(&home.log(), verify),
+        SignerCmd::Ca(c) => ca(&home, c)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -184,6 +206,12 @@ pub fn init(
         comment.to_string()
     };
     let public = software::generate(&home.keys(), algorithm, &comment, passphrase)?;
+    software::generate(
+        &home.ca(),
+        software::parse_algorithm("ed25519")?,
+        &format!("vmux-ca@{name}"),
+        passphrase,
+    )?;
     home.save_config(&SignerConfig {
         name: name.to_string(),
         ..Default::default()
@@ -234,10 +262,15 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Public lines from the `.pub` files: no passphrase needed to print them.
+/// Public lines of the signing keys: no passphrase needed to print them.
 pub fn public_lines_of(home: &SignerHome) -> anyhow::Result<Vec<String>> {
-    let mut files: Vec<_> = std::fs::read_dir(home.keys())
-        .with_context(|| format!("{}", home.keys().display()))?
+    public_lines_in(&home.keys())
+}
+
+/// Public lines from the `.pub` files in `dir`.
+fn public_lines_in(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "pub"))
         .collect();
@@ -254,24 +287,85 @@ pub fn public_lines_of(home: &SignerHome) -> anyhow::Result<Vec<String>> {
 }
 
 pub fn open_keystore(home: &SignerHome) -> anyhow::Result<SoftwareKeystore> {
-    let pass = if software::any_encrypted(&home.keys())? {
-        Some(
-            super::passphrase("Keystore passphrase: ", false)?
-                .ok_or_else(|| SignerError::NeedsPassphrase(home.keys()))?,
-        )
-    } else {
-        None
-    };
+    let pass = keystore_passphrase(home)?;
     Ok(SoftwareKeystore::open(
         &home.keys(),
         pass.as_deref().map(|s| s.as_str()),
     )?)
 }
 
+/// The passphrase, asked only when a key is encrypted.
+fn keystore_passphrase(home: &SignerHome) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    if !software::any_encrypted(&home.keys())? && !software::any_encrypted(&home.ca())? {
+        return Ok(None);
+    }
+    Ok(Some(
+        super::passphrase("Keystore passphrase: ", false)?
+            .ok_or_else(|| SignerError::NeedsPassphrase(home.keys()))?,
+    ))
+}
+
 pub fn open(home: &SignerHome) -> anyhow::Result<Arc<Signer>> {
     home.load_config()?;
-    let ks = open_keystore(home)?;
-    Ok(Signer::open(home.clone(), Box::new(ks))?)
+    let pass = keystore_passphrase(home)?;
+    let pass = pass.as_deref().map(|s| s.as_str());
+    let ks = SoftwareKeystore::open(&home.keys(), pass)?;
+    let ca = SoftwareKeystore::open(&home.ca(), pass)?;
+    use vmux_signer::keystore::Keystore;
+    let ca: Option<Box<dyn Keystore>> = if ca.keys().is_empty() {
+        None
+    } else {
+        Some(Box::new(ca))
+    };
+    Ok(Signer::open_with_ca(home.clone(), Box::new(ks), ca)?)
+}
+
+fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
+    let mut config = home.load_config()?;
+    match cmd {
+        CaCmd::Pub => {
+            let lines = public_lines_in(&home.ca())?;
+            anyhow::ensure!(!lines.is_empty(), "no CA key in {}", home.ca().display());
+            println!("{}", lines[0]);
+        }
+        CaCmd::Policy {
+            max_validity,
+            principals,
+            issue,
+        } => {
+            let changed = max_validity.is_some() || principals.is_some() || issue.is_some();
+            if let Some(v) = max_validity {
+                config.ca.max_validity_secs = v;
+            }
+            if let Some(p) = principals {
+                config.ca.principals = p
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
+            if let Some(i) = issue {
+                config.ca.issue = i == "on";
+            }
+            if changed {
+                home.save_config(&config)?;
+            }
+            let p = &config.ca;
+            println!("issue: {}", if p.issue { "on" } else { "off" });
+            println!("max validity: {}s", p.max_validity_secs);
+            println!(
+                "principals: {}",
+                vmux_signer::ca::principals(p).join(",")
+                    + if p.principals.is_empty() {
+                        " (the signer's user)"
+                    } else {
+                        ""
+                    }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Bind the control socket.

@@ -185,13 +185,30 @@ pub struct Setup {
     pub pubkey: String,
 }
 
+/// Write the agent's config.toml before it first runs.
+pub fn agent_config(ahome: &Path, toml: &str) {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(ahome.join("agent"))
+        .unwrap();
+    std::fs::write(ahome.join("agent/config.toml"), toml).unwrap();
+}
+
 impl Setup {
+    /// Per-signature approval only (no session certificate requests in the queue).
     pub fn new() -> Setup {
+        Setup::with_agent_config("session_certs = false\n")
+    }
+
+    pub fn with_agent_config(config: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let (shome, ahome) = (
             tmp.path().join("signer-home"),
             tmp.path().join("agent-home"),
         );
+        agent_config(&ahome, config);
         let pubkey = Signer::init(&shome, "test-signer");
         let signer = Signer::start(&shome, "127.0.0.1:0");
         pair(&ahome, &signer);

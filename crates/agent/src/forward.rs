@@ -1,6 +1,7 @@
 //! The agent's core: which keys exist (cached from signers), which signer holds a key,
 //! and the round trip of one signature, logged.
 
+use crate::cert::{self, SessionCert};
 use crate::context;
 use crate::link::SignerLink;
 use crate::state::{AgentConfig, AgentHome, CachedKey, PairedSigner};
@@ -9,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use vmux_proto::envelope::{Context, KeyRecord, Origin, SignRequest};
+use vmux_proto::envelope::{CertificateRequest, Context, KeyRecord, Origin, SignRequest};
 use vmux_proto::identity::key_fingerprint;
 use vmux_proto::journal::Journal;
 use vmux_proto::{now_unix, random_bytes, ErrorCode, Identity};
@@ -39,6 +41,12 @@ pub struct Agent {
     locked: Mutex<Option<([u8; 16], [u8; 32])>>,
     log: Mutex<Journal>,
     socket_path: Mutex<Option<String>>,
+    cert: Mutex<Option<Arc<SessionCert>>>,
+    cert_in_flight: AtomicBool,
+    /// Set when a certificate expired with no renewal (for `status`).
+    cert_expired: AtomicBool,
+    /// No automatic certificate request before this time (after a denial or error).
+    cert_retry_at: AtomicU64,
 }
 
 /// What `vmux agent status` reads: written by the running agent on every link change.
@@ -47,6 +55,20 @@ pub struct Status {
     pub pid: u32,
     pub socket: String,
     pub signers: Vec<SignerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertStatus>,
+    #[serde(default)]
+    pub certificate_expired: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertStatus {
+    pub key_id: String,
+    pub serial: u64,
+    pub principals: Vec<String>,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub signer: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +105,10 @@ impl Agent {
             locked: Mutex::new(None),
             log: Mutex::new(log),
             socket_path: Mutex::new(None),
+            cert: Mutex::new(None),
+            cert_in_flight: AtomicBool::new(false),
+            cert_expired: AtomicBool::new(false),
+            cert_retry_at: AtomicU64::new(0),
         }))
     }
 
@@ -100,13 +126,20 @@ impl Agent {
         if self.is_locked() {
             return vec![];
         }
-        self.keys
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|k| k.record.enabled && self.signers.iter().any(|s| s.id == k.signer_id))
-            .map(|k| (k.record.public_key.clone(), k.record.comment.clone()))
-            .collect()
+        let mut ids: Vec<(Vec<u8>, String)> = self
+            .valid_cert()
+            .map(|c| (c.blob.clone(), cert::COMMENT.to_string()))
+            .into_iter()
+            .collect();
+        ids.extend(
+            self.keys
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|k| k.record.enabled && self.signers.iter().any(|s| s.id == k.signer_id))
+                .map(|k| (k.record.public_key.clone(), k.record.comment.clone())),
+        );
+        ids
     }
 
     pub fn cached_keys(&self) -> Vec<CachedKey> {
@@ -192,6 +225,7 @@ impl Agent {
 
     /// Keep a link to every paired signer, reconnecting with bounded backoff.
     pub fn spawn_keepers(self: &Arc<Self>) {
+        self.spawn_cert_keeper();
         for s in &self.signers {
             let (agent, id) = (self.clone(), s.id.clone());
             tokio::spawn(async move {
@@ -200,6 +234,8 @@ impl Agent {
                     match agent.link(&id).await {
                         Ok(link) => {
                             backoff = Duration::from_millis(500);
+                            // A (re)connected signer may be asked for a certificate at once.
+                            agent.cert_retry_at.store(0, Ordering::Relaxed);
                             let why = link.wait_closed().await;
                             agent.link_errors.lock().unwrap().insert(id.clone(), why);
                             agent.write_status();
@@ -236,6 +272,15 @@ impl Agent {
                     last_error: errors.get(&s.id).cloned(),
                 })
                 .collect(),
+            certificate: self.valid_cert().map(|c| CertStatus {
+                key_id: c.key_id.clone(),
+                serial: c.serial,
+                principals: c.principals.clone(),
+                valid_after: c.valid_after,
+                valid_before: c.valid_before,
+                signer: c.signer_id.clone(),
+            }),
+            certificate_expired: self.cert_expired.load(Ordering::Relaxed),
         }
     }
 
@@ -259,6 +304,8 @@ impl Agent {
         }
         let salt: [u8; 16] = random_bytes();
         *l = Some((salt, salted(&salt, passphrase)));
+        drop(l);
+        self.drop_cert("agent locked");
         true
     }
 
@@ -285,11 +332,19 @@ impl Agent {
         let started = Instant::now();
         let request_id = Uuid::new_v4();
         let parsed = context::parse(data);
-        let result = self
-            .forward(request_id, key_blob, data, flags, caller, &parsed)
-            .await;
+        let local = self
+            .valid_cert()
+            .filter(|c| c.matches(key_blob) && !self.is_locked());
+        let result = match &local {
+            Some(c) => c.sign(data),
+            None => {
+                self.forward(request_id, key_blob, data, flags, caller, &parsed)
+                    .await
+            }
+        };
         let key = key_fingerprint(key_blob);
         let decision = match &result {
+            Ok(_) if local.is_some() => "local-cert".to_string(),
             Ok(_) => "approved".to_string(),
             Err(c) => c.to_string(),
         };
@@ -306,12 +361,148 @@ impl Agent {
         if let Some(ns) = &parsed.namespace {
             rec["namespace"] = json!(ns);
         }
+        self.record(rec);
+        result
+    }
+
+    fn record(&self, rec: serde_json::Value) {
         if let serde_json::Value::Object(m) = rec {
             if let Err(e) = self.log.lock().unwrap().append(m) {
                 tracing::error!("request log: {e}");
             }
         }
-        result
+    }
+
+    /// The session certificate, if there is one and it has not expired.
+    pub fn valid_cert(&self) -> Option<Arc<SessionCert>> {
+        let c = self.cert.lock().unwrap().clone()?;
+        c.is_valid_at(now_unix()).then_some(c)
+    }
+
+    /// Forget the session certificate and its key (`ssh-add -D`, LOCK, reset, expiry).
+    pub fn drop_cert(&self, why: &str) -> bool {
+        let had = self.cert.lock().unwrap().take().is_some();
+        if had {
+            tracing::info!("session certificate dropped: {why}");
+            self.write_status();
+        }
+        had
+    }
+
+    /// Ask a reachable signer's CA for a session certificate (a person approves there).
+    pub async fn request_cert(&self, validity_secs: u64) -> Result<(), AgentError> {
+        if self.cert_in_flight.swap(true, Ordering::SeqCst) {
+            return Err(AgentError::Refused(
+                ErrorCode::Busy,
+                "a certificate request is already waiting".into(),
+            ));
+        }
+        let res = self.request_cert_inner(validity_secs).await;
+        self.cert_in_flight.store(false, Ordering::SeqCst);
+        let retry = match &res {
+            Ok(()) => 0,
+            Err(AgentError::Refused(ErrorCode::UserDenied | ErrorCode::PolicyDenied, _)) => 3600,
+            Err(_) => 60,
+        };
+        self.cert_retry_at
+            .store(now_unix() + retry, Ordering::Relaxed);
+        res
+    }
+
+    async fn request_cert_inner(&self, validity_secs: u64) -> Result<(), AgentError> {
+        // The first paired signer that answers; its CA certifies the key.
+        let mut last = AgentError::NoSuchSigner("(none paired)".into());
+        let mut link = None;
+        for s in &self.signers {
+            match self.link(&s.id).await {
+                Ok(l) => {
+                    link = Some((s.id.clone(), l));
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let (signer_id, link) = link.ok_or(last)?;
+        let key = cert::ephemeral_key();
+        let issued = now_unix();
+        let window = self.config.request_window_secs;
+        let req = CertificateRequest {
+            request_id: Uuid::new_v4(),
+            public_key: cert::public_blob(&key),
+            validity_secs,
+            principals: vec![],
+            device_id: self.identity.device_id(),
+            device_name: self.name.clone(),
+            nonce: random_bytes::<16>().to_vec(),
+            issued,
+            expires: issued + window,
+        };
+        let id = req.request_id;
+        let resp = link.certificate(req, Duration::from_secs(window + 5)).await;
+        let outcome = resp.and_then(|r| match r.error {
+            Some(code) => Err(AgentError::Refused(code, "certificate not issued".into())),
+            None => SessionCert::from_response(key, &r, &signer_id)
+                .map_err(|e| AgentError::Refused(ErrorCode::Internal, e)),
+        });
+        self.record(json!({
+            "time": now_unix(),
+            "requestId": id.to_string(),
+            "kind": "cert",
+            "decision": match &outcome { Ok(_) => "approved".to_string(), Err(e) => e.code().to_string() },
+            "validBefore": outcome.as_ref().ok().map(|c| c.valid_before),
+        }));
+        let c = outcome?;
+        tracing::info!(
+            "session certificate {} valid until {}",
+            c.key_id,
+            c.valid_before
+        );
+        *self.cert.lock().unwrap() = Some(Arc::new(c));
+        self.cert_expired.store(false, Ordering::Relaxed);
+        self.write_status();
+        Ok(())
+    }
+
+    /// Once a second: drop an expired certificate; request or renew one when a signer
+    /// is reachable and it is due.
+    fn spawn_cert_keeper(self: &Arc<Self>) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = now_unix();
+                let current = agent.cert.lock().unwrap().clone();
+                if let Some(c) = &current {
+                    if !c.is_valid_at(now) {
+                        agent.drop_cert("expired");
+                        agent.cert_expired.store(true, Ordering::Relaxed);
+                        agent.write_status();
+                    }
+                }
+                if !agent.config.session_certs || agent.is_locked() {
+                    continue;
+                }
+                let due = match agent.valid_cert() {
+                    None => true,
+                    Some(c) => {
+                        c.valid_before.saturating_sub(now) < agent.config.cert_renew_before_secs
+                    }
+                };
+                let reachable = agent.links.lock().unwrap().values().any(|l| l.is_up());
+                if due
+                    && reachable
+                    && now >= agent.cert_retry_at.load(Ordering::Relaxed)
+                    && !agent.cert_in_flight.load(Ordering::SeqCst)
+                {
+                    let a = agent.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = a.request_cert(a.config.cert_validity_secs).await {
+                            tracing::warn!("session certificate: {e}");
+                        }
+                    });
+                }
+            }
+        });
     }
 
     async fn forward(

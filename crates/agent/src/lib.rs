@@ -5,6 +5,7 @@
 //! signer that holds the key, build the SignRequest, log it) → `link` (Noise link to
 //! that signer). `pair` pins a new signer; `state` is what survives a restart.
 
+pub mod cert;
 pub mod context;
 pub mod error;
 pub mod forward;

@@ -13,7 +13,8 @@ use vmux_proto::identity::fingerprint;
 use vmux_proto::noise::{self, Outbox};
 use vmux_proto::{Identity, ProtoError};
 
-type Waiters = Arc<Mutex<HashMap<Uuid, oneshot::Sender<SignResponse>>>>;
+/// Requests waiting for their response, by request id.
+type Waiters = Arc<Mutex<HashMap<Uuid, oneshot::Sender<Message>>>>;
 
 /// A live link. Cheap to clone; dropped links close when the signer or network goes.
 #[derive(Clone)]
@@ -129,17 +130,40 @@ impl SignerLink {
     /// Send a sign request and wait (up to `wait`) for its response.
     pub async fn sign(&self, req: SignRequest, wait: Duration) -> Result<SignResponse, AgentError> {
         let id = req.request_id;
+        match self
+            .request(id, Message::SignRequest(Box::new(req)), wait)
+            .await?
+        {
+            Message::SignResponse(r) => Ok(r),
+            m => Err(unexpected(&m)),
+        }
+    }
+
+    /// Send a certificate request and wait (up to `wait`) for its response.
+    pub async fn certificate(
+        &self,
+        req: CertificateRequest,
+        wait: Duration,
+    ) -> Result<CertificateResponse, AgentError> {
+        let id = req.request_id;
+        match self
+            .request(id, Message::CertificateRequest(Box::new(req)), wait)
+            .await?
+        {
+            Message::CertificateResponse(r) => Ok(*r),
+            m => Err(unexpected(&m)),
+        }
+    }
+
+    async fn request(&self, id: Uuid, msg: Message, wait: Duration) -> Result<Message, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap().insert(id, tx);
         let guard = CancelOnDrop {
             link: Some(self.clone()),
             id,
         };
-        self.outbox
-            .send(Message::SignRequest(Box::new(req)))
-            .await?;
-        let res = tokio::time::timeout(wait, rx).await;
-        match res {
+        self.outbox.send(msg).await?;
+        match tokio::time::timeout(wait, rx).await {
             Ok(Ok(resp)) => {
                 guard.disarm();
                 Ok(resp)
@@ -198,9 +222,14 @@ async fn read_loop<S: noise::Stream>(
     let why = loop {
         match reader.recv().await {
             Ok(env) => match env.message {
-                Message::SignResponse(r) => {
-                    if let Some(tx) = waiters.lock().unwrap().remove(&r.request_id) {
-                        let _ = tx.send(r);
+                m @ (Message::SignResponse(_) | Message::CertificateResponse(_)) => {
+                    let id = match &m {
+                        Message::SignResponse(r) => r.request_id,
+                        Message::CertificateResponse(r) => r.request_id,
+                        _ => unreachable!("matched above"),
+                    };
+                    if let Some(tx) = waiters.lock().unwrap().remove(&id) {
+                        let _ = tx.send(m);
                     }
                 }
                 Message::Ping => {

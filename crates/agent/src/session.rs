@@ -11,7 +11,11 @@ pub struct Session {
     pub bindings: Vec<SessionBind>,
 }
 
-const EXTENSIONS: &[&str] = &["query", "session-bind@openssh.com"];
+/// Extensions this agent answers. The `@vmux.dev` ones are how `vmux agent
+/// request-cert` and `vmux agent reset` reach the running agent (same uid only).
+pub const EXTENSIONS: &[&str] = &["query", "session-bind@openssh.com", REQUEST_CERT, RESET];
+pub const REQUEST_CERT: &str = "request-cert@vmux.dev";
+pub const RESET: &str = "reset@vmux.dev";
 
 impl Session {
     pub fn new(agent: Arc<Agent>, caller: Caller) -> Self {
@@ -47,9 +51,19 @@ impl Session {
                     Response::Failure
                 }
             },
-            // This agent holds no keys: nothing can be added or removed.
-            Request::AddKey | Request::RemoveIdentity { .. } | Request::RemoveAllIdentities => {
-                Response::Failure
+            // This agent holds no long-term keys: nothing can be added. Removing all
+            // identities (`ssh-add -D`) drops the session certificate, the one key held here.
+            Request::AddKey => Response::Failure,
+            Request::RemoveAllIdentities => {
+                self.agent.drop_cert("ssh-add -D");
+                Response::Success
+            }
+            Request::RemoveIdentity { key_blob } => {
+                let is_cert = self
+                    .agent
+                    .valid_cert()
+                    .is_some_and(|c| c.matches(&key_blob));
+                ok(is_cert && self.agent.drop_cert("ssh-add -d"))
             }
             Request::Lock { passphrase } => ok(self.agent.lock(&passphrase)),
             Request::Unlock { passphrase } => {
@@ -59,6 +73,20 @@ impl Session {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
                 ok(unlocked)
+            }
+            Request::Extension { name, contents } if name == REQUEST_CERT => {
+                let validity = match contents.as_slice() {
+                    [] => self.agent.config.cert_validity_secs,
+                    [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]) as u64,
+                    _ => return Response::Failure,
+                };
+                match self.agent.request_cert(validity).await {
+                    Ok(()) => Response::Success,
+                    Err(e) => {
+                        tracing::warn!("session certificate: {e}");
+                        Response::Failure
+                    }
+                }
             }
             Request::Extension { name, contents } => self.extension(&name, &contents),
             Request::Unknown(_) => Response::Failure,
@@ -85,6 +113,10 @@ impl Session {
                     Response::Failure
                 }
             },
+            RESET => {
+                self.agent.drop_cert("vmux agent reset");
+                Response::Success
+            }
             _ => Response::Failure,
         }
     }

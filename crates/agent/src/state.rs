@@ -84,6 +84,12 @@ pub struct AgentConfig {
     pub connect_timeout_secs: u64,
     /// The window (expires − issued) of every request, in seconds.
     pub request_window_secs: u64,
+    /// Ask the signer for a session certificate on connect and keep it renewed.
+    pub session_certs: bool,
+    /// Validity asked for (the signer caps it), in seconds.
+    pub cert_validity_secs: u64,
+    /// Renew when less than this remains and a signer is reachable, in seconds.
+    pub cert_renew_before_secs: u64,
 }
 
 impl Default for AgentConfig {
@@ -93,6 +99,9 @@ impl Default for AgentConfig {
             socket: None,
             connect_timeout_secs: 10,
             request_window_secs: 60,
+            session_certs: true,
+            cert_validity_secs: 8 * 3600,
+            cert_renew_before_secs: 3600,
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum Message {
     KeyList(KeyList),
     SignRequest(Box<SignRequest>),
     SignResponse(SignResponse),
+    CertificateRequest(Box<CertificateRequest>),
+    CertificateResponse(Box<CertificateResponse>),
     Cancel(Cancel),
     /// A refusal that is not tied to a request: `pairingInvalid` for an unknown device.
     Error(LinkError),
@@ -169,6 +171,44 @@ pub struct SignResponse {
     /// The SSH signature blob (RFC 4253 §6.6 `string format, string blob`).
     #[serde(default, with = "b64opt", skip_serializing_if = "Option::is_none")]
     pub signature: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+}
+
+/// Ask the signer's CA to certify an ephemeral key the agent holds in memory only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRequest {
+    pub request_id: Uuid,
+    /// The ephemeral public key blob (RFC 4253 §6.6).
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    /// Requested validity in seconds; the signer caps it by its policy.
+    pub validity_secs: u64,
+    /// Requested principals; empty means "what the policy gives".
+    #[serde(default)]
+    pub principals: Vec<String>,
+    pub device_id: String,
+    pub device_name: String,
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+    pub issued: u64,
+    pub expires: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateResponse {
+    pub request_id: Uuid,
+    /// The certificate blob (OpenSSH PROTOCOL.certkeys), absent on error.
+    #[serde(default, with = "b64opt", skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Vec<u8>>,
+    #[serde(default, with = "b64opt", skip_serializing_if = "Option::is_none")]
+    pub ca_public_key: Option<Vec<u8>>,
+    #[serde(default)]
+    pub valid_after: u64,
+    #[serde(default)]
+    pub valid_before: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
 }

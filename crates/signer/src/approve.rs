@@ -203,6 +203,13 @@ pub fn describe(p: &PendingInfo) -> String {
             p.from_id,
             p.code.as_deref().unwrap_or("?")
         ),
+        "cert" => format!(
+            "Session certificate request from {} ({})\n  validity: {}s  principals: {}",
+            p.from,
+            p.from_id,
+            p.validity_secs.unwrap_or(0),
+            p.principals.as_deref().unwrap_or_default().join(",")
+        ),
         _ => format!("Signature request from {} ({})", p.from, p.from_id),
     };
     if let Some(r) = &p.requester {

@@ -2,9 +2,11 @@
 //!
 //! A request's path: `serve` (link server, pairing, checks) → `queue` (waits for a
 //! person) → `approve` (control socket and terminal prompt that decide) → `keystore`
-//! (signs). `state` is what survives a restart.
+//! (signs); `ca` issues session certificates the same way. `state` is what survives a
+//! restart.
 
 pub mod approve;
+pub mod ca;
 pub mod error;
 pub mod keystore;
 pub mod queue;

@@ -37,6 +37,12 @@ pub struct PendingInfo {
     pub purpose: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// Requested certificate validity in seconds (cert only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_secs: Option<u64>,
+    /// Principals the certificate would carry (cert only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principals: Option<Vec<String>>,
     /// Unix seconds.
     pub created: u64,
     pub expires: u64,
@@ -67,6 +73,12 @@ impl PendingInfo {
         }
         if let Some(d) = &self.destination {
             s += &format!(" → {d}");
+        }
+        if let Some(v) = self.validity_secs {
+            s += &format!("  validity {v}s");
+        }
+        if let Some(p) = &self.principals {
+            s += &format!("  principals {}", p.join(","));
         }
         s + &format!("  {age}s ago")
     }
@@ -183,6 +195,8 @@ mod tests {
             requester: None,
             purpose: None,
             destination: None,
+            validity_secs: None,
+            principals: None,
             created: 0,
             expires: 0,
         }

@@ -23,6 +23,8 @@ pub struct Signer {
     pub config: SignerConfig,
     pub identity: Identity,
     pub keystore: Box<dyn Keystore>,
+    /// The CA keystore; `None` when this signer has no CA key.
+    pub ca: Option<Box<dyn Keystore>>,
     pub queue: Queue,
     paired: Mutex<Vec<PairedDevice>>,
     /// Nonces seen, with the time after which they can be forgotten (the request's
@@ -33,6 +35,14 @@ pub struct Signer {
 
 impl Signer {
     pub fn open(home: SignerHome, keystore: Box<dyn Keystore>) -> Result<Arc<Self>, SignerError> {
+        Self::open_with_ca(home, keystore, None)
+    }
+
+    pub fn open_with_ca(
+        home: SignerHome,
+        keystore: Box<dyn Keystore>,
+        ca: Option<Box<dyn Keystore>>,
+    ) -> Result<Arc<Self>, SignerError> {
         let config = home.load_config()?;
         let identity = Identity::load_or_create(&home.identity())?;
         let paired = Mutex::new(home.load_paired()?);
@@ -42,6 +52,7 @@ impl Signer {
             config,
             identity,
             keystore,
+            ca,
             queue: Queue::default(),
             paired,
             seen: Mutex::new(HashMap::new()),
@@ -177,6 +188,8 @@ impl Signer {
             requester: None,
             purpose: None,
             destination: None,
+            validity_secs: None,
+            principals: None,
             created: now,
             expires: now + self.config.pair_timeout_secs,
         });
@@ -267,6 +280,15 @@ impl Signer {
                         }
                     });
                 }
+                Message::CertificateRequest(req) => {
+                    let (s, out, device, queued) =
+                        (self.clone(), out.clone(), device.clone(), queued.clone());
+                    tokio::spawn(async move {
+                        if let Some(resp) = s.certificate(&device, *req, &queued).await {
+                            let _ = out.send(Message::CertificateResponse(Box::new(resp))).await;
+                        }
+                    });
+                }
                 Message::Cancel(c) => {
                     let id = c.request_id.to_string();
                     if self.queue.remove(&id).is_some() {
@@ -289,25 +311,56 @@ impl Signer {
         result
     }
 
-    fn check_window_and_nonce(&self, req: &SignRequest) -> Result<(), ErrorCode> {
+    /// Refuse expired windows and nonces seen before (DESIGN.md invariant 4).
+    fn check_window_and_nonce(
+        &self,
+        issued: u64,
+        expires: u64,
+        nonce: &[u8],
+    ) -> Result<(), ErrorCode> {
         let now = now_unix();
         let c = &self.config;
-        if req.expires < now
-            || req.issued > now + c.max_skew_secs
-            || req.expires.saturating_sub(req.issued) > c.max_window_secs
+        if expires < now
+            || issued > now + c.max_skew_secs
+            || expires.saturating_sub(issued) > c.max_window_secs
         {
             return Err(ErrorCode::RequestExpired);
         }
-        if req.nonce.len() < 16 {
+        if nonce.len() < 16 {
             return Err(ErrorCode::ReplayDetected);
         }
         let mut seen = self.seen.lock().unwrap();
         seen.retain(|_, exp| *exp + c.max_skew_secs >= now);
-        if seen.contains_key(&req.nonce) {
+        if seen.contains_key(nonce) {
             return Err(ErrorCode::ReplayDetected);
         }
-        seen.insert(req.nonce.clone(), req.expires);
+        seen.insert(nonce.to_vec(), expires);
         Ok(())
+    }
+
+    /// Queue `info` and wait for the person until `expires`. `Ok(None)`: cancelled.
+    async fn decision(
+        &self,
+        info: PendingInfo,
+        expires: u64,
+        queued: &Mutex<HashSet<String>>,
+    ) -> Result<Option<Decision>, ErrorCode> {
+        let id = info.id.clone();
+        let ticket = self.queue.submit(info);
+        queued.lock().unwrap().insert(id.clone());
+        let left = expires.saturating_sub(now_unix());
+        let decision = tokio::select! {
+            d = ticket.decision => d.ok(),
+            _ = tokio::time::sleep(Duration::from_secs(left)) => {
+                self.queue.remove(&id);
+                None
+            }
+        };
+        queued.lock().unwrap().remove(&id);
+        match decision {
+            None if now_unix() >= expires => Err(ErrorCode::RequestExpired),
+            d => Ok(d),
+        }
     }
 
     /// One sign request from a paired device; `None` when it was cancelled (the agent
@@ -335,12 +388,12 @@ impl Signer {
             if self.paired_device(&device.public_key).is_none() {
                 return Err(ErrorCode::PairingInvalid);
             }
-            self.check_window_and_nonce(&req)?;
+            self.check_window_and_nonce(req.issued, req.expires, &req.nonce)?;
             let key = key.ok_or(ErrorCode::KeyNotFound)?;
             if !key.enabled {
                 return Err(ErrorCode::KeyDisabled);
             }
-            let ticket = self.queue.submit(PendingInfo {
+            let info = PendingInfo {
                 id: id.clone(),
                 kind: "sign".into(),
                 from: device.name.clone(),
@@ -351,21 +404,12 @@ impl Signer {
                 requester: req.context.requester.clone(),
                 purpose: Some(purpose(&req.context)),
                 destination: destination(&req.context),
+                validity_secs: None,
+                principals: None,
                 created: now_unix(),
                 expires: req.expires,
-            });
-            queued.lock().unwrap().insert(id.clone());
-            let left = req.expires.saturating_sub(now_unix());
-            let decision = tokio::select! {
-                d = ticket.decision => d.ok(),
-                _ = tokio::time::sleep(Duration::from_secs(left)) => {
-                    self.queue.remove(&id);
-                    None
-                }
             };
-            queued.lock().unwrap().remove(&id);
-            match decision {
-                None if now_unix() >= req.expires => Err(ErrorCode::RequestExpired),
+            match self.decision(info, req.expires, queued).await? {
                 None => Ok(None), // cancelled
                 Some(Decision::Deny) => Err(ErrorCode::UserDenied),
                 Some(Decision::Approve) => self
@@ -396,6 +440,94 @@ impl Signer {
                     request_id: req.request_id,
                     approved: false,
                     signature: None,
+                    error: Some(code),
+                }
+            }
+        };
+        self.record(fields);
+        Some(resp)
+    }
+}
+
+impl Signer {
+    /// One certificate request: policy first (no prompt when issuance is off), then a
+    /// person, then the CA.
+    async fn certificate(
+        &self,
+        device: &PairedDevice,
+        req: CertificateRequest,
+        queued: &Mutex<HashSet<String>>,
+    ) -> Option<CertificateResponse> {
+        let id = req.request_id.to_string();
+        let mut fields = obj(
+            json!({"event": "cert", "requestId": id, "deviceId": device.id,
+            "device": device.name, "key": key_fingerprint(&req.public_key),
+            "validitySecs": req.validity_secs}),
+        );
+        let outcome = async {
+            if self.paired_device(&device.public_key).is_none() {
+                return Err(ErrorCode::PairingInvalid);
+            }
+            self.check_window_and_nonce(req.issued, req.expires, &req.nonce)?;
+            // The policy is read per request so that `vmux signer ca policy` applies at once.
+            let policy = self.home.load_config().map(|c| c.ca).map_err(|e| {
+                tracing::error!("{e}");
+                ErrorCode::Internal
+            })?;
+            let ca = self
+                .ca
+                .as_deref()
+                .filter(|_| policy.issue)
+                .ok_or(ErrorCode::PolicyDenied)?;
+            let info = PendingInfo {
+                id: id.clone(),
+                kind: "cert".into(),
+                from: device.name.clone(),
+                from_id: device.id.clone(),
+                key: Some(key_fingerprint(&req.public_key)),
+                key_comment: None,
+                code: None,
+                requester: None,
+                purpose: Some("session certificate".into()),
+                destination: None,
+                validity_secs: Some(req.validity_secs.min(policy.max_validity_secs)),
+                principals: Some(crate::ca::principals(&policy)),
+                created: now_unix(),
+                expires: req.expires,
+            };
+            match self.decision(info, req.expires, queued).await? {
+                None => Ok(None),
+                Some(Decision::Deny) => Err(ErrorCode::UserDenied),
+                Some(Decision::Approve) => {
+                    crate::ca::issue(ca, &self.home, &policy, device, &req).map(Some)
+                }
+            }
+        }
+        .await;
+        let resp = match outcome {
+            Ok(None) => return None,
+            Ok(Some(issued)) => {
+                fields.insert("decision".into(), json!("approved"));
+                fields.insert("serial".into(), json!(issued.serial));
+                fields.insert("keyId".into(), json!(issued.key_id));
+                fields.insert("validBefore".into(), json!(issued.valid_before));
+                CertificateResponse {
+                    request_id: req.request_id,
+                    certificate: Some(issued.certificate),
+                    ca_public_key: Some(issued.ca_public_key),
+                    valid_after: issued.valid_after,
+                    valid_before: issued.valid_before,
+                    error: None,
+                }
+            }
+            Err(code) => {
+                fields.insert("decision".into(), json!(code.as_str()));
+                CertificateResponse {
+                    request_id: req.request_id,
+                    certificate: None,
+                    ca_public_key: None,
+                    valid_after: 0,
+                    valid_before: 0,
                     error: Some(code),
                 }
             }

@@ -27,6 +27,10 @@ impl SignerHome {
     pub fn keys(&self) -> PathBuf {
         self.dir.join("keys")
     }
+    /// The CA keystore (kept apart from `keys/`: the CA key is never offered for login).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca")
+    }
     pub fn paired(&self) -> PathBuf {
         self.dir.join("paired.json")
     }
@@ -74,6 +78,29 @@ pub struct SignerConfig {
     pub max_window_secs: u64,
     /// Clock skew tolerated on `issued`, in seconds.
     pub max_skew_secs: u64,
+    /// Session certificate policy.
+    pub ca: CaPolicy,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaPolicy {
+    /// Whether the CA issues session certificates at all.
+    pub issue: bool,
+    /// The longest validity granted, in seconds (requests ask for less or are capped).
+    pub max_validity_secs: u64,
+    /// Principals written into certificates; empty means the signer's user name.
+    pub principals: Vec<String>,
+}
+
+impl Default for CaPolicy {
+    fn default() -> Self {
+        CaPolicy {
+            issue: true,
+            max_validity_secs: 8 * 3600,
+            principals: vec![],
+        }
+    }
 }
 
 impl Default for SignerConfig {
@@ -84,6 +111,7 @@ impl Default for SignerConfig {
             pair_timeout_secs: 120,
             max_window_secs: 300,
             max_skew_secs: 60,
+            ca: CaPolicy::default(),
         }
     }
 }

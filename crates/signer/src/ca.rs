@@ -1,0 +1,155 @@
+//! The signer's OpenSSH certificate authority (PROTOCOL.certkeys): it certifies the
+//! agent's ephemeral session key after a person approves. The CA key sits in a keystore
+//! like any identity, so a hardware backend can hold it too.
+
+use crate::keystore::Keystore;
+use crate::state::{CaPolicy, PairedDevice, SignerHome};
+use ssh_key::certificate::{Builder, CertType};
+use ssh_key::encoding::Decode;
+use ssh_key::public::KeyData;
+use ssh_key::Signature;
+use vmux_proto::envelope::CertificateRequest;
+use vmux_proto::{now_unix, ErrorCode};
+
+/// The extensions `ssh-keygen -s` sets on a user certificate by default.
+pub const STANDARD_EXTENSIONS: [&str; 5] = [
+    "permit-X11-forwarding",
+    "permit-agent-forwarding",
+    "permit-port-forwarding",
+    "permit-pty",
+    "permit-user-rc",
+];
+
+/// Backdating of `valid_after`, so that a server whose clock is a little behind still
+/// accepts a fresh certificate (ssh-keygen users do the same with `-V -1m:…`).
+pub const CLOCK_SKEW_SECS: u64 = 60;
+
+pub struct Issued {
+    pub certificate: Vec<u8>,
+    pub ca_public_key: Vec<u8>,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub key_id: String,
+    pub serial: u64,
+}
+
+/// Signs through a [`Keystore`], so the certificate builder never sees key material.
+struct KeystoreKey<'a> {
+    ks: &'a dyn Keystore,
+    blob: Vec<u8>,
+    public: KeyData,
+}
+
+impl signature::Signer<Signature> for KeystoreKey<'_> {
+    fn try_sign(&self, msg: &[u8]) -> Result<Signature, signature::Error> {
+        let sig = self
+            .ks
+            .sign(&self.blob, msg, 0)
+            .map_err(|_| signature::Error::new())?;
+        Signature::decode(&mut sig.as_slice()).map_err(|_| signature::Error::new())
+    }
+}
+
+impl<'a> From<&KeystoreKey<'a>> for KeyData {
+    fn from(k: &KeystoreKey<'a>) -> KeyData {
+        k.public.clone()
+    }
+}
+
+/// The CA's public key blob (the first key of the CA keystore).
+pub fn ca_key(ca: &dyn Keystore) -> Option<Vec<u8>> {
+    ca.keys().into_iter().next().map(|k| k.public_key)
+}
+
+/// Principals the policy grants: its list, or the signer's own user name when empty.
+pub fn principals(policy: &CaPolicy) -> Vec<String> {
+    if policy.principals.is_empty() {
+        vec![std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(current_user)]
+    } else {
+        policy.principals.clone()
+    }
+}
+
+fn current_user() -> String {
+    // SAFETY: getpwuid returns a pointer into static storage or null; read it at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() {
+            return "root".into();
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Issue a user certificate for `req` as the policy allows. Called only after approval.
+pub fn issue(
+    ca: &dyn Keystore,
+    home: &SignerHome,
+    policy: &CaPolicy,
+    device: &PairedDevice,
+    req: &CertificateRequest,
+) -> Result<Issued, ErrorCode> {
+    let ca_blob = ca_key(ca).ok_or(ErrorCode::PolicyDenied)?;
+    let ca_public = KeyData::decode(&mut ca_blob.as_slice()).map_err(|_| ErrorCode::Internal)?;
+    let subject = KeyData::decode(&mut req.public_key.as_slice())
+        .map_err(|_| ErrorCode::UnsupportedAlgorithm)?;
+    let now = now_unix();
+    let validity = req.validity_secs.min(policy.max_validity_secs).max(1);
+    let (valid_after, valid_before) = (now.saturating_sub(CLOCK_SKEW_SECS), now + validity);
+    let serial = next_serial(home).map_err(|e| {
+        tracing::error!("{e}");
+        ErrorCode::Internal
+    })?;
+    let key_id = format!("vmux:{}:{}:{}", device.name, device.id, req.request_id);
+    let nonce = vmux_proto::random_bytes::<32>();
+    let mut b = Builder::new(nonce.to_vec(), subject, valid_after, valid_before)
+        .map_err(|_| ErrorCode::Internal)?;
+    let built = (|| {
+        b.serial(serial)?
+            .cert_type(CertType::User)?
+            .key_id(key_id.clone())?;
+        for p in principals(policy) {
+            b.valid_principal(p)?;
+        }
+        for e in STANDARD_EXTENSIONS {
+            b.extension(e, "")?;
+        }
+        b.comment("vmux-session-cert")?;
+        Ok::<_, ssh_key::Error>(())
+    })();
+    built.map_err(|_| ErrorCode::Internal)?;
+    let signer = KeystoreKey {
+        ks: ca,
+        blob: ca_blob.clone(),
+        public: ca_public,
+    };
+    let cert = b.sign(&signer).map_err(|_| ErrorCode::Internal)?;
+    Ok(Issued {
+        certificate: cert.to_bytes().map_err(|_| ErrorCode::Internal)?,
+        ca_public_key: ca_blob,
+        valid_after,
+        valid_before,
+        key_id,
+        serial,
+    })
+}
+
+/// Serials are unique per CA: a counter kept beside the CA key, written atomically
+/// before the certificate leaves the signer.
+fn next_serial(home: &SignerHome) -> Result<u64, vmux_proto::ProtoError> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = LOCK.lock().unwrap();
+    let path = home.ca().join("serial");
+    let last: u64 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let next = last + 1;
+    vmux_proto::store::write_atomic(&path, format!("{next}\n").as_bytes(), 0o600)?;
+    Ok(next)
+}
