@@ -523,3 +523,30 @@ fn socket_permissions() {
         assert!(!text.contains("PRIVATE KEY"));
     }
 }
+
+#[test]
+fn revoked_device_is_refused() {
+    let s = Setup::new();
+    let devices = ok(&s.signer.home, &["signer", "devices"]);
+    let id = devices.split_whitespace().next().unwrap().to_string();
+    ok(&s.signer.home, &["signer", "devices", "revoke", &id]);
+    assert!(ok(&s.signer.home, &["signer", "devices"]).contains("no paired devices"));
+    let msg = s.path("m");
+    std::fs::write(&msg, "x").unwrap();
+    let out = run(
+        Command::new("ssh-keygen")
+            .args(["-Y", "sign", "-n", "file", "-f"])
+            .arg(s.pubkey_file())
+            .arg(&msg)
+            .env("SSH_AUTH_SOCK", &s.agent.sock),
+        T,
+    );
+    assert!(!out.success());
+    assert!(s.signer.pending().is_empty());
+    assert!(ok(&s.agent.home, &["agent", "log"]).contains("pairingInvalid"));
+    let bad = try_vmux(&s.signer.home, &["signer", "devices", "revoke", "nope"]);
+    assert!(
+        !bad.success() && bad.stderr.contains("no paired device with id nope"),
+        "{bad:?}"
+    );
+}

@@ -43,8 +43,11 @@ pub enum SignerCmd {
     Approve(Decide),
     /// Deny a pending request.
     Deny(Decide),
-    /// Paired devices.
-    Devices,
+    /// Paired devices; `devices revoke ID` un-pairs one.
+    Devices {
+        #[command(subcommand)]
+        action: Option<DevicesCmd>,
+    },
     /// The session-certificate CA: `pub` for TrustedUserCAKeys, `policy` to show or set.
     #[command(subcommand)]
     Ca(CaCmd),
@@ -65,6 +68,12 @@ pub enum KeysCmd {
         #[arg(long, default_value = "")]
         comment: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum DevicesCmd {
+    /// Un-pair a device: its next connection or request gets `pairingInvalid`.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -165,7 +174,32 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
         }
         SignerCmd::Approve(d) => return decide(&home, d, true).await,
         SignerCmd::Deny(d) => return decide(&home, d, false).await,
-        SignerCmd::Devices => {
+        SignerCmd::Devices {
+            action: Some(DevicesCmd::Revoke { id }),
+        } => {
+            // Through the running signer when there is one, so it forgets at once.
+            match control_call(
+                &home.control_socket(),
+                &ControlRequest::Revoke { id: id.clone() },
+            )
+            .await
+            {
+                Ok(r) if r.ok => {}
+                Ok(r) => bail!("{}", r.error.unwrap_or_default()),
+                Err(_) => {
+                    let mut p = home.load_paired()?;
+                    let before = p.len();
+                    p.retain(|d| d.id != id);
+                    anyhow::ensure!(
+                        p.len() < before,
+                        "no paired device with id {id}; `vmux signer devices` lists them"
+                    );
+                    home.save_paired(&p)?;
+                }
+            }
+            println!("revoked {id}");
+        }
+        SignerCmd::Devices { action: None } => {
             let devices = home.load_paired()?;
             if devices.is_empty() {
                 println!("no paired devices");

@@ -27,6 +27,10 @@ pub enum ControlRequest {
         wait_secs: u64,
         approve: bool,
     },
+    /// Un-pair a device: its next request, and its next connection, get `pairingInvalid`.
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -99,6 +103,16 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
             ok: true,
             pending: Some(signer.queue.pending()),
             ..Default::default()
+        },
+        ControlRequest::Revoke { id } => match signer.revoke(&id) {
+            Ok(true) => ControlResponse {
+                ok: true,
+                ..Default::default()
+            },
+            Ok(false) => fail(format!(
+                "no paired device with id {id}; `vmux signer devices` lists them"
+            )),
+            Err(e) => fail(e),
         },
         ControlRequest::Decide {
             id,

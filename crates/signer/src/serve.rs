@@ -90,6 +90,20 @@ impl Signer {
         }
     }
 
+    /// Remove a paired device (by id); `Ok(false)` when there is none.
+    pub fn revoke(&self, id: &str) -> Result<bool, SignerError> {
+        let mut p = self.paired.lock().unwrap();
+        let before = p.len();
+        p.retain(|d| d.id != id);
+        if p.len() == before {
+            return Ok(false);
+        }
+        self.home.save_paired(&p)?;
+        drop(p);
+        self.record(obj(json!({"event": "revoke", "deviceId": id})));
+        Ok(true)
+    }
+
     fn paired_device(&self, public: &[u8]) -> Option<PairedDevice> {
         self.paired
             .lock()
