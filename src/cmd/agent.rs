@@ -80,7 +80,13 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         AgentCmd::Run { socket } => {
             let agent = Agent::open(home.clone())?;
             let path = socket.unwrap_or_else(|| home.socket(&agent.config));
-            serve(agent, &path, true).await?;
+            let listener = bind(&agent, &path).await?;
+            println!("vmux agent listening on {}", path.display());
+            println!(
+                "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
+                shell_quote(&path)
+            );
+            serve(agent, listener, &path).await?;
         }
         AgentCmd::Env { socket } => {
             let config = home.load_config()?;
@@ -111,22 +117,23 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Bind the socket and serve until a signal; `announce` prints the export line.
-pub async fn serve(
-    agent: std::sync::Arc<Agent>,
-    path: &Path,
-    announce: bool,
-) -> anyhow::Result<()> {
+/// Bind the agent socket (refusing a live agent's), so callers can announce it.
+pub async fn bind(agent: &Agent, path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if agent.signers().is_empty() {
         tracing::warn!("no paired signer yet: run `vmux agent pair HOST:PORT`");
     }
     let listener = vmux_agent::socket::bind(path).await?;
     agent.write_status_at(path);
+    Ok(listener)
+}
+
+/// Serve a bound socket until a signal, then remove the socket and status file.
+pub async fn serve(
+    agent: std::sync::Arc<Agent>,
+    listener: tokio::net::UnixListener,
+    path: &Path,
+) -> anyhow::Result<()> {
     agent.spawn_keepers();
-    if announce {
-        println!("vmux agent listening on {}", path.display());
-        println!("SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;", shell_quote(path));
-    }
     let res = tokio::select! {
         r = vmux_agent::socket::serve(agent.clone(), listener) => r.context("agent socket"),
         _ = super::shutdown_signal() => Ok(()),
@@ -136,7 +143,7 @@ pub async fn serve(
     res
 }
 
-fn shell_quote(p: &Path) -> String {
+pub fn shell_quote(p: &Path) -> String {
     let s = p.display().to_string();
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "/._-+@%:".contains(c))

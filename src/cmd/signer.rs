@@ -62,6 +62,20 @@ pub enum SignerCmd {
 pub enum KeysCmd {
     Pub,
     List,
+    /// Limit what a key may sign, checked before anyone is asked: without options, show.
+    Policy {
+        /// The key's SHA256 fingerprint (from `vmux signer keys list`).
+        key: Option<String>,
+        /// Allowed SSHSIG namespaces, comma-separated (e.g. git,file).
+        #[arg(long)]
+        namespaces: Option<String>,
+        /// Allowed login hosts, comma-separated patterns (verified destinations only).
+        #[arg(long)]
+        hosts: Option<String>,
+        /// Remove the key's policy.
+        #[arg(long)]
+        clear: bool,
+    },
     Add {
         #[arg(long = "type", default_value = "ecdsa")]
         key_type: String,
@@ -271,6 +285,60 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                     k.algorithm,
                     k.comment,
                     k.provider
+                );
+            }
+        }
+        KeysCmd::Policy {
+            key,
+            namespaces,
+            hosts,
+            clear,
+        } => {
+            let mut config = home.load_config()?;
+            let list = |s: Option<String>| {
+                s.map(|s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|x| !x.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+            };
+            if let Some(key) = key {
+                let ks = open_keystore(home)?;
+                use vmux_signer::keystore::Keystore;
+                let known = ks
+                    .keys()
+                    .iter()
+                    .any(|k| vmux_proto::identity::key_fingerprint(&k.public_key) == key);
+                anyhow::ensure!(
+                    known,
+                    "no key {key} here; `vmux signer keys list` shows the fingerprints"
+                );
+                config.policy.retain(|p| p.key != key);
+                if !clear {
+                    config.policy.push(vmux_signer::state::KeyPolicy {
+                        key,
+                        namespaces: list(namespaces),
+                        hosts: list(hosts),
+                    });
+                }
+                home.save_config(&config)?;
+            }
+            if config.policy.is_empty() {
+                println!("no key policies: every request is shown to a person");
+            }
+            for p in &config.policy {
+                let show = |l: &Option<Vec<String>>| {
+                    l.as_ref()
+                        .map(|l| l.join(","))
+                        .unwrap_or_else(|| "any".into())
+                };
+                println!(
+                    "{}  namespaces: {}  hosts: {}",
+                    p.key,
+                    show(&p.namespaces),
+                    show(&p.hosts)
                 );
             }
         }

@@ -52,8 +52,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let agent = Agent::open(ahome.clone())?;
+    // Fetch the key list once before saying "ready", so `ssh-add -l` works at once.
+    let local = vmux_proto::identity::device_id(signer.identity.public());
+    if let Err(e) = agent.link(&local).await {
+        tracing::warn!("local signer: {e}");
+    }
     let path = args.socket.unwrap_or_else(|| ahome.socket(&agent.config));
-    println!("SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;", path.display());
+    let listener = super::agent::bind(&agent, &path).await?;
+    println!(
+        "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
+        super::agent::shell_quote(&path)
+    );
     for line in super::signer::public_lines_of(&shome)? {
         println!("public key: {line}");
     }
@@ -63,14 +72,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         BufReader::new(tokio::io::stdin()),
         tokio::io::stdout(),
     );
-    tokio::select! {
-        r = super::agent::serve(agent, &path, false) => r?,
-        _ = prompt => {
-            // Input ended: keep serving; decisions can still come from the control socket.
-            super::agent::serve(Agent::open(ahome)?, &path, false).await?
-        }
-    }
+    // When input ends the prompt stops; decisions can still come from the control socket.
+    tokio::spawn(prompt);
+    let served = super::agent::serve(agent, listener, &path).await;
     let _ = std::fs::remove_file(shome.control_socket());
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,7 @@
 
 use crate::cert::{self, SessionCert};
 use crate::context;
+use crate::destination::{self, Binding};
 use crate::link::SignerLink;
 use crate::state::{AgentConfig, AgentHome, CachedKey, PairedSigner};
 use crate::AgentError;
@@ -328,17 +329,46 @@ impl Agent {
         data: &[u8],
         flags: u32,
         caller: &Caller,
+        bindings: &[Binding],
     ) -> Result<Vec<u8>, ErrorCode> {
         let started = Instant::now();
         let request_id = Uuid::new_v4();
         let parsed = context::parse(data);
+        let dest = destination::resolve(bindings, &parsed, &self.config.known_hosts);
+        let dest = match dest {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("refused a signature for {:?}: {e}", caller.requester);
+                self.record(json!({
+                    "time": now_unix(),
+                    "requestId": request_id.to_string(),
+                    "key": key_fingerprint(key_blob),
+                    "pid": caller.pid,
+                    "requester": caller.requester,
+                    "kind": parsed.kind,
+                    "decision": "bindingRefused",
+                    "reason": e.to_string(),
+                }));
+                return Err(ErrorCode::PolicyDenied);
+            }
+        };
         let local = self
             .valid_cert()
             .filter(|c| c.matches(key_blob) && !self.is_locked());
         let result = match &local {
             Some(c) => c.sign(data),
             None => {
-                self.forward(request_id, key_blob, data, flags, caller, &parsed)
+                let context = Context {
+                    requester: caller.requester.clone(),
+                    kind: parsed.kind.to_string(),
+                    namespace: parsed.namespace.clone(),
+                    user: parsed.user.clone(),
+                    host: dest.host.clone(),
+                    quality: dest.quality.into(),
+                    host_key_fingerprint: dest.host_key_fingerprint.clone(),
+                    hops: dest.hops.clone(),
+                };
+                self.forward(request_id, key_blob, data, flags, context)
                     .await
             }
         };
@@ -360,6 +390,16 @@ impl Agent {
         });
         if let Some(ns) = &parsed.namespace {
             rec["namespace"] = json!(ns);
+        }
+        if let Some(u) = &parsed.user {
+            rec["user"] = json!(u);
+        }
+        rec["quality"] = json!(dest.quality);
+        if let Some(h) = &dest.host {
+            rec["host"] = json!(h);
+        }
+        if !dest.hops.is_empty() {
+            rec["hops"] = json!(dest.hops);
         }
         self.record(rec);
         result
@@ -511,8 +551,7 @@ impl Agent {
         key_blob: &[u8],
         data: &[u8],
         flags: u32,
-        caller: &Caller,
-        parsed: &context::Parsed,
+        context: Context,
     ) -> Result<Vec<u8>, ErrorCode> {
         if self.is_locked() {
             return Err(ErrorCode::PolicyDenied);
@@ -552,14 +591,7 @@ impl Agent {
             nonce: random_bytes::<16>().to_vec(),
             issued,
             expires: issued + window,
-            context: Context {
-                requester: caller.requester.clone(),
-                kind: parsed.kind.to_string(),
-                namespace: parsed.namespace.clone(),
-                user: parsed.user.clone(),
-                host: None,
-                quality: "unknown".into(),
-            },
+            context,
         };
         // A little past the window: the signer answers requestExpired itself at expiry.
         let wait = Duration::from_secs(window + 5);

@@ -7,6 +7,7 @@
 
 pub mod cert;
 pub mod context;
+pub mod destination;
 pub mod error;
 pub mod forward;
 pub mod link;

@@ -1,14 +1,15 @@
 //! One client connection: decode a request, answer it. Session bindings are kept per
 //! connection, as OpenSSH's agent does, for the requests that follow on it.
 
+use crate::destination::Binding;
 use crate::forward::{Agent, Caller};
-use crate::wire::{self, Request, Response, SessionBind};
+use crate::wire::{self, Request, Response};
 use std::sync::Arc;
 
 pub struct Session {
     agent: Arc<Agent>,
     pub caller: Caller,
-    pub bindings: Vec<SessionBind>,
+    pub bindings: Vec<Binding>,
 }
 
 /// Extensions this agent answers. The `@vmux.dev` ones are how `vmux agent
@@ -41,7 +42,11 @@ impl Session {
                 key_blob,
                 data,
                 flags,
-            } => match self.agent.sign(&key_blob, &data, flags, &self.caller).await {
+            } => match self
+                .agent
+                .sign(&key_blob, &data, flags, &self.caller, &self.bindings)
+                .await
+            {
                 Ok(sig) => Response::Signature(sig),
                 Err(code) => {
                     tracing::info!(
@@ -105,8 +110,16 @@ impl Session {
                     if self.bindings.len() >= 16 {
                         return Response::Failure;
                     }
+                    // A binding that does not verify is kept: every signature on this
+                    // connection is then refused (ssh goes on after a failed bind).
+                    let b = Binding::check(b);
+                    let ok = b.signature_ok != Some(false);
                     self.bindings.push(b);
-                    Response::Success
+                    if ok {
+                        Response::Success
+                    } else {
+                        Response::Failure
+                    }
                 }
                 Err(e) => {
                     tracing::debug!("{e}");

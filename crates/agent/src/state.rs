@@ -90,6 +90,8 @@ pub struct AgentConfig {
     pub cert_validity_secs: u64,
     /// Renew when less than this remains and a signer is reachable, in seconds.
     pub cert_renew_before_secs: u64,
+    /// Files that name host keys for the destination shown on the signer.
+    pub known_hosts: Vec<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -102,6 +104,10 @@ impl Default for AgentConfig {
             session_certs: true,
             cert_validity_secs: 8 * 3600,
             cert_renew_before_secs: 3600,
+            known_hosts: vec![
+                store::home_dir().join(".ssh/known_hosts"),
+                PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            ],
         }
     }
 }

@@ -134,6 +134,11 @@ pub struct Context {
     /// `verified`, `bound`, `forwarded` or `unknown`.
     #[serde(default = "unknown")]
     pub quality: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
+    /// Forwarded connections: every hop, first to last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<String>,
 }
 
 fn unknown() -> String {

@@ -396,6 +396,7 @@ impl Signer {
         let mut fields = obj(
             json!({"event": "sign", "requestId": id, "deviceId": device.id,
             "device": device.name, "key": key_fp, "kind": req.context.kind,
+            "namespace": req.context.namespace, "destination": destination(&req.context),
             "requester": req.context.requester}),
         );
         let outcome = async {
@@ -406,6 +407,15 @@ impl Signer {
             let key = key.ok_or(ErrorCode::KeyNotFound)?;
             if !key.enabled {
                 return Err(ErrorCode::KeyDisabled);
+            }
+            // Per-key policy, read per request so that edits apply at once; refused
+            // before a person is asked.
+            let policies = self.home.load_config().map(|c| c.policy).map_err(|e| {
+                tracing::error!("{e}");
+                ErrorCode::Internal
+            })?;
+            if let Some(p) = policies.iter().find(|p| p.key == key_fp) {
+                p.check(&req.context)?;
             }
             let info = PendingInfo {
                 id: id.clone(),
@@ -568,10 +578,19 @@ fn purpose(c: &Context) -> String {
     }
 }
 
+/// `alice@github.com (verified)`, `alice@SHA256:… (bound)`, or the hop chain of a
+/// forwarded connection; `None` when the agent knew nothing of the destination.
 fn destination(c: &Context) -> Option<String> {
     let host = c.host.as_deref()?;
-    Some(match &c.user {
-        Some(u) => format!("{u}@{host} ({})", c.quality),
-        None => format!("{host} ({})", c.quality),
+    let user = c
+        .user
+        .as_deref()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    Some(if c.hops.len() > 1 {
+        let before = c.hops[..c.hops.len() - 1].join(" → ");
+        format!("{user}{host} (forwarded via {before})")
+    } else {
+        format!("{user}{host} ({})", c.quality)
     })
 }

@@ -80,6 +80,130 @@ pub struct SignerConfig {
     pub max_skew_secs: u64,
     /// Session certificate policy.
     pub ca: CaPolicy,
+    /// Per-key limits, checked before a person is asked.
+    pub policy: Vec<KeyPolicy>,
+}
+
+/// What one key may be used for. Lists that are absent do not restrict.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicy {
+    /// The key's `SHA256:…` fingerprint.
+    pub key: String,
+    /// Allowed SSHSIG namespaces (`git`, `file`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    /// Allowed login destinations: host patterns (`*`, `?`), matched only against
+    /// `verified` destinations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+}
+
+impl KeyPolicy {
+    /// `Err(PolicyDenied)` when the request falls outside this key's limits. A list
+    /// restricts its own kind of request (namespaces: SSHSIG, hosts: logins); a request
+    /// whose kind is unknown is refused by any list, since nothing can be checked.
+    pub fn check(&self, c: &vmux_proto::envelope::Context) -> Result<(), vmux_proto::ErrorCode> {
+        let deny = Err(vmux_proto::ErrorCode::PolicyDenied);
+        match c.kind.as_str() {
+            "sshsig" => match (&self.namespaces, &c.namespace) {
+                (Some(allowed), Some(ns)) if !allowed.iter().any(|a| a == ns) => deny,
+                (Some(_), None) => deny,
+                _ => Ok(()),
+            },
+            "login" => match &self.hosts {
+                None => Ok(()),
+                Some(_) if c.quality != "verified" => deny,
+                Some(patterns) => {
+                    let host = c.host.as_deref().unwrap_or("");
+                    let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+                    if patterns.iter().any(|p| glob(p, host) || glob(p, bare)) {
+                        Ok(())
+                    } else {
+                        deny
+                    }
+                }
+            },
+            _ if self.namespaces.is_some() || self.hosts.is_some() => deny,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Shell-style match with `*` and `?`, case-insensitive (host names).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (
+        pattern.to_lowercase().chars().collect(),
+        text.to_lowercase().chars().collect(),
+    );
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmux_proto::envelope::Context;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*.example.com", "git.example.com"));
+        assert!(!glob("*.example.com", "example.com"));
+        assert!(glob("h?st", "HOST"));
+        assert!(glob("*", ""));
+        assert!(!glob("a", "ab"));
+    }
+
+    #[test]
+    fn key_policy() {
+        let p = KeyPolicy {
+            key: "k".into(),
+            namespaces: Some(vec!["git".into()]),
+            hosts: Some(vec!["*.example.com".into()]),
+        };
+        let ctx = |kind: &str, ns: Option<&str>, host: Option<&str>, q: &str| Context {
+            kind: kind.into(),
+            namespace: ns.map(String::from),
+            host: host.map(String::from),
+            quality: q.into(),
+            ..Default::default()
+        };
+        assert!(p
+            .check(&ctx("sshsig", Some("git"), None, "unknown"))
+            .is_ok());
+        assert!(p
+            .check(&ctx("sshsig", Some("file"), None, "unknown"))
+            .is_err());
+        assert!(p
+            .check(&ctx("login", None, Some("a.example.com"), "verified"))
+            .is_ok());
+        assert!(p
+            .check(&ctx("login", None, Some("a.example.com:2222"), "verified"))
+            .is_ok());
+        assert!(p
+            .check(&ctx("login", None, Some("a.example.com"), "bound"))
+            .is_err());
+        assert!(p
+            .check(&ctx("login", None, Some("evil.com"), "verified"))
+            .is_err());
+        assert!(p.check(&ctx("unknown", None, None, "unknown")).is_err());
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -112,6 +236,7 @@ impl Default for SignerConfig {
             max_window_secs: 300,
             max_skew_secs: 60,
             ca: CaPolicy::default(),
+            policy: vec![],
         }
     }
 }

@@ -1,0 +1,207 @@
+//! Where a login goes, from what OpenSSH (≥ 8.9) tells the agent: `session-bind@openssh.com`
+//! carries the server host key, the session id and the server's signature over it
+//! (PROTOCOL.agent §1). A binding that verifies, whose session id matches the userauth
+//! request, and whose host key `known_hosts` names, is a `verified` destination.
+
+use crate::context::Parsed;
+use crate::wire::SessionBind;
+use signature::Verifier;
+use ssh_key::encoding::Decode;
+use ssh_key::public::KeyData;
+use ssh_key::{HashAlg, Signature};
+use std::path::PathBuf;
+
+/// A binding as the session keeps it: checked once, when it arrived.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub bind: SessionBind,
+    /// `Some(true)` verified, `Some(false)` the signature is wrong, `None` the host key
+    /// type cannot be checked here (RSA: no RSA code in this build).
+    pub signature_ok: Option<bool>,
+}
+
+impl Binding {
+    pub fn check(bind: SessionBind) -> Binding {
+        let signature_ok = verify(&bind);
+        Binding { bind, signature_ok }
+    }
+}
+
+fn verify(b: &SessionBind) -> Option<bool> {
+    let Ok(key) = KeyData::decode(&mut b.host_key.as_slice()) else {
+        return Some(false);
+    };
+    if matches!(key, KeyData::Rsa(_)) {
+        return None;
+    }
+    let Ok(sig) = Signature::decode(&mut b.signature.as_slice()) else {
+        return Some(false);
+    };
+    Some(key.verify(&b.session_id, &sig).is_ok())
+}
+
+/// Why a request on a bound connection is refused before it reaches the signer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindingError {
+    #[error("the server's session-bind signature does not verify")]
+    BadSignature,
+    #[error("the userauth request's session id differs from the bound session")]
+    SessionMismatch,
+    #[error("the userauth request names another host key than the bound one")]
+    HostKeyMismatch,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Destination {
+    /// `verified`, `bound`, `forwarded` or `unknown`.
+    pub quality: &'static str,
+    /// A known_hosts name, else the host key fingerprint.
+    pub host: Option<String>,
+    pub host_key_fingerprint: Option<String>,
+    /// For forwarded connections: every hop, first to last.
+    pub hops: Vec<String>,
+}
+
+/// Decide the destination of `parsed` on a connection with `bindings`.
+pub fn resolve(
+    bindings: &[Binding],
+    parsed: &Parsed,
+    known_hosts: &[PathBuf],
+) -> Result<Destination, BindingError> {
+    if bindings.iter().any(|b| b.signature_ok == Some(false)) {
+        return Err(BindingError::BadSignature);
+    }
+    let Some(last) = bindings.last() else {
+        return Ok(Destination {
+            quality: "unknown",
+            ..Default::default()
+        });
+    };
+    if parsed.kind == "login" {
+        if parsed.session_id.as_deref() != Some(last.bind.session_id.as_slice()) {
+            return Err(BindingError::SessionMismatch);
+        }
+        if let Some(hk) = &parsed.host_key {
+            if hk != &last.bind.host_key {
+                return Err(BindingError::HostKeyMismatch);
+            }
+        }
+    }
+    let names: Vec<Option<String>> = bindings
+        .iter()
+        .map(|b| host_name(&b.bind.host_key, known_hosts))
+        .collect();
+    let fp = fingerprint(&last.bind.host_key);
+    let label = |i: usize| {
+        names[i]
+            .clone()
+            .unwrap_or_else(|| fingerprint(&bindings[i].bind.host_key))
+    };
+    let quality = if bindings.len() > 1 {
+        "forwarded"
+    } else if last.signature_ok != Some(true) {
+        "unknown"
+    } else if names[0].is_some() {
+        "verified"
+    } else {
+        "bound"
+    };
+    Ok(Destination {
+        quality,
+        host: Some(label(bindings.len() - 1)),
+        host_key_fingerprint: Some(fp),
+        hops: if bindings.len() > 1 {
+            (0..bindings.len()).map(label).collect()
+        } else {
+            vec![]
+        },
+    })
+}
+
+fn fingerprint(blob: &[u8]) -> String {
+    KeyData::decode(&mut &blob[..])
+        .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+        .unwrap_or_else(|_| "unparseable host key".into())
+}
+
+/// The first name `known_hosts` gives `host_key`: plain entries by their first literal
+/// pattern (`[host]:port` shown as `host:port`), hashed entries as "hashed entry, FILE
+/// line N" (the name cannot be recovered from the hash). `@cert-authority` and
+/// `@revoked` lines never name a host.
+pub fn host_name(host_key: &[u8], files: &[PathBuf]) -> Option<String> {
+    let key = KeyData::decode(&mut &host_key[..]).ok()?;
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+                continue;
+            }
+            let Ok(entry) = line.parse::<ssh_key::known_hosts::Entry>() else {
+                continue;
+            };
+            if entry.public_key().key_data() != &key {
+                continue;
+            }
+            match entry.host_patterns() {
+                ssh_key::known_hosts::HostPatterns::Patterns(p) => {
+                    if let Some(name) = p.iter().find_map(|p| literal(p)) {
+                        return Some(name);
+                    }
+                }
+                ssh_key::known_hosts::HostPatterns::HashedName { .. } => {
+                    return Some(format!("hashed entry, {} line {}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A pattern that names one host: no negation, no wildcard.
+fn literal(p: &str) -> Option<String> {
+    if p.starts_with('!') || p.contains(['*', '?']) {
+        return None;
+    }
+    if let Some(rest) = p.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:")?;
+        return Some(format!("{host}:{port}"));
+    }
+    Some(p.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals() {
+        assert_eq!(literal("github.com").as_deref(), Some("github.com"));
+        assert_eq!(literal("[h]:2222").as_deref(), Some("h:2222"));
+        assert_eq!(literal("*.example.com"), None);
+        assert_eq!(literal("!bad"), None);
+    }
+
+    #[test]
+    fn no_binding_is_unknown_and_bad_signature_refuses() {
+        let p = Parsed {
+            kind: "login",
+            session_id: Some(b"sid".to_vec()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&[], &p, &[]).unwrap().quality, "unknown");
+        let bad = Binding {
+            bind: SessionBind {
+                host_key: vec![1, 2, 3],
+                session_id: b"sid".to_vec(),
+                signature: vec![],
+                is_forwarding: false,
+            },
+            signature_ok: Some(false),
+        };
+        assert_eq!(resolve(&[bad], &p, &[]), Err(BindingError::BadSignature));
+    }
+}

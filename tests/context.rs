@@ -1,0 +1,401 @@
+//! Issue 4: know what you approve — destination, requester and purpose on every request,
+//! policies refused before prompting, and tamper-evident logs on both sides.
+
+mod common;
+
+use common::proc::run;
+use common::sshd::Sshd;
+use common::vmux::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+
+fn setup_with_known_hosts() -> (Setup, tempfile::TempDir) {
+    let kh = tempfile::tempdir().unwrap();
+    let file = kh.path().join("known_hosts");
+    std::fs::write(&file, "").unwrap();
+    let s = Setup::with_agent_config(&format!(
+        "session_certs = false\nknown_hosts = [\"{}\"]\n",
+        file.display()
+    ));
+    (s, kh)
+}
+
+fn login(s: &Setup, sshd: &Sshd) -> std::thread::JoinHandle<common::proc::Output> {
+    let mut c = sshd.ssh_command(&s.agent.sock);
+    c.arg("true");
+    background(c)
+}
+
+#[test]
+fn verified_and_bound_destinations_with_requester() {
+    let (s, kh) = setup_with_known_hosts();
+    let sshd = Sshd::start(&s.pubkey);
+    let host_key = sshd.host_key_pub();
+    let mut fields = host_key.split_whitespace();
+    let (alg, b64) = (fields.next().unwrap(), fields.next().unwrap());
+    std::fs::write(
+        kh.path().join("known_hosts"),
+        format!("testhost,[127.0.0.1]:{} {alg} {b64}\n", sshd.port()),
+    )
+    .unwrap();
+
+    let h = login(&s, &sshd);
+    let p = s.signer.wait_pending(1);
+    let user = sshd.user();
+    assert_eq!(p[0]["purpose"], "login");
+    assert_eq!(
+        p[0]["destination"],
+        format!("{user}@testhost (verified)"),
+        "{p:?}"
+    );
+    assert!(
+        p[0]["requester"].as_str().unwrap().starts_with("ssh ("),
+        "{p:?}"
+    );
+    assert!(p[0]["key_comment"]
+        .as_str()
+        .unwrap()
+        .contains("test-signer"));
+    let human = ok(&s.signer.home, &["signer", "pending"]);
+    assert!(
+        human.contains(&format!("{user}@testhost (verified)")),
+        "{human}"
+    );
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+
+    // Not in known_hosts: the binding is still valid, the host shown by fingerprint.
+    std::fs::write(kh.path().join("known_hosts"), "").unwrap();
+    let fp = run(
+        Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(sshd.dir().join("ssh_host_ed25519_key.pub")),
+        T,
+    )
+    .stdout
+    .split_whitespace()
+    .nth(1)
+    .unwrap_or_default()
+    .to_string();
+    let h = login(&s, &sshd);
+    let p = s.signer.wait_pending(1);
+    let dest = p[0]["destination"].as_str().unwrap();
+    assert!(dest.ends_with("(bound)"), "{dest}");
+    if !fp.is_empty() {
+        assert!(dest.contains(&fp), "{dest} should show {fp}");
+    }
+    s.signer.deny_next();
+    assert!(!h.join().unwrap().success());
+    // The signer's log carries the context and the decision, correlated by request id.
+    let log = s.signer.log();
+    assert!(
+        log.contains("testhost (verified)") && log.contains("userDenied"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sshsig_namespaces_are_shown() {
+    let s = Setup::new();
+    for (ns, purpose) in [
+        ("git", "git signature"),
+        ("file", "file signature"),
+        ("backup", "signature (backup)"),
+    ] {
+        let msg = s.path(&format!("m-{ns}"));
+        std::fs::write(&msg, ns).unwrap();
+        let mut c = Command::new("ssh-keygen");
+        c.args(["-Y", "sign", "-n", ns, "-f"])
+            .arg(s.pubkey_file())
+            .arg(&msg)
+            .env("SSH_AUTH_SOCK", &s.agent.sock);
+        let h = background(c);
+        let p = s.signer.wait_pending(1);
+        assert_eq!(p[0]["purpose"], purpose);
+        s.signer.approve_next();
+        assert!(h.join().unwrap().success());
+    }
+}
+
+// --- crafted agent-protocol traffic -------------------------------------------------
+
+fn sstr(v: &mut Vec<u8>, b: &[u8]) {
+    v.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    v.extend_from_slice(b);
+}
+
+fn call(c: &mut UnixStream, body: &[u8]) -> Vec<u8> {
+    c.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    c.write_all(body).unwrap();
+    let mut len = [0u8; 4];
+    c.read_exact(&mut len).unwrap();
+    let mut r = vec![0u8; u32::from_be_bytes(len) as usize];
+    c.read_exact(&mut r).unwrap();
+    r
+}
+
+fn bind_msg(host_key: &[u8], session_id: &[u8], sig: &[u8]) -> Vec<u8> {
+    let mut b = vec![27];
+    sstr(&mut b, b"session-bind@openssh.com");
+    sstr(&mut b, host_key);
+    sstr(&mut b, session_id);
+    sstr(&mut b, sig);
+    b.push(0);
+    b
+}
+
+fn userauth(session_id: &[u8], user: &str, key_blob: &[u8], host_key: &[u8]) -> Vec<u8> {
+    let mut d = vec![];
+    sstr(&mut d, session_id);
+    d.push(50);
+    sstr(&mut d, user.as_bytes());
+    sstr(&mut d, b"ssh-connection");
+    sstr(&mut d, b"publickey-hostbound-v00@openssh.com");
+    d.push(1);
+    sstr(&mut d, b"ecdsa-sha2-nistp256");
+    sstr(&mut d, key_blob);
+    sstr(&mut d, host_key);
+    d
+}
+
+fn sign_msg(key_blob: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![13];
+    sstr(&mut b, key_blob);
+    sstr(&mut b, data);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b
+}
+
+struct HostKey {
+    key: ssh_key::PrivateKey,
+}
+
+impl HostKey {
+    fn new() -> HostKey {
+        let mut rng = ssh_key::rand_core::UnwrapErr(ssh_key::getrandom::SysRng);
+        HostKey {
+            key: ssh_key::PrivateKey::random(&mut rng, ssh_key::Algorithm::Ed25519).unwrap(),
+        }
+    }
+    fn blob(&self) -> Vec<u8> {
+        self.key.public_key().to_bytes().unwrap()
+    }
+    fn sign(&self, data: &[u8]) -> Vec<u8> {
+        use signature::Signer;
+        use ssh_key::encoding::Encode;
+        let sig: ssh_key::Signature = self.key.try_sign(data).unwrap();
+        sig.encode_vec().unwrap()
+    }
+}
+
+fn signer_key_blob(s: &Setup) -> Vec<u8> {
+    let k = ssh_key::PublicKey::from_openssh(s.pubkey.lines().next().unwrap()).unwrap();
+    k.to_bytes().unwrap()
+}
+
+fn agent_log(home: &Path) -> String {
+    std::fs::read_to_string(home.join("agent/requests.log")).unwrap_or_default()
+}
+
+#[test]
+fn bad_bindings_are_refused_before_the_signer_and_forwarding_is_marked() {
+    let s = Setup::new();
+    let key = signer_key_blob(&s);
+    let hk = HostKey::new();
+
+    // A binding whose signature does not verify.
+    let mut c = UnixStream::connect(&s.agent.sock).unwrap();
+    let mut bogus = vec![];
+    sstr(&mut bogus, b"ssh-ed25519");
+    sstr(&mut bogus, &[0u8; 64]);
+    assert_eq!(
+        call(&mut c, &bind_msg(&hk.blob(), b"sid-1", &bogus)),
+        vec![5]
+    );
+    let data = userauth(b"sid-1", "alice", &key, &hk.blob());
+    assert_eq!(call(&mut c, &sign_msg(&key, &data)), vec![5]);
+    assert!(s.signer.pending().is_empty());
+
+    // A valid binding, but the userauth request belongs to another session.
+    let mut c = UnixStream::connect(&s.agent.sock).unwrap();
+    assert_eq!(
+        call(&mut c, &bind_msg(&hk.blob(), b"sid-2", &hk.sign(b"sid-2"))),
+        vec![6]
+    );
+    let data = userauth(b"sid-OTHER", "alice", &key, &hk.blob());
+    assert_eq!(call(&mut c, &sign_msg(&key, &data)), vec![5]);
+    assert!(s.signer.pending().is_empty());
+    let log = agent_log(&s.agent.home);
+    assert!(
+        log.contains("bindingRefused") && log.contains("session id"),
+        "{log}"
+    );
+    assert!(log.contains("does not verify"), "{log}");
+
+    // Two valid bindings on one connection: agent forwarding, shown as a hop chain.
+    let hop1 = HostKey::new();
+    let mut c = UnixStream::connect(&s.agent.sock).unwrap();
+    assert_eq!(
+        call(&mut c, &bind_msg(&hop1.blob(), b"s-a", &hop1.sign(b"s-a"))),
+        vec![6]
+    );
+    assert_eq!(
+        call(&mut c, &bind_msg(&hk.blob(), b"s-b", &hk.sign(b"s-b"))),
+        vec![6]
+    );
+    let data = userauth(b"s-b", "alice", &key, &hk.blob());
+    let sock = s.agent.sock.clone();
+    let t = std::thread::spawn(move || {
+        let r = call(&mut c, &sign_msg(&key, &data));
+        drop(sock);
+        r
+    });
+    let p = s.signer.wait_pending(1);
+    let dest = p[0]["destination"].as_str().unwrap().to_string();
+    assert!(
+        dest.starts_with("alice@SHA256:") && dest.contains("forwarded via SHA256:"),
+        "{dest}"
+    );
+    s.signer.deny_next();
+    assert_eq!(t.join().unwrap(), vec![5]);
+}
+
+#[test]
+fn namespace_and_host_policies_refuse_before_prompting() {
+    let (s, kh) = setup_with_known_hosts();
+    let fp = ok(&s.signer.home, &["signer", "keys", "list"])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let shown = ok(
+        &s.signer.home,
+        &[
+            "signer",
+            "keys",
+            "policy",
+            &fp,
+            "--namespaces",
+            "git",
+            "--hosts",
+            "testhost",
+        ],
+    );
+    assert!(
+        shown.contains("namespaces: git") && shown.contains("hosts: testhost"),
+        "{shown}"
+    );
+
+    let sign = |ns: &str| {
+        let msg = s.path(&format!("m-{ns}"));
+        std::fs::write(&msg, ns).unwrap();
+        let mut c = Command::new("ssh-keygen");
+        c.args(["-Y", "sign", "-n", ns, "-f"])
+            .arg(s.pubkey_file())
+            .arg(&msg)
+            .env("SSH_AUTH_SOCK", &s.agent.sock);
+        c
+    };
+    let out = run(&mut sign("file"), T);
+    assert!(!out.success());
+    assert!(
+        s.signer.pending().is_empty(),
+        "policy must refuse before prompting"
+    );
+    assert!(s.signer.log().contains("policyDenied"));
+    let h = background(sign("git"));
+    assert_eq!(s.signer.wait_pending(1)[0]["purpose"], "git signature");
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+
+    // Hosts: only a verified `testhost` is allowed.
+    let sshd = Sshd::start(&s.pubkey);
+    let out = run(sshd.ssh_command(&s.agent.sock).arg("true"), T);
+    assert!(
+        !out.success(),
+        "bound (unnamed) destination must be refused: {out:?}"
+    );
+    assert!(s.signer.pending().is_empty());
+    let hk = sshd.host_key_pub();
+    let mut f = hk.split_whitespace();
+    let (alg, b64) = (f.next().unwrap(), f.next().unwrap());
+    std::fs::write(
+        kh.path().join("known_hosts"),
+        format!("testhost,[127.0.0.1]:{} {alg} {b64}\n", sshd.port()),
+    )
+    .unwrap();
+    let h = login(&s, &sshd);
+    let p = s.signer.wait_pending(1);
+    assert!(p[0]["destination"]
+        .as_str()
+        .unwrap()
+        .ends_with("@testhost (verified)"));
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+    std::fs::write(
+        kh.path().join("known_hosts"),
+        format!("otherhost,[127.0.0.1]:{} {alg} {b64}\n", sshd.port()),
+    )
+    .unwrap();
+    assert!(!run(sshd.ssh_command(&s.agent.sock).arg("true"), T).success());
+    assert!(s.signer.pending().is_empty());
+    ok(
+        &s.signer.home,
+        &["signer", "keys", "policy", &fp, "--clear"],
+    );
+}
+
+#[test]
+fn tampering_with_either_log_is_detected_and_named() {
+    let s = Setup::new();
+    for i in 0..3 {
+        let msg = s.path(&format!("m{i}"));
+        std::fs::write(&msg, "x").unwrap();
+        let mut c = Command::new("ssh-keygen");
+        c.args(["-Y", "sign", "-n", "file", "-f"])
+            .arg(s.pubkey_file())
+            .arg(&msg)
+            .env("SSH_AUTH_SOCK", &s.agent.sock);
+        let h = background(c);
+        s.signer.wait_pending(1);
+        if i == 1 {
+            s.signer.deny_next();
+        } else {
+            s.signer.approve_next();
+        }
+        h.join().unwrap();
+    }
+    for (home, side, file) in [
+        (&s.agent.home, "agent", "agent/requests.log"),
+        (&s.signer.home, "signer", "signer/decisions.log"),
+    ] {
+        let path = home.join(file);
+        let original = std::fs::read_to_string(&path).unwrap();
+        assert!(ok(home, &[side, "log", "--verify"]).contains("chain intact"));
+        let lines: Vec<&str> = original.lines().collect();
+        assert!(lines.len() >= 3, "{original}");
+        let edited = original.replacen(
+            "\"decision\":\"userDenied\"",
+            "\"decision\":\"approved\"",
+            1,
+        );
+        assert_ne!(edited, original);
+        let deleted = [&lines[..1], &lines[2..]].concat().join("\n") + "\n";
+        let mut reordered = lines.clone();
+        reordered.swap(1, 2);
+        let reordered = reordered.join("\n") + "\n";
+        for (what, text) in [
+            ("edited", edited),
+            ("deleted", deleted),
+            ("reordered", reordered),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let out = try_vmux(home, &[side, "log", "--verify"]);
+            assert!(!out.success(), "{side} {what}: {out:?}");
+            assert!(out.stderr.contains("line "), "{side} {what}: {out:?}");
+        }
+        std::fs::write(&path, &original).unwrap();
+    }
+}
