@@ -251,7 +251,7 @@ fn signer_stopped_keys_still_listed_and_signing_fails_in_bounded_time() {
 fn unpaired_agent_and_wrong_signer_key_are_refused() {
     use std::os::unix::fs::PermissionsExt;
     let private_dir = |p: &std::path::Path| {
-        std::fs::create_dir_all(p.join("agent")).unwrap();
+        agent_config(p, "");
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).unwrap();
     };
     let s = Setup::new();
@@ -316,7 +316,10 @@ fn unpaired_agent_and_wrong_signer_key_are_refused() {
 #[test]
 fn replayed_and_expired_sign_requests_are_refused() {
     use vmux_proto::envelope::*;
-    let s = Setup::new();
+    let mut s = Setup::new();
+    // The raw link below uses the agent's identity: one live link per device, so the
+    // agent itself steps aside.
+    s.agent.stop();
     let identity =
         vmux_proto::Identity::load_or_create(&s.agent.home.join("agent/identity")).unwrap();
     let keys: serde_json::Value = serde_json::from_str(

@@ -11,9 +11,13 @@ use vmux_proto::identity::key_fingerprint;
 
 #[derive(Subcommand)]
 pub enum AgentCmd {
-    /// Pair with the signer at HOST:PORT: shows a 6-digit code, waits for approval there.
+    /// Pair with the signer at HOST:PORT (or one found by mDNS): shows a 6-digit code
+    /// and waits for approval there.
     Pair {
-        address: String,
+        address: Option<String>,
+        /// With no address: the id of the signer to pair with, when several are found.
+        #[arg(long)]
+        id: Option<String>,
         /// How long to wait for the person at the signer, in seconds.
         #[arg(long, default_value_t = 120)]
         wait: u64,
@@ -22,11 +26,25 @@ pub enum AgentCmd {
     Run {
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// A static route to a signer, for networks without multicast: HOST:PORT (when
+        /// one signer is paired) or ID=HOST:PORT.
+        #[arg(long)]
+        signer: Vec<String>,
     },
     /// Print `SSH_AUTH_SOCK=…; export SSH_AUTH_SOCK;` for eval.
     Env {
         #[arg(long)]
         socket: Option<PathBuf>,
+    },
+    /// Signers visible on the local network (mDNS), with how long each took to appear.
+    Discover {
+        #[arg(long, default_value_t = 2)]
+        wait: u64,
+        /// Stop as soon as this signer id is seen.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Link state and the keys the agent lists.
     Status {
@@ -55,8 +73,12 @@ pub fn home() -> AgentHome {
 pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
     let home = home();
     match cmd {
-        AgentCmd::Pair { address, wait } => {
+        AgentCmd::Pair { address, id, wait } => {
             let config = home.load_config()?;
+            let address = match address {
+                Some(a) => a,
+                None => discover_one(&config, id.as_deref()).await?,
+            };
             let identity = vmux_proto::Identity::load_or_create(&home.identity())?;
             let signer = vmux_agent::pair::pair(
                 &home,
@@ -77,8 +99,23 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
                 vmux_proto::identity::fingerprint(&signer.public_key)
             );
         }
-        AgentCmd::Run { socket } => {
+        AgentCmd::Run { socket, signer } => {
             let agent = Agent::open(home.clone())?;
+            for route in &signer {
+                let paired = agent.signers();
+                let (id, addr) = match route.split_once('=') {
+                    Some((id, addr)) => (id.to_string(), addr),
+                    None if paired.len() == 1 => (paired[0].id.clone(), route.as_str()),
+                    None => {
+                        bail!("--signer {route}: several signers are paired; write ID=HOST:PORT")
+                    }
+                };
+                anyhow::ensure!(
+                    agent.set_address(&id, addr),
+                    "--signer {route}: no paired signer with id {id}"
+                );
+            }
+            spawn_discovery(&agent)?;
             let path = socket.unwrap_or_else(|| home.socket(&agent.config));
             let listener = bind(&agent, &path).await?;
             println!("vmux agent listening on {}", path.display());
@@ -97,6 +134,41 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
             );
         }
         AgentCmd::Status { json } => status(&home, json).await?,
+        AgentCmd::Discover { wait, id, json } => {
+            let config = home.load_config()?;
+            let scope = vmux_proto::discovery::scope_for(&config.discovery, None)
+                .map_err(|e| anyhow::anyhow!("agent config: {e}"))?
+                .ok_or_else(|| anyhow::anyhow!("discovery is off in the agent config"))?;
+            let found =
+                vmux_proto::discovery::browse(scope, Duration::from_secs(wait), id.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            if json {
+                let v: Vec<_> = found
+                    .iter()
+                    .map(|(f, t)| {
+                        serde_json::json!({"id": f.id, "name": f.name,
+                        "addresses": f.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                        "foundAfterMs": t.as_millis() as u64})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if found.is_empty() {
+                println!("no signer found");
+            }
+            if !json {
+                for (f, t) in &found {
+                    let addrs: Vec<String> = f.addrs.iter().map(|a| a.to_string()).collect();
+                    println!(
+                        "{}  {:?}  {}  (after {} ms)",
+                        f.id,
+                        f.name,
+                        addrs.join(", "),
+                        t.as_millis()
+                    );
+                }
+            }
+        }
         AgentCmd::Log { verify } => return print_log(&home.log(), verify),
         AgentCmd::RequestCert { validity } => {
             let contents = validity.map(|v| (v.min(u32::MAX as u64) as u32).to_be_bytes().to_vec());
@@ -115,6 +187,70 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Follow paired signers as mDNS finds them (new address after a restart or a move).
+fn spawn_discovery(agent: &std::sync::Arc<Agent>) -> anyhow::Result<()> {
+    let scope = vmux_proto::discovery::scope_for(&agent.config.discovery, None)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", agent.home.config().display()))?;
+    let Some(scope) = scope else {
+        return Ok(());
+    };
+    let mut found = match vmux_proto::discovery::watch(scope) {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!("discovery unavailable: {e}");
+            return Ok(());
+        }
+    };
+    let agent = agent.clone();
+    tokio::spawn(async move {
+        while let Some(f) = found.recv().await {
+            if let Some(addr) = f.addrs.first() {
+                agent.set_address(&f.id, &addr.to_string());
+            }
+        }
+    });
+    Ok(())
+}
+
+/// With no address given: browse, then pick the signer by `--id`, or the only one seen.
+async fn discover_one(
+    config: &vmux_agent::state::AgentConfig,
+    id: Option<&str>,
+) -> anyhow::Result<String> {
+    use vmux_proto::discovery;
+    let scope = discovery::scope_for(&config.discovery, None)
+        .map_err(|e| anyhow::anyhow!("agent config: {e}"))?
+        .ok_or_else(|| anyhow::anyhow!("discovery is off in the agent config: give HOST:PORT"))?;
+    let found = discovery::browse(scope, Duration::from_secs(3), id)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let found: Vec<_> = found.into_iter().map(|(f, _)| f).collect();
+    for f in &found {
+        let addrs: Vec<String> = f.addrs.iter().map(|a| a.to_string()).collect();
+        println!(
+            "found signer {:?} id {} at {}",
+            f.name,
+            f.id,
+            addrs.join(", ")
+        );
+    }
+    let chosen = match id {
+        Some(id) => found.iter().find(|f| f.id == id),
+        None if found.len() == 1 => found.first(),
+        None if found.is_empty() => {
+            bail!("no signer found on the local network (mDNS); give HOST:PORT")
+        }
+        None => bail!("{} signers found: choose one with --id ID", found.len()),
+    };
+    let f = chosen
+        .ok_or_else(|| anyhow::anyhow!("no signer with id {} was found", id.unwrap_or("")))?;
+    let addr = f
+        .addrs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("signer {} has no IPv4 address", f.id))?;
+    Ok(addr.to_string())
 }
 
 /// Bind the agent socket (refusing a live agent's), so callers can announce it.

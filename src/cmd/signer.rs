@@ -167,6 +167,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
                 listener.local_addr()?
             );
             println!("pairing fingerprint {}", signer.fingerprint());
+            let _advert = advertise(&signer, listener.local_addr()?)?;
             tokio::select! {
                 r = signer.clone().serve(listener) => r?,
                 _ = super::shutdown_signal() => {}
@@ -468,6 +469,31 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Advertise over mDNS as the config says; `None` when discovery is off or unavailable
+/// (a signer with a static address works without it).
+pub fn advertise(
+    signer: &Signer,
+    local: std::net::SocketAddr,
+) -> anyhow::Result<Option<vmux_proto::discovery::Advert>> {
+    use vmux_proto::discovery;
+    let scope = discovery::scope_for(&signer.config.discovery, Some(local.ip()))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", signer.home.config().display()))?;
+    let Some(scope) = scope else {
+        return Ok(None);
+    };
+    let id = signer.identity.device_id();
+    match discovery::advertise(scope, &id, &signer.config.name, local) {
+        Ok(a) => {
+            println!("advertising {} as id {id} ({scope:?})", discovery::SERVICE);
+            Ok(Some(a))
+        }
+        Err(e) => {
+            tracing::warn!("not advertised: {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// Bind the control socket.

@@ -35,6 +35,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?.to_string();
     super::signer::start(&signer, &shome).await?;
     tokio::spawn(signer.clone().serve(listener));
+    let _advert = super::signer::advertise(&signer, addr.parse()?)?;
     println!("signer {:?} listening on {addr}", signer.config.name);
 
     // Pair the local agent with the local signer once; afterwards only the address

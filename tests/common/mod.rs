@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests. Include with `mod common;`.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod proc;
 pub mod sshd;
 pub mod vmux;

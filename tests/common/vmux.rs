@@ -9,7 +9,16 @@ use std::time::Duration;
 pub const T: Duration = Duration::from_secs(30);
 
 pub fn vmux(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vmux"));
+    vmux_in(None, home)
+}
+
+/// `vmux` under `home`, inside a network namespace when one is given.
+pub fn vmux_in(ns: Option<&super::netns::Netns>, home: &Path) -> Command {
+    let bin = env!("CARGO_BIN_EXE_vmux");
+    let mut c = match ns {
+        Some(ns) => ns.command(bin),
+        None => Command::new(bin),
+    };
     c.env("VMUX_HOME", home)
         .env("VMUX_LOG", "info")
         .env_remove("VMUX_PASSPHRASE")
@@ -35,16 +44,22 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// `vmux signer init` (no terminal) and return the authorized_keys lines.
+    /// `vmux signer init` (no terminal) and return the authorized_keys lines. mDNS is
+    /// turned off: tests that exercise discovery run in a network namespace of their own.
     pub fn init(home: &Path, name: &str) -> String {
         ok(home, &["signer", "init", "--name", name]);
+        set_signer_config(home, "discovery", "\"off\"");
         ok(home, &["signer", "keys", "pub"])
     }
 
     pub fn start(home: &Path, listen: &str) -> Signer {
+        Signer::start_in(None, home, listen)
+    }
+
+    pub fn start_in(ns: Option<&super::netns::Netns>, home: &Path, listen: &str) -> Signer {
         let d = Daemon::spawn_named(
             "vmux signer",
-            vmux(home).args(["signer", "run", "--listen", listen]),
+            vmux_in(ns, home).args(["signer", "run", "--listen", listen]),
         );
         let line = d
             .wait_for_line(|l| l.contains("listening on"), T)
@@ -67,11 +82,16 @@ impl Signer {
         serde_json::from_str(&ok(&self.home, &["signer", "pending", "--json"])).unwrap()
     }
 
-    /// Wait until `n` requests are pending.
+    /// Wait until `n` requests are pending (and the signer's control socket is up).
     pub fn wait_pending(&self, n: usize) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + T;
         loop {
-            let p = self.pending();
+            let out = try_vmux(&self.home, &["signer", "pending", "--json"]);
+            let p: Vec<serde_json::Value> = if out.success() {
+                serde_json::from_str(&out.stdout).unwrap()
+            } else {
+                vec![]
+            };
             if p.len() >= n {
                 return p;
             }
@@ -99,10 +119,17 @@ impl Signer {
 /// `vmux agent pair` with the signer, approving on the signer after checking that both
 /// sides show the same code.
 pub fn pair(agent_home: &Path, signer: &Signer) {
-    let p = Daemon::spawn_named(
-        "vmux agent pair",
-        vmux(agent_home).args(["agent", "pair", &signer.addr]),
-    );
+    pair_in(None, agent_home, signer, &["agent", "pair", &signer.addr]);
+}
+
+/// Pairing with explicit `vmux` arguments (e.g. no address: found by mDNS).
+pub fn pair_in(
+    ns: Option<&super::netns::Netns>,
+    agent_home: &Path,
+    signer: &Signer,
+    args: &[&str],
+) {
+    let p = Daemon::spawn_named("vmux agent pair", vmux_in(ns, agent_home).args(args));
     let line = p
         .wait_for_line(|l| l.starts_with("pairing code "), T)
         .unwrap_or_else(|| panic!("no pairing code: {}", p.output()));
@@ -131,7 +158,14 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(home: &Path) -> Agent {
-        let d = Daemon::spawn_named("vmux agent", vmux(home).args(["agent", "run"]));
+        Agent::start_in(None, home, &[])
+    }
+
+    pub fn start_in(ns: Option<&super::netns::Netns>, home: &Path, extra: &[&str]) -> Agent {
+        let d = Daemon::spawn_named(
+            "vmux agent",
+            vmux_in(ns, home).args(["agent", "run"]).args(extra),
+        );
         d.wait_for_line(|l| l.contains("vmux agent listening on"), T)
             .unwrap_or_else(|| panic!("agent did not start: {}", d.output()));
         Agent {
@@ -185,8 +219,24 @@ pub struct Setup {
     pub pubkey: String,
 }
 
-/// Write the agent's config.toml before it first runs.
+/// Set a top-level key of the signer's config.toml (before any table).
+pub fn set_signer_config(home: &Path, key: &str, value: &str) {
+    let path = home.join("signer/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key} =")))
+        .collect();
+    std::fs::write(&path, format!("{key} = {value}\n{}\n", kept.join("\n"))).unwrap();
+}
+
+/// Write the agent's config.toml before it first runs (mDNS off unless it says).
 pub fn agent_config(ahome: &Path, toml: &str) {
+    let toml = if toml.contains("discovery") {
+        toml.to_string()
+    } else {
+        format!("discovery = \"off\"\n{toml}")
+    };
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

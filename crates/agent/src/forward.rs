@@ -33,7 +33,8 @@ pub struct Agent {
     pub config: AgentConfig,
     pub identity: Identity,
     pub name: String,
-    signers: Vec<PairedSigner>,
+    /// Paired signers; addresses change as discovery finds them.
+    signers: Mutex<Vec<PairedSigner>>,
     keys: Mutex<Vec<CachedKey>>,
     links: Mutex<HashMap<String, SignerLink>>,
     link_errors: Mutex<HashMap<String, String>>,
@@ -48,6 +49,8 @@ pub struct Agent {
     cert_expired: AtomicBool,
     /// No automatic certificate request before this time (after a denial or error).
     cert_retry_at: AtomicU64,
+    /// Wake URLs by signer id (from DeviceToken, persisted in signers.json).
+    wake_urls: Mutex<HashMap<String, String>>,
 }
 
 /// What `vmux agent status` reads: written by the running agent on every link change.
@@ -89,6 +92,10 @@ impl Agent {
         let signers = home.load_signers()?;
         let keys = home.load_keys()?;
         let log = Journal::open(&home.log())?;
+        let wake_urls = signers
+            .iter()
+            .filter_map(|s| Some((s.id.clone(), s.wake_url.clone()?)))
+            .collect();
         let dialing = signers
             .iter()
             .map(|s| (s.id.clone(), tokio::sync::Mutex::new(())))
@@ -98,7 +105,7 @@ impl Agent {
             home,
             config,
             identity,
-            signers,
+            signers: Mutex::new(signers),
             keys: Mutex::new(keys),
             links: Default::default(),
             link_errors: Default::default(),
@@ -110,11 +117,12 @@ impl Agent {
             cert_in_flight: AtomicBool::new(false),
             cert_expired: AtomicBool::new(false),
             cert_retry_at: AtomicU64::new(0),
+            wake_urls: Mutex::new(wake_urls),
         }))
     }
 
-    pub fn signers(&self) -> &[PairedSigner] {
-        &self.signers
+    pub fn signers(&self) -> Vec<PairedSigner> {
+        self.signers.lock().unwrap().clone()
     }
 
     pub fn is_locked(&self) -> bool {
@@ -137,7 +145,15 @@ impl Agent {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|k| k.record.enabled && self.signers.iter().any(|s| s.id == k.signer_id))
+                .filter(|k| {
+                    k.record.enabled
+                        && self
+                            .signers
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .any(|s| s.id == k.signer_id)
+                })
                 .map(|k| (k.record.public_key.clone(), k.record.comment.clone())),
         );
         ids
@@ -183,8 +199,8 @@ impl Agent {
             return Ok(l);
         }
         let s = self
-            .signers
-            .iter()
+            .signers()
+            .into_iter()
             .find(|s| s.id == signer_id)
             .ok_or_else(|| AgentError::NoSuchSigner(signer_id.into()))?;
         let timeout = Duration::from_secs(self.config.connect_timeout_secs);
@@ -200,6 +216,7 @@ impl Agent {
             Ok((link, keys)) => {
                 tracing::info!("connected to signer {} at {}", link.signer_name, s.address);
                 self.update_keys(signer_id, keys);
+                self.update_wake_url(signer_id, link.wake_url.clone());
                 self.links
                     .lock()
                     .unwrap()
@@ -224,17 +241,109 @@ impl Agent {
         }
     }
 
+    /// A new address for a paired signer (from discovery or `--signer`): used from the
+    /// next connection on, and kept as the address hint in signers.json.
+    pub fn set_address(&self, signer_id: &str, address: &str) -> bool {
+        let mut signers = self.signers.lock().unwrap();
+        let Some(s) = signers.iter_mut().find(|s| s.id == signer_id) else {
+            return false;
+        };
+        if s.address == address {
+            return true;
+        }
+        tracing::info!("signer {} is now at {address}", s.name);
+        s.address = address.to_string();
+        drop(signers);
+        let saved = self.home.load_signers().and_then(|mut all| {
+            for s in all.iter_mut().filter(|s| s.id == signer_id) {
+                s.address = address.to_string();
+            }
+            self.home.save_signers(&all)
+        });
+        if let Err(e) = saved {
+            tracing::warn!("{e}");
+        }
+        self.write_status();
+        true
+    }
+
+    fn update_wake_url(&self, signer_id: &str, url: Option<String>) {
+        let mut urls = self.wake_urls.lock().unwrap();
+        if urls.get(signer_id) == url.as_ref() {
+            return;
+        }
+        match &url {
+            Some(u) => urls.insert(signer_id.to_string(), u.clone()),
+            None => urls.remove(signer_id),
+        };
+        drop(urls);
+        let saved = self.home.load_signers().and_then(|mut all| {
+            for s in all.iter_mut().filter(|s| s.id == signer_id) {
+                s.wake_url = url.clone();
+            }
+            self.home.save_signers(&all)
+        });
+        if let Err(e) = saved {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// A link to `signer_id`: connect (bounded by `connect_timeout_secs`); if that fails
+    /// and the signer gave a wake URL, POST to it and wait up to `wake_timeout_secs`.
+    pub async fn link_or_wake(&self, signer_id: &str) -> Result<SignerLink, AgentError> {
+        let connect = Duration::from_secs(self.config.connect_timeout_secs);
+        let first = match tokio::time::timeout(connect, self.link(signer_id)).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::Timeout(connect.as_secs())),
+        };
+        let err = match first {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        let Some(url) = self.wake_urls.lock().unwrap().get(signer_id).cloned() else {
+            return Err(err);
+        };
+        let woke = crate::wake::post(&url, &self.name).await;
+        self.record(
+            json!({"time": now_unix(), "kind": "wake", "signer": signer_id,
+            "decision": if woke.is_ok() { "sent" } else { "failed" }}),
+        );
+        if let Err(e) = &woke {
+            tracing::warn!("{e}");
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.wake_timeout_secs);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(AgentError::Unreachable {
+                    addr: signer_id.to_string(),
+                    reason: format!(
+                        "woken, but no link within {}s",
+                        self.config.wake_timeout_secs
+                    ),
+                });
+            }
+            if let Ok(Ok(l)) = tokio::time::timeout(left, self.link(signer_id)).await {
+                return Ok(l);
+            }
+            tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+        }
+    }
+
     /// Keep a link to every paired signer, reconnecting with bounded backoff.
     pub fn spawn_keepers(self: &Arc<Self>) {
         self.spawn_cert_keeper();
-        for s in &self.signers {
+        for s in &self.signers() {
             let (agent, id) = (self.clone(), s.id.clone());
             tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(500);
+                // Short backoff, capped at 1 s: a signer that comes back is served again
+                // within about a second (a closed port costs one refused SYN per try).
+                let mut backoff = Duration::from_millis(100);
                 loop {
                     match agent.link(&id).await {
                         Ok(link) => {
-                            backoff = Duration::from_millis(500);
+                            backoff = Duration::from_millis(100);
                             // A (re)connected signer may be asked for a certificate at once.
                             agent.cert_retry_at.store(0, Ordering::Relaxed);
                             let why = link.wait_closed().await;
@@ -243,7 +352,7 @@ impl Agent {
                         }
                         Err(_) => {
                             tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
                         }
                     }
                 }
@@ -263,7 +372,7 @@ impl Agent {
                 .clone()
                 .unwrap_or_else(|| self.home.socket(&self.config).display().to_string()),
             signers: self
-                .signers
+                .signers()
                 .iter()
                 .map(|s| SignerStatus {
                     id: s.id.clone(),
@@ -453,8 +562,8 @@ impl Agent {
         // The first paired signer that answers; its CA certifies the key.
         let mut last = AgentError::NoSuchSigner("(none paired)".into());
         let mut link = None;
-        for s in &self.signers {
-            match self.link(&s.id).await {
+        for s in &self.signers() {
+            match self.link_or_wake(&s.id).await {
                 Ok(l) => {
                     link = Some((s.id.clone(), l));
                     break;
@@ -564,11 +673,10 @@ impl Agent {
             .find(|k| k.record.public_key == key_blob)
             .map(|k| k.signer_id.clone())
             .ok_or(ErrorCode::KeyNotFound)?;
-        let connect = Duration::from_secs(self.config.connect_timeout_secs);
-        let link = match tokio::time::timeout(connect, self.link(&signer_id)).await {
-            Ok(Ok(l)) => l,
-            _ => return Err(ErrorCode::SignerUnavailable),
-        };
+        let link = self
+            .link_or_wake(&signer_id)
+            .await
+            .map_err(|_| ErrorCode::SignerUnavailable)?;
         let issued = now_unix();
         let window = self.config.request_window_secs;
         let algorithm = self

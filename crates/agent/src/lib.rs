@@ -16,6 +16,7 @@ pub mod requester;
 pub mod session;
 pub mod socket;
 pub mod state;
+pub mod wake;
 pub mod wire;
 
 pub use error::AgentError;

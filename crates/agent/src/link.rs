@@ -23,7 +23,14 @@ pub struct SignerLink {
     waiters: Waiters,
     closed: watch::Receiver<Option<String>>,
     pub signer_name: String,
+    /// The signer's wake URL, if it sent one.
+    pub wake_url: Option<String>,
 }
+
+/// How often the agent pings a signer, and how long silence means the link is dead
+/// (a signer answers every Ping, so a live link is never silent for long).
+pub const PING_EVERY: Duration = Duration::from_secs(3);
+pub const DEAD_AFTER: Duration = Duration::from_secs(9);
 
 /// Open a TCP connection with a bound, naming the address in the error.
 pub async fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, AgentError> {
@@ -73,19 +80,20 @@ impl SignerLink {
             } = link;
             let outbox = writer.spawn();
             outbox.send(hello(identity, my_name)).await?;
-            let signer_name = match reader.recv().await?.message {
-                Message::Hello(h) => h.device_name,
-                m => return Err(unexpected(&m)),
-            };
             outbox.send(Message::KeyListRequest).await?;
-            let keys = match reader.recv().await?.message {
-                Message::KeyList(k) => k.keys,
-                Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
-                m => return Err(unexpected(&m)),
+            let (mut signer_name, mut wake_url) = (String::new(), None);
+            let keys = loop {
+                match reader.recv().await?.message {
+                    Message::Hello(h) => signer_name = h.device_name,
+                    Message::DeviceToken(t) => wake_url = Some(t.wake_url),
+                    Message::KeyList(k) => break k.keys,
+                    Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
+                    m => return Err(unexpected(&m)),
+                }
             };
-            Ok((reader, outbox, signer_name, keys))
+            Ok((reader, outbox, signer_name, wake_url, keys))
         };
-        let (reader, outbox, signer_name, keys) = tokio::time::timeout(timeout, setup)
+        let (reader, outbox, signer_name, wake_url, keys) = tokio::time::timeout(timeout, setup)
             .await
             .map_err(|_| AgentError::Unreachable {
                 addr: addr.to_string(),
@@ -93,6 +101,7 @@ impl SignerLink {
             })??;
         let waiters: Waiters = Default::default();
         let (closed_tx, closed) = watch::channel(None);
+        tokio::spawn(pinger(outbox.clone(), closed.clone()));
         tokio::spawn(read_loop(
             reader,
             waiters.clone(),
@@ -105,6 +114,7 @@ impl SignerLink {
                 waiters,
                 closed,
                 signer_name,
+                wake_url,
             },
             keys,
         ))
@@ -213,6 +223,15 @@ fn unexpected(m: &Message) -> AgentError {
     )))
 }
 
+async fn pinger(outbox: Outbox, closed: watch::Receiver<Option<String>>) {
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        if closed.borrow().is_some() || outbox.send(Message::Ping).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn read_loop<S: noise::Stream>(
     mut reader: noise::LinkReader<S>,
     waiters: Waiters,
@@ -220,7 +239,10 @@ async fn read_loop<S: noise::Stream>(
     outbox: Outbox,
 ) {
     let why = loop {
-        match reader.recv().await {
+        let Ok(received) = tokio::time::timeout(DEAD_AFTER, reader.recv()).await else {
+            break format!("no answer for {}s", DEAD_AFTER.as_secs());
+        };
+        match received {
             Ok(env) => match env.message {
                 m @ (Message::SignResponse(_) | Message::CertificateResponse(_)) => {
                     let id = match &m {

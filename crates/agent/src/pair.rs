@@ -68,6 +68,7 @@ pub async fn pair(
         public_key: remote_static,
         address: addr.to_string(),
         paired_at: now_unix(),
+        wake_url: None,
     };
     let mut all = home.load_signers()?;
     all.retain(|s| s.id != signer.id);

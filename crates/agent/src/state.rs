@@ -92,6 +92,10 @@ pub struct AgentConfig {
     pub cert_renew_before_secs: u64,
     /// Files that name host keys for the destination shown on the signer.
     pub known_hosts: Vec<PathBuf>,
+    /// After a wake POST, how long to wait for the signer's link, in seconds.
+    pub wake_timeout_secs: u64,
+    /// mDNS discovery of signers: `auto` (all interfaces), `loopback` or `off`.
+    pub discovery: String,
 }
 
 impl Default for AgentConfig {
@@ -104,6 +108,8 @@ impl Default for AgentConfig {
             session_certs: true,
             cert_validity_secs: 8 * 3600,
             cert_renew_before_secs: 3600,
+            wake_timeout_secs: 15,
+            discovery: "auto".into(),
             known_hosts: vec![
                 store::home_dir().join(".ssh/known_hosts"),
                 PathBuf::from("/etc/ssh/ssh_known_hosts"),
@@ -141,6 +147,9 @@ pub struct PairedSigner {
     /// `host:port` where it was last reached.
     pub address: String,
     pub paired_at: u64,
+    /// The signer's wake URL, from its last DeviceToken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -45,6 +45,7 @@ pub enum Message {
     CertificateRequest(Box<CertificateRequest>),
     CertificateResponse(Box<CertificateResponse>),
     Cancel(Cancel),
+    DeviceToken(DeviceToken),
     /// A refusal that is not tied to a request: `pairingInvalid` for an unknown device.
     Error(LinkError),
     Ping,
@@ -216,6 +217,14 @@ pub struct CertificateResponse {
     pub valid_before: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
+}
+
+/// The signer's wake URL (its "device token"): where an agent POSTs a content-free
+/// wake message when it needs the signer and the link is down.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceToken {
+    pub wake_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

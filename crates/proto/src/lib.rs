@@ -3,6 +3,7 @@
 //! pinned static keys (`noise`), device identities and the pairing code (`identity`),
 //! and the small on-disk helpers both daemons share (`store`, `journal`).
 
+pub mod discovery;
 pub mod envelope;
 pub mod error;
 pub mod frame;

@@ -134,12 +134,17 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
                 Decision::Deny
             };
             match signer.queue.decide(&id, d) {
-                Ok((info, delivered)) => ControlResponse {
-                    ok: true,
-                    decided: Some(info),
-                    delivered: Some(delivered),
-                    ..Default::default()
-                },
+                Ok((info, delivered)) => {
+                    if !delivered {
+                        signer.delivery_failed(&info.id, &info.from_id);
+                    }
+                    ControlResponse {
+                        ok: true,
+                        decided: Some(info),
+                        delivered: Some(delivered),
+                        ..Default::default()
+                    }
+                }
                 Err(e) => fail(e),
             }
         }

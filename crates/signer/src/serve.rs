@@ -17,6 +17,7 @@ use vmux_proto::noise::{self, Outbox};
 use vmux_proto::{now_unix, Identity, ProtoError};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const AGENT_SILENCE: Duration = Duration::from_secs(30);
 
 pub struct Signer {
     pub home: SignerHome,
@@ -30,6 +31,9 @@ pub struct Signer {
     /// Nonces seen, with the time after which they can be forgotten (the request's
     /// own expiry: after it, a replay is refused as expired anyway).
     seen: Mutex<HashMap<Vec<u8>, u64>>,
+    /// The live session of each device: a device that reconnects supersedes its old
+    /// link, whose queued requests can no longer be answered to anyone.
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     log: Mutex<Journal>,
 }
 
@@ -56,6 +60,7 @@ impl Signer {
             queue: Queue::default(),
             paired,
             seen: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             log,
         }))
     }
@@ -88,6 +93,16 @@ impl Signer {
         if let Err(e) = self.log.lock().unwrap().append(fields) {
             tracing::error!("decision log: {e}");
         }
+    }
+
+    /// A decision was made but its requester was gone: say so in the log rather than
+    /// letting the answer vanish.
+    pub fn delivery_failed(&self, request_id: &str, device_id: &str) {
+        tracing::warn!("request {request_id}: decided, but the requester had gone");
+        self.record(obj(
+            json!({"event": "deliveryFailed", "requestId": request_id,
+            "deviceId": device_id}),
+        ));
     }
 
     /// Remove a paired device (by id); `Ok(false)` when there is none.
@@ -177,6 +192,12 @@ impl Signer {
         };
         self.touch(&device.id);
         tracing::info!("{} ({}) connected", device.name, device.id);
+        if let Some(url) = &self.config.wake_url {
+            out.send(Message::DeviceToken(DeviceToken {
+                wake_url: url.clone(),
+            }))
+            .await?;
+        }
         self.session(reader, out, device).await
     }
 
@@ -268,8 +289,29 @@ impl Signer {
     ) -> Result<(), ProtoError> {
         let device = Arc::new(device);
         let queued: Arc<Mutex<HashSet<String>>> = Default::default();
+        let superseded = Arc::new(tokio::sync::Notify::new());
+        if let Some(old) = self
+            .sessions
+            .lock()
+            .unwrap()
+            .insert(device.id.clone(), superseded.clone())
+        {
+            old.notify_one();
+        }
         let result = loop {
-            let env = match reader.recv().await {
+            // Agents ping every few seconds; a long silence means the link is dead.
+            let next = tokio::select! {
+                r = tokio::time::timeout(AGENT_SILENCE, reader.recv()) => r,
+                _ = superseded.notified() => break Ok(()),
+            };
+            let Ok(received) = next else {
+                break Err(ProtoError::Noise(format!(
+                    "{} silent for {}s",
+                    device.name,
+                    AGENT_SILENCE.as_secs()
+                )));
+            };
+            let env = match received {
                 Ok(env) => env,
                 Err(ProtoError::BadEnvelope(e)) => {
                     tracing::warn!("{}: dropped a bad frame: {e}", device.name);
@@ -290,7 +332,10 @@ impl Signer {
                         (self.clone(), out.clone(), device.clone(), queued.clone());
                     tokio::spawn(async move {
                         if let Some(resp) = s.sign(&device, *req, &queued).await {
-                            let _ = out.send(Message::SignResponse(resp)).await;
+                            let id = resp.request_id;
+                            if out.send(Message::SignResponse(resp)).await.is_err() {
+                                s.delivery_failed(&id.to_string(), &device.id);
+                            }
                         }
                     });
                 }
@@ -299,7 +344,11 @@ impl Signer {
                         (self.clone(), out.clone(), device.clone(), queued.clone());
                     tokio::spawn(async move {
                         if let Some(resp) = s.certificate(&device, *req, &queued).await {
-                            let _ = out.send(Message::CertificateResponse(Box::new(resp))).await;
+                            let id = resp.request_id;
+                            let msg = Message::CertificateResponse(Box::new(resp));
+                            if out.send(msg).await.is_err() {
+                                s.delivery_failed(&id.to_string(), &device.id);
+                            }
                         }
                     });
                 }
@@ -314,6 +363,15 @@ impl Signer {
                 _ => {}
             }
         };
+        {
+            let mut sessions = self.sessions.lock().unwrap();
+            if sessions
+                .get(&device.id)
+                .is_some_and(|s| Arc::ptr_eq(s, &superseded))
+            {
+                sessions.remove(&device.id);
+            }
+        }
         // The requester is gone: its requests leave the queue, and say so in the log.
         let ids: Vec<String> = queued.lock().unwrap().drain().collect();
         for id in ids {

@@ -78,6 +78,11 @@ pub struct SignerConfig {
     pub max_window_secs: u64,
     /// Clock skew tolerated on `issued`, in seconds.
     pub max_skew_secs: u64,
+    /// This signer's wake URL (its "device token"), sent to paired agents: they POST a
+    /// content-free wake message there when they need it and the link is down.
+    pub wake_url: Option<String>,
+    /// mDNS advertisement: `auto` (where it listens), `loopback` or `off`.
+    pub discovery: String,
     /// Session certificate policy.
     pub ca: CaPolicy,
     /// Per-key limits, checked before a person is asked.
@@ -235,6 +240,8 @@ impl Default for SignerConfig {
             pair_timeout_secs: 120,
             max_window_secs: 300,
             max_skew_secs: 60,
+            wake_url: None,
+            discovery: "auto".into(),
             ca: CaPolicy::default(),
             policy: vec![],
         }
