@@ -24,6 +24,9 @@ pub enum SignerCmd {
         /// Encrypt keys with a passphrase (asked on the terminal, or VMUX_PASSPHRASE).
         #[arg(long)]
         passphrase: bool,
+        /// Where agents POST a wake message when they need this signer (ntfy/UnifiedPush).
+        #[arg(long)]
+        wake_url: Option<String>,
     },
     /// Keys: `pub` prints authorized_keys lines, `list` shows fingerprints, `add` makes one.
     #[command(subcommand)]
@@ -133,6 +136,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             key_type,
             comment,
             passphrase,
+            wake_url,
         } => {
             let pass = if passphrase {
                 let p = super::passphrase("Passphrase for the keystore: ", true)?;
@@ -145,6 +149,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             };
             let public = init(
                 &home,
+                wake_url,
                 &name,
                 &key_type,
                 &comment,
@@ -238,6 +243,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
 /// Create config, identity and the first key. Refuses to touch an existing signer.
 pub fn init(
     home: &SignerHome,
+    wake_url: Option<String>,
     name: &str,
     key_type: &str,
     comment: &str,
@@ -263,6 +269,7 @@ pub fn init(
     )?;
     home.save_config(&SignerConfig {
         name: name.to_string(),
+        wake_url,
         ..Default::default()
     })?;
     Ok(public.to_openssh()?)

@@ -22,7 +22,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let ahome = super::agent::home();
     if !shome.exists() {
         let name = format!("{}-signer", vmux_agent::state::hostname());
-        let line = super::signer::init(&shome, &name, "ecdsa", "", None)?;
+        let line = super::signer::init(&shome, None, &name, "ecdsa", "", None)?;
         println!(
             "initialized signer {name:?} in {} with key\n  {line}",
             shome.dir.display()
