@@ -219,11 +219,7 @@ fn renewal_before_expiry_and_fallback_after() {
     std::fs::write(&msg, "x").unwrap();
     let started = Instant::now();
     let out = run(
-        Command::new("ssh-keygen")
-            .args(["-Y", "sign", "-n", "file", "-f"])
-            .arg(s.pubkey_file())
-            .arg(&msg)
-            .env("SSH_AUTH_SOCK", &s.agent.sock),
+        &mut sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "file"),
         T,
     );
     assert!(!out.success());

@@ -22,6 +22,15 @@ fn setup_with_known_hosts() -> (Setup, tempfile::TempDir) {
     (s, kh)
 }
 
+/// Make the test's known_hosts name the sshd's host key `name` (and its `[127.0.0.1]:port`).
+fn name_host(kh: &tempfile::TempDir, sshd: &Sshd, name: &str) {
+    let host_key = sshd.host_key_pub();
+    let mut fields = host_key.split_whitespace();
+    let (alg, b64) = (fields.next().unwrap(), fields.next().unwrap());
+    let line = format!("{name},[127.0.0.1]:{} {alg} {b64}\n", sshd.port());
+    std::fs::write(kh.path().join("known_hosts"), line).unwrap();
+}
+
 fn login(s: &Setup, sshd: &Sshd) -> std::thread::JoinHandle<common::proc::Output> {
     let mut c = sshd.ssh_command(&s.agent.sock);
     c.arg("true");
@@ -32,14 +41,7 @@ fn login(s: &Setup, sshd: &Sshd) -> std::thread::JoinHandle<common::proc::Output
 fn verified_and_bound_destinations_with_requester() {
     let (s, kh) = setup_with_known_hosts();
     let sshd = Sshd::start(&s.pubkey);
-    let host_key = sshd.host_key_pub();
-    let mut fields = host_key.split_whitespace();
-    let (alg, b64) = (fields.next().unwrap(), fields.next().unwrap());
-    std::fs::write(
-        kh.path().join("known_hosts"),
-        format!("testhost,[127.0.0.1]:{} {alg} {b64}\n", sshd.port()),
-    )
-    .unwrap();
+    name_host(&kh, &sshd, "testhost");
 
     let h = login(&s, &sshd);
     let p = s.signer.wait_pending(1);
@@ -106,11 +108,7 @@ fn sshsig_namespaces_are_shown() {
     ] {
         let msg = s.path(&format!("m-{ns}"));
         std::fs::write(&msg, ns).unwrap();
-        let mut c = Command::new("ssh-keygen");
-        c.args(["-Y", "sign", "-n", ns, "-f"])
-            .arg(s.pubkey_file())
-            .arg(&msg)
-            .env("SSH_AUTH_SOCK", &s.agent.sock);
+        let c = sshsig(&s.agent.sock, &s.pubkey_file(), &msg, ns);
         let h = background(c);
         let p = s.signer.wait_pending(1);
         assert_eq!(p[0]["purpose"], purpose);
@@ -291,12 +289,7 @@ fn namespace_and_host_policies_refuse_before_prompting() {
     let sign = |ns: &str| {
         let msg = s.path(&format!("m-{ns}"));
         std::fs::write(&msg, ns).unwrap();
-        let mut c = Command::new("ssh-keygen");
-        c.args(["-Y", "sign", "-n", ns, "-f"])
-            .arg(s.pubkey_file())
-            .arg(&msg)
-            .env("SSH_AUTH_SOCK", &s.agent.sock);
-        c
+        sshsig(&s.agent.sock, &s.pubkey_file(), &msg, ns)
     };
     let out = run(&mut sign("file"), T);
     assert!(!out.success());
@@ -318,14 +311,7 @@ fn namespace_and_host_policies_refuse_before_prompting() {
         "bound (unnamed) destination must be refused: {out:?}"
     );
     assert!(s.signer.pending().is_empty());
-    let hk = sshd.host_key_pub();
-    let mut f = hk.split_whitespace();
-    let (alg, b64) = (f.next().unwrap(), f.next().unwrap());
-    std::fs::write(
-        kh.path().join("known_hosts"),
-        format!("testhost,[127.0.0.1]:{} {alg} {b64}\n", sshd.port()),
-    )
-    .unwrap();
+    name_host(&kh, &sshd, "testhost");
     let h = login(&s, &sshd);
     let p = s.signer.wait_pending(1);
     assert!(p[0]["destination"]
@@ -334,11 +320,7 @@ fn namespace_and_host_policies_refuse_before_prompting() {
         .ends_with("@testhost (verified)"));
     s.signer.approve_next();
     assert!(h.join().unwrap().success());
-    std::fs::write(
-        kh.path().join("known_hosts"),
-        format!("otherhost,[127.0.0.1]:{} {alg} {b64}\n", sshd.port()),
-    )
-    .unwrap();
+    name_host(&kh, &sshd, "otherhost");
     assert!(!run(sshd.ssh_command(&s.agent.sock).arg("true"), T).success());
     assert!(s.signer.pending().is_empty());
     ok(
@@ -353,11 +335,7 @@ fn tampering_with_either_log_is_detected_and_named() {
     for i in 0..3 {
         let msg = s.path(&format!("m{i}"));
         std::fs::write(&msg, "x").unwrap();
-        let mut c = Command::new("ssh-keygen");
-        c.args(["-Y", "sign", "-n", "file", "-f"])
-            .arg(s.pubkey_file())
-            .arg(&msg)
-            .env("SSH_AUTH_SOCK", &s.agent.sock);
+        let c = sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "file");
         let h = background(c);
         s.signer.wait_pending(1);
         if i == 1 {

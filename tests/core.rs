@@ -115,11 +115,7 @@ fn sshsig_and_git_commit_signing() {
     let s = Setup::new();
     let msg = s.path("msg.txt");
     std::fs::write(&msg, "hello\n").unwrap();
-    let mut sign = Command::new("ssh-keygen");
-    sign.args(["-Y", "sign", "-n", "git", "-f"])
-        .arg(s.pubkey_file())
-        .arg(&msg)
-        .env("SSH_AUTH_SOCK", &s.agent.sock);
+    let sign = sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "git");
     let h = background(sign);
     let p = s.signer.wait_pending(1);
     assert_eq!(p[0]["purpose"], "git signature");
@@ -188,11 +184,7 @@ fn two_requests_at_once_are_queued_not_dropped() {
     for i in 0..2 {
         let msg = s.path(&format!("m{i}"));
         std::fs::write(&msg, format!("{i}")).unwrap();
-        let mut c = Command::new("ssh-keygen");
-        c.args(["-Y", "sign", "-n", "file", "-f"])
-            .arg(s.pubkey_file())
-            .arg(&msg)
-            .env("SSH_AUTH_SOCK", &s.agent.sock);
+        let c = sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "file");
         handles.push(background(c));
     }
     let p = s.signer.wait_pending(2);
@@ -229,11 +221,7 @@ fn signer_stopped_keys_still_listed_and_signing_fails_in_bounded_time() {
     std::fs::write(&msg, "x").unwrap();
     let started = Instant::now();
     let out = run(
-        Command::new("ssh-keygen")
-            .args(["-Y", "sign", "-n", "file", "-f"])
-            .arg(s.pubkey_file())
-            .arg(&msg)
-            .env("SSH_AUTH_SOCK", &s.agent.sock),
+        &mut sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "file"),
         T,
     );
     assert!(!out.success(), "{out:?}");
@@ -269,16 +257,7 @@ fn unpaired_agent_and_wrong_signer_key_are_refused() {
     let intruder = Agent::start(&other);
     let msg = s.path("msg");
     std::fs::write(&msg, "x").unwrap();
-    let sign = |sock: &std::path::Path| {
-        run(
-            Command::new("ssh-keygen")
-                .args(["-Y", "sign", "-n", "file", "-f"])
-                .arg(s.pubkey_file())
-                .arg(&msg)
-                .env("SSH_AUTH_SOCK", sock),
-            T,
-        )
-    };
+    let sign = |sock: &std::path::Path| run(&mut sshsig(sock, &s.pubkey_file(), &msg, "file"), T);
     assert!(!sign(&intruder.sock).success());
     assert!(
         s.signer.pending().is_empty(),
@@ -537,11 +516,7 @@ fn revoked_device_is_refused() {
     let msg = s.path("m");
     std::fs::write(&msg, "x").unwrap();
     let out = run(
-        Command::new("ssh-keygen")
-            .args(["-Y", "sign", "-n", "file", "-f"])
-            .arg(s.pubkey_file())
-            .arg(&msg)
-            .env("SSH_AUTH_SOCK", &s.agent.sock),
+        &mut sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "file"),
         T,
     );
     assert!(!out.success());

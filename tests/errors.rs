@@ -209,11 +209,7 @@ fn up_runs_everything_and_asks_in_the_terminal() {
     let msg = tmp.path().join("m");
     std::fs::write(&msg, "x").unwrap();
     let sign = |answer: &str, stdin: &mut std::process::ChildStdin| {
-        let mut c = Command::new("ssh-keygen");
-        c.args(["-Y", "sign", "-n", "file", "-f"])
-            .arg(&pubfile)
-            .arg(&msg)
-            .env("SSH_AUTH_SOCK", &sock);
+        let c = sshsig(&sock, &pubfile, &msg, "file");
         let before = lines.lock().unwrap().matches("Approve? [y/N]").count();
         let h = background(c);
         let deadline = std::time::Instant::now() + T;

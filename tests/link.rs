@@ -12,12 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn sign_cmd(s: &std::path::Path, pubkey: &std::path::Path, msg: &std::path::Path) -> Command {
-    let mut c = Command::new("ssh-keygen");
-    c.args(["-Y", "sign", "-n", "file", "-f"])
-        .arg(pubkey)
-        .arg(msg)
-        .env("SSH_AUTH_SOCK", s);
-    c
+    sshsig(s, pubkey, msg, "file")
 }
 
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {

@@ -288,3 +288,13 @@ impl Setup {
 pub fn background(mut cmd: Command) -> std::thread::JoinHandle<Output> {
     std::thread::spawn(move || run(&mut cmd, Duration::from_secs(90)))
 }
+
+/// `ssh-keygen -Y sign -n NAMESPACE -f PUBKEY MSG` through the agent at `sock`.
+pub fn sshsig(sock: &Path, pubkey: &Path, msg: &Path, namespace: &str) -> Command {
+    let mut c = Command::new("ssh-keygen");
+    c.args(["-Y", "sign", "-n", namespace, "-f"])
+        .arg(pubkey)
+        .arg(msg)
+        .env("SSH_AUTH_SOCK", sock);
+    c
+}

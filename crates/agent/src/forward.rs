@@ -49,8 +49,6 @@ pub struct Agent {
     cert_expired: AtomicBool,
     /// No automatic certificate request before this time (after a denial or error).
     cert_retry_at: AtomicU64,
-    /// Wake URLs by signer id (from DeviceToken, persisted in signers.json).
-    wake_urls: Mutex<HashMap<String, String>>,
 }
 
 /// What `vmux agent status` reads: written by the running agent on every link change.
@@ -92,10 +90,6 @@ impl Agent {
         let signers = home.load_signers()?;
         let keys = home.load_keys()?;
         let log = Journal::open(&home.log())?;
-        let wake_urls = signers
-            .iter()
-            .filter_map(|s| Some((s.id.clone(), s.wake_url.clone()?)))
-            .collect();
         let dialing = signers
             .iter()
             .map(|s| (s.id.clone(), tokio::sync::Mutex::new(())))
@@ -117,7 +111,6 @@ impl Agent {
             cert_in_flight: AtomicBool::new(false),
             cert_expired: AtomicBool::new(false),
             cert_retry_at: AtomicU64::new(0),
-            wake_urls: Mutex::new(wake_urls),
         }))
     }
 
@@ -216,7 +209,7 @@ impl Agent {
             Ok((link, keys)) => {
                 tracing::info!("connected to signer {} at {}", link.signer_name, s.address);
                 self.update_keys(signer_id, keys);
-                self.update_wake_url(signer_id, link.wake_url.clone());
+                self.update_signer(signer_id, |s| s.wake_url = link.wake_url.clone());
                 self.links
                     .lock()
                     .unwrap()
@@ -244,48 +237,39 @@ impl Agent {
     /// A new address for a paired signer (from discovery or `--signer`): used from the
     /// next connection on, and kept as the address hint in signers.json.
     pub fn set_address(&self, signer_id: &str, address: &str) -> bool {
+        let found = self.update_signer(signer_id, |s| {
+            if s.address != address {
+                tracing::info!("signer {} is now at {address}", s.name);
+                s.address = address.to_string();
+            }
+        });
+        self.write_status();
+        found
+    }
+
+    /// Change a paired signer in memory and, if that changed it, in signers.json.
+    /// Returns whether the signer exists.
+    fn update_signer(&self, signer_id: &str, change: impl Fn(&mut PairedSigner)) -> bool {
         let mut signers = self.signers.lock().unwrap();
         let Some(s) = signers.iter_mut().find(|s| s.id == signer_id) else {
             return false;
         };
-        if s.address == address {
+        let before = s.clone();
+        change(s);
+        if *s == before {
             return true;
         }
-        tracing::info!("signer {} is now at {address}", s.name);
-        s.address = address.to_string();
         drop(signers);
         let saved = self.home.load_signers().and_then(|mut all| {
-            for s in all.iter_mut().filter(|s| s.id == signer_id) {
-                s.address = address.to_string();
-            }
+            all.iter_mut()
+                .filter(|s| s.id == signer_id)
+                .for_each(&change);
             self.home.save_signers(&all)
         });
         if let Err(e) = saved {
             tracing::warn!("{e}");
         }
-        self.write_status();
         true
-    }
-
-    fn update_wake_url(&self, signer_id: &str, url: Option<String>) {
-        let mut urls = self.wake_urls.lock().unwrap();
-        if urls.get(signer_id) == url.as_ref() {
-            return;
-        }
-        match &url {
-            Some(u) => urls.insert(signer_id.to_string(), u.clone()),
-            None => urls.remove(signer_id),
-        };
-        drop(urls);
-        let saved = self.home.load_signers().and_then(|mut all| {
-            for s in all.iter_mut().filter(|s| s.id == signer_id) {
-                s.wake_url = url.clone();
-            }
-            self.home.save_signers(&all)
-        });
-        if let Err(e) = saved {
-            tracing::warn!("{e}");
-        }
     }
 
     /// A link to `signer_id`: connect (bounded by `connect_timeout_secs`); if that fails
@@ -300,7 +284,12 @@ impl Agent {
             Ok(l) => return Ok(l),
             Err(e) => e,
         };
-        let Some(url) = self.wake_urls.lock().unwrap().get(signer_id).cloned() else {
+        let url = self
+            .signers()
+            .into_iter()
+            .find(|s| s.id == signer_id)
+            .and_then(|s| s.wake_url);
+        let Some(url) = url else {
             return Err(err);
         };
         let woke = crate::wake::post(&url, &self.name).await;
