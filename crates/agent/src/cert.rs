@@ -1,17 +1,18 @@
 //! The session certificate: an ephemeral P-256 key made in memory, certified by a
 //! signer's CA after one approval, used to sign locally until it expires. The private
-//! key is never written anywhere and is zeroized when dropped (ssh-key's key types
-//! zeroize on drop).
+//! key is never written anywhere and is zeroized when dropped (the curve crate's signing
+//! key, and ssh-key's key types, zeroize on drop).
 
 use ssh_key::encoding::Encode;
 use ssh_key::{Algorithm, Certificate, EcdsaCurve, PrivateKey};
 use vmux_proto::envelope::CertificateResponse;
+use vmux_proto::keys::PreparedKey;
 use vmux_proto::ErrorCode;
 
 pub const COMMENT: &str = "vmux-session-cert";
 
 pub struct SessionCert {
-    key: PrivateKey,
+    key: PreparedKey,
     /// The certificate blob, as listed and as clients name it in SIGN_REQUEST.
     pub blob: Vec<u8>,
     /// The certified key's plain public blob: `ssh-keygen -Y sign` names the key this way.
@@ -78,7 +79,7 @@ impl SessionCert {
         }
         Ok(SessionCert {
             plain_blob: public_blob(&key),
-            key,
+            key: PreparedKey::new(&key).map_err(|e| e.to_string())?,
             blob: blob.clone(),
             key_id: cert.key_id().to_string(),
             principals: cert.valid_principals().to_vec(),
@@ -100,8 +101,6 @@ impl SessionCert {
 
     /// Sign locally: an ordinary `ecdsa-sha2-nistp256` signature by the certified key.
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, ErrorCode> {
-        use signature::Signer;
-        let sig: ssh_key::Signature = self.key.try_sign(data).map_err(|_| ErrorCode::Internal)?;
-        sig.encode_vec().map_err(|_| ErrorCode::Internal)
+        self.key.sign(data).map_err(|_| ErrorCode::Internal)
     }
 }

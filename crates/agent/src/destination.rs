@@ -18,12 +18,23 @@ pub struct Binding {
     /// `Some(true)` verified, `Some(false)` the signature is wrong, `None` the host key
     /// type cannot be checked here (RSA: no RSA code in this build).
     pub signature_ok: Option<bool>,
+    /// The host's name in known_hosts, looked up once when the binding arrives (a large
+    /// known_hosts costs about 1 µs a line: too much to pay on every signature).
+    pub name: Option<String>,
 }
 
 impl Binding {
-    pub fn check(bind: SessionBind) -> Binding {
+    pub fn check(bind: SessionBind, known_hosts: &[PathBuf]) -> Binding {
         let signature_ok = verify(&bind);
-        Binding { bind, signature_ok }
+        let name = match signature_ok {
+            Some(false) => None,
+            _ => host_name(&bind.host_key, known_hosts),
+        };
+        Binding {
+            bind,
+            signature_ok,
+            name,
+        }
     }
 }
 
@@ -64,11 +75,7 @@ pub struct Destination {
 }
 
 /// Decide the destination of `parsed` on a connection with `bindings`.
-pub fn resolve(
-    bindings: &[Binding],
-    parsed: &Parsed,
-    known_hosts: &[PathBuf],
-) -> Result<Destination, BindingError> {
+pub fn resolve(bindings: &[Binding], parsed: &Parsed) -> Result<Destination, BindingError> {
     if bindings.iter().any(|b| b.signature_ok == Some(false)) {
         return Err(BindingError::BadSignature);
     }
@@ -88,10 +95,7 @@ pub fn resolve(
             }
         }
     }
-    let names: Vec<Option<String>> = bindings
-        .iter()
-        .map(|b| host_name(&b.bind.host_key, known_hosts))
-        .collect();
+    let names: Vec<Option<String>> = bindings.iter().map(|b| b.name.clone()).collect();
     let fp = fingerprint(&last.bind.host_key);
     let label = |i: usize| {
         names[i]
@@ -192,7 +196,7 @@ mod tests {
             session_id: Some(b"sid".to_vec()),
             ..Default::default()
         };
-        assert_eq!(resolve(&[], &p, &[]).unwrap().quality, "unknown");
+        assert_eq!(resolve(&[], &p).unwrap().quality, "unknown");
         let bad = Binding {
             bind: SessionBind {
                 host_key: vec![1, 2, 3],
@@ -201,7 +205,8 @@ mod tests {
                 is_forwarding: false,
             },
             signature_ok: Some(false),
+            name: None,
         };
-        assert_eq!(resolve(&[bad], &p, &[]), Err(BindingError::BadSignature));
+        assert_eq!(resolve(&[bad], &p), Err(BindingError::BadSignature));
     }
 }

@@ -432,7 +432,7 @@ impl Agent {
         let started = Instant::now();
         let request_id = Uuid::new_v4();
         let parsed = context::parse(data);
-        let dest = destination::resolve(bindings, &parsed, &self.config.known_hosts);
+        let dest = destination::resolve(bindings, &parsed);
         let dest = match dest {
             Ok(d) => d,
             Err(e) => {

@@ -112,7 +112,7 @@ impl Session {
                     }
                     // A binding that does not verify is kept: every signature on this
                     // connection is then refused (ssh goes on after a failed bind).
-                    let b = Binding::check(b);
+                    let b = Binding::check(b, &self.agent.config.known_hosts);
                     let ok = b.signature_ok != Some(false);
                     self.bindings.push(b);
                     if ok {

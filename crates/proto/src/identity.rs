@@ -93,14 +93,7 @@ pub fn pairing_code(handshake_hash: &[u8]) -> String {
     format!("{n:06}")
 }
 
-/// `SHA256:…` of an SSH public key blob, as `ssh-keygen -l` prints it.
-pub fn key_fingerprint(blob: &[u8]) -> String {
-    use ssh_key::encoding::Decode;
-    match ssh_key::public::KeyData::decode(&mut &blob[..]) {
-        Ok(k) => k.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
-        Err(_) => "unparseable key".into(),
-    }
-}
+pub use crate::keys::key_fingerprint;
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -9,6 +9,7 @@ pub mod error;
 pub mod frame;
 pub mod identity;
 pub mod journal;
+pub mod keys;
 pub mod noise;
 pub mod store;
 

@@ -28,9 +28,9 @@ pub struct Signer {
     pub ca: Option<Box<dyn Keystore>>,
     pub queue: Queue,
     paired: Mutex<Vec<PairedDevice>>,
-    /// Nonces seen, with the time after which they can be forgotten (the request's
-    /// own expiry: after it, a replay is refused as expired anyway).
-    seen: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Nonces seen until their request's expiry (after it, a replay is refused as
+    /// expired anyway).
+    seen: Mutex<SeenNonces>,
     /// The live session of each device: a device that reconnects supersedes its old
     /// link, whose queued requests can no longer be answered to anyone.
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -59,7 +59,7 @@ impl Signer {
             ca,
             queue: Queue::default(),
             paired,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(SeenNonces::default()),
             sessions: Mutex::new(HashMap::new()),
             log,
         }))
@@ -401,12 +401,14 @@ impl Signer {
         if nonce.len() < 16 {
             return Err(ErrorCode::ReplayDetected);
         }
-        let mut seen = self.seen.lock().unwrap();
-        seen.retain(|_, exp| *exp + c.max_skew_secs >= now);
-        if seen.contains_key(nonce) {
+        if !self
+            .seen
+            .lock()
+            .unwrap()
+            .insert(nonce, expires, now.saturating_sub(c.max_skew_secs))
+        {
             return Err(ErrorCode::ReplayDetected);
         }
-        seen.insert(nonce.to_vec(), expires);
         Ok(())
     }
 
@@ -616,6 +618,35 @@ impl Signer {
         };
         self.record(fields);
         Some(resp)
+    }
+}
+
+/// Nonces in arrival order, so forgetting the expired ones costs only what expired
+/// (not a scan of every nonce on every request).
+#[derive(Default)]
+struct SeenNonces {
+    set: HashSet<Vec<u8>>,
+    order: std::collections::VecDeque<(u64, Vec<u8>)>,
+}
+
+impl SeenNonces {
+    /// Remember `nonce` until `expires`; false if it was seen before. Forgets nonces
+    /// that expired before `forget_before`.
+    fn insert(&mut self, nonce: &[u8], expires: u64, forget_before: u64) -> bool {
+        while self
+            .order
+            .front()
+            .is_some_and(|(exp, _)| *exp < forget_before)
+        {
+            if let Some((_, n)) = self.order.pop_front() {
+                self.set.remove(&n);
+            }
+        }
+        if !self.set.insert(nonce.to_vec()) {
+            return false;
+        }
+        self.order.push_back((expires, nonce.to_vec()));
+        true
     }
 }
 

@@ -3,11 +3,11 @@
 
 use super::Keystore;
 use crate::SignerError;
-use signature::Signer as _;
 use ssh_key::encoding::Encode;
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey, PublicKey};
 use std::path::{Path, PathBuf};
 use vmux_proto::envelope::KeyRecord;
+use vmux_proto::keys::PreparedKey;
 use vmux_proto::ErrorCode;
 use zeroize::Zeroizing;
 
@@ -18,7 +18,9 @@ pub struct SoftwareKeystore {
 struct Loaded {
     blob: Vec<u8>,
     record: KeyRecord,
-    key: PrivateKey,
+    /// The OpenSSH `authorized_keys` line.
+    line: String,
+    key: PreparedKey,
 }
 
 fn rng() -> ssh_key::rand_core::UnwrapErr<ssh_key::getrandom::SysRng> {
@@ -165,17 +167,27 @@ impl SoftwareKeystore {
                 provider: "software".into(),
                 enabled: true,
             };
-            keys.push(Loaded { blob, record, key });
+            let line = public.to_openssh().map_err(|e| SignerError::Key {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let prepared = PreparedKey::new(&key).map_err(|e| SignerError::Key {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            keys.push(Loaded {
+                blob,
+                record,
+                line,
+                key: prepared,
+            });
         }
         Ok(SoftwareKeystore { keys })
     }
 
     /// Public keys as `authorized_keys` lines.
     pub fn public_lines(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .filter_map(|k| k.key.public_key().to_openssh().ok())
-            .collect()
+        self.keys.iter().map(|k| k.line.clone()).collect()
     }
 }
 
@@ -194,8 +206,7 @@ impl Keystore for SoftwareKeystore {
         if !k.record.enabled {
             return Err(ErrorCode::KeyDisabled);
         }
-        let sig: ssh_key::Signature = k.key.try_sign(data).map_err(|_| ErrorCode::Internal)?;
-        sig.encode_vec().map_err(|_| ErrorCode::Internal)
+        k.key.sign(data).map_err(|_| ErrorCode::Internal)
     }
 }
 
