@@ -35,7 +35,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?.to_string();
     super::signer::start(&signer, &shome).await?;
     tokio::spawn(signer.clone().serve(listener));
-    let _advert = super::signer::advertise(&signer, addr.parse()?)?;
+    // A loopback signer serves only this machine's agent, which knows its address:
+    // advertise only when `--listen` lets other machines in.
+    let local: std::net::SocketAddr = addr.parse()?;
+    let _advert = if local.ip().is_loopback() {
+        None
+    } else {
+        super::signer::advertise(&signer, local)?
+    };
     println!("signer {:?} listening on {addr}", signer.config.name);
 
     // Pair the local agent with the local signer once; afterwards only the address
