@@ -105,6 +105,7 @@ fn passphrase_encrypted_keystore() {
         T,
     );
     assert!(out.success(), "{out:?}");
+    set_signer_config(home, "discovery", "\"off\"");
     let key = std::fs::read_dir(home.join("signer/keys"))
         .unwrap()
         .map(|e| e.unwrap().path())
