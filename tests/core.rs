@@ -528,3 +528,38 @@ fn revoked_device_is_refused() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn an_unpaired_peer_gets_pairing_invalid_and_nothing_else() {
+    use vmux_proto::envelope::*;
+    let s = Setup::new();
+    let stranger = vmux_proto::Identity::generate();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&s.signer.addr)
+            .await
+            .unwrap();
+        let link = vmux_proto::noise::connect(stream, &stranger).await.unwrap();
+        let (mut rx, mut tx) = (link.reader, link.writer);
+        let hello = Message::Hello(Hello {
+            device_id: stranger.device_id(),
+            device_name: "stranger".into(),
+            role: Role::Agent,
+            software: "test".into(),
+        });
+        tx.send(&Envelope::new(hello)).await.unwrap();
+        tx.send(&Envelope::new(Message::KeyListRequest))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+        match first.message {
+            Message::Error(e) => assert_eq!(e.code, ErrorCode::PairingInvalid),
+            m => panic!("an unpaired peer was told {m:?}"),
+        }
+        assert!(
+            tokio::time::timeout(T, rx.recv()).await.unwrap().is_err(),
+            "link must close"
+        );
+    });
+    assert!(s.signer.pending().is_empty());
+}

@@ -157,14 +157,8 @@ impl Signer {
             })) => h,
             _ => return Err(ProtoError::BadEnvelope("expected Hello first".into())),
         };
-        out.send(Message::Hello(Hello {
-            device_id: self.identity.device_id(),
-            device_name: self.config.name.clone(),
-            role: Role::Signer,
-            software: concat!("vmux ", env!("CARGO_PKG_VERSION")).into(),
-        }))
-        .await?;
-
+        // An unpaired peer learns nothing but `pairingInvalid` (or, once a person approves
+        // its pairing, this signer's name in the PairResponse): no Hello for it.
         let Some(device) = self.paired_device(&remote_static) else {
             let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv()).await;
             if let Ok(Ok(Envelope {
@@ -192,6 +186,13 @@ impl Signer {
         };
         self.touch(&device.id);
         tracing::info!("{} ({}) connected", device.name, device.id);
+        out.send(Message::Hello(Hello {
+            device_id: self.identity.device_id(),
+            device_name: self.config.name.clone(),
+            role: Role::Signer,
+            software: concat!("vmux ", env!("CARGO_PKG_VERSION")).into(),
+        }))
+        .await?;
         if let Some(url) = &self.config.wake_url {
             out.send(Message::DeviceToken(DeviceToken {
                 wake_url: url.clone(),
