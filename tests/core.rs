@@ -372,7 +372,28 @@ fn replayed_and_expired_sign_requests_are_refused() {
             (resp.request_id, resp.error),
             (req.request_id, Some(ErrorCode::UserDenied))
         );
+        // A flood from one device: past 16 waiting requests, the rest are `busy`.
+        for i in 0..17u8 {
+            let mut r = req.clone();
+            r.request_id = uuid_v4();
+            r.nonce = vec![100 + i; 16];
+            tx.send(&Envelope::new(Message::SignRequest(Box::new(r))))
+                .await
+                .unwrap();
+        }
+        let resp = next_response(&mut rx).await;
+        assert_eq!(resp.error, Some(ErrorCode::Busy));
+        assert_eq!(s.signer.pending().len(), 16);
     });
+    // The link is gone: its requests leave the queue.
+    let deadline = std::time::Instant::now() + T;
+    while !s.signer.pending().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "requests of a closed link stayed queued"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 async fn next_response<S: vmux_proto::noise::Stream>(

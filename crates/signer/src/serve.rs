@@ -18,6 +18,7 @@ use vmux_proto::{now_unix, Identity, ProtoError};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const AGENT_SILENCE: Duration = Duration::from_secs(30);
+const MAX_PENDING_PER_DEVICE: usize = 16;
 
 pub struct Signer {
     pub home: SignerHome,
@@ -420,6 +421,17 @@ impl Signer {
         expires: u64,
         queued: &Mutex<HashSet<String>>,
     ) -> Result<Option<Decision>, ErrorCode> {
+        // A paired device cannot bury the person under requests: past a few waiting
+        // ones, more are refused as `busy` until some are decided.
+        let waiting = self
+            .queue
+            .pending()
+            .iter()
+            .filter(|p| p.from_id == info.from_id)
+            .count();
+        if waiting >= MAX_PENDING_PER_DEVICE {
+            return Err(ErrorCode::Busy);
+        }
         let id = info.id.clone();
         let ticket = self.queue.submit(info);
         queued.lock().unwrap().insert(id.clone());
