@@ -584,3 +584,64 @@ fn an_unpaired_peer_gets_pairing_invalid_and_nothing_else() {
     });
     assert!(s.signer.pending().is_empty());
 }
+
+#[test]
+fn another_uid_is_refused_even_through_open_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        common::proc::is_root(),
+        "this test switches to uid 65534 with setpriv and needs root (CI runs as root)"
+    );
+    let mut s = Setup::new();
+    s.agent.stop();
+    // A socket where uid 65534 can reach it (the temp dir may be root-only).
+    let dir = std::path::PathBuf::from(format!("/run/vmux-uid-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    set(&dir, 0o700);
+    let sock = dir.join("agent.sock");
+    let d = common::proc::Daemon::spawn(vmux(&s.agent.home).args([
+        "agent",
+        "run",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]));
+    assert!(
+        d.wait_for_line(|l| l.contains("listening on"), T).is_some(),
+        "{}",
+        d.output()
+    );
+    // Open the file-system gate on purpose: the agent must still refuse by peer uid.
+    set(&dir, 0o711);
+    set(&sock, 0o666);
+    let out = run(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "ssh-add",
+                "-l",
+            ])
+            .env("SSH_AUTH_SOCK", &sock),
+        T,
+    );
+    assert!(!out.success(), "uid 65534 got an answer: {out:?}");
+    assert!(
+        !out.stderr.contains("Permission denied"),
+        "the file-system gate was not open: {out:?}"
+    );
+    assert!(!out.stdout.contains("SHA256:"), "{out:?}");
+    // The owner still gets one.
+    let mine = run(
+        Command::new("ssh-add")
+            .arg("-l")
+            .env("SSH_AUTH_SOCK", &sock),
+        T,
+    );
+    assert!(mine.stdout.contains("SHA256:"), "{mine:?}");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}

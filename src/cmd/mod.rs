@@ -51,8 +51,30 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// `2026-11-22 09:41:07 CET`: the C library's idea of local time (TZ, /etc/localtime).
 pub fn local_time(unix: u64) -> String {
-    // Plain UTC keeps the binary free of a time-zone database; good enough for logs.
+    let t = unix as libc::time_t;
+    // SAFETY: localtime_r writes into the tm we own; strftime into our buffer, bounded.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if !libc::localtime_r(&t, &mut tm).is_null() {
+            let mut buf = [0u8; 64];
+            let n = libc::strftime(
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                c"%Y-%m-%d %H:%M:%S %Z".as_ptr(),
+                &tm,
+            );
+            if n > 0 {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+    }
+    utc_time(unix)
+}
+
+/// The same in UTC, computed here (no time-zone database needed).
+pub fn utc_time(unix: u64) -> String {
     let secs = unix as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -90,7 +112,8 @@ mod tests {
 
     #[test]
     fn utc_dates() {
-        assert_eq!(super::local_time(0), "1970-01-01 00:00:00Z");
-        assert_eq!(super::local_time(1_700_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(super::utc_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::utc_time(1_700_000_000), "2023-11-14 22:13:20Z");
+        assert!(super::local_time(1_700_000_000).starts_with("2023-11-1"));
     }
 }
