@@ -96,6 +96,25 @@ impl Signer {
         }
     }
 
+    /// Work out one request in its own task (it may wait minutes for a person) and send
+    /// the answer, if any; an answer nobody can receive any more is logged.
+    fn respond(
+        self: &Arc<Self>,
+        out: &Outbox,
+        device_id: &str,
+        request_id: uuid::Uuid,
+        work: impl std::future::Future<Output = Option<Message>> + Send + 'static,
+    ) {
+        let (s, out, device_id) = (self.clone(), out.clone(), device_id.to_string());
+        tokio::spawn(async move {
+            if let Some(answer) = work.await {
+                if out.send(answer).await.is_err() {
+                    s.delivery_failed(&request_id.to_string(), &device_id);
+                }
+            }
+        });
+    }
+
     /// A decision was made but its requester was gone: say so in the log rather than
     /// letting the answer vanish.
     pub fn delivery_failed(&self, request_id: &str, device_id: &str) {
@@ -330,28 +349,16 @@ impl Signer {
                     .await?
                 }
                 Message::SignRequest(req) => {
-                    let (s, out, device, queued) =
-                        (self.clone(), out.clone(), device.clone(), queued.clone());
-                    tokio::spawn(async move {
-                        if let Some(resp) = s.sign(&device, *req, &queued).await {
-                            let id = resp.request_id;
-                            if out.send(Message::SignResponse(resp)).await.is_err() {
-                                s.delivery_failed(&id.to_string(), &device.id);
-                            }
-                        }
+                    let (s, d, q) = (self.clone(), device.clone(), queued.clone());
+                    self.respond(&out, &device.id, req.request_id, async move {
+                        s.sign(&d, *req, &q).await.map(Message::SignResponse)
                     });
                 }
                 Message::CertificateRequest(req) => {
-                    let (s, out, device, queued) =
-                        (self.clone(), out.clone(), device.clone(), queued.clone());
-                    tokio::spawn(async move {
-                        if let Some(resp) = s.certificate(&device, *req, &queued).await {
-                            let id = resp.request_id;
-                            let msg = Message::CertificateResponse(Box::new(resp));
-                            if out.send(msg).await.is_err() {
-                                s.delivery_failed(&id.to_string(), &device.id);
-                            }
-                        }
+                    let (s, d, q) = (self.clone(), device.clone(), queued.clone());
+                    self.respond(&out, &device.id, req.request_id, async move {
+                        let resp = s.certificate(&d, *req, &q).await;
+                        resp.map(|r| Message::CertificateResponse(Box::new(r)))
                     });
                 }
                 Message::Cancel(c) => {
