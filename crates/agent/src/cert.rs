@@ -3,11 +3,20 @@
 //! key is never written anywhere and is zeroized when dropped (the curve crate's signing
 //! key, and ssh-key's key types, zeroize on drop).
 
+use crate::forward::Agent;
+use crate::AgentError;
+use serde_json::json;
 use ssh_key::encoding::Encode;
 use ssh_key::{Algorithm, Certificate, EcdsaCurve, PrivateKey};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+use vmux_proto::envelope::CertificateRequest;
 use vmux_proto::envelope::CertificateResponse;
 use vmux_proto::keys::PreparedKey;
 use vmux_proto::ErrorCode;
+use vmux_proto::{now_unix, random_bytes};
 
 pub const COMMENT: &str = "vmux-session-cert";
 
@@ -102,5 +111,140 @@ impl SessionCert {
     /// Sign locally: an ordinary `ecdsa-sha2-nistp256` signature by the certified key.
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, ErrorCode> {
         self.key.sign(data).map_err(|_| ErrorCode::Internal)
+    }
+}
+
+/// The certificate's life in the agent: asked for, renewed, dropped.
+impl Agent {
+    /// The session certificate, if there is one and it has not expired.
+    pub fn valid_cert(&self) -> Option<Arc<SessionCert>> {
+        let c = self.cert.lock().unwrap().clone()?;
+        c.is_valid_at(now_unix()).then_some(c)
+    }
+
+    /// Forget the session certificate and its key (`ssh-add -D`, LOCK, reset, expiry).
+    pub fn drop_cert(&self, why: &str) -> bool {
+        let had = self.cert.lock().unwrap().take().is_some();
+        if had {
+            tracing::info!("session certificate dropped: {why}");
+            self.write_status();
+        }
+        had
+    }
+
+    /// Ask a reachable signer's CA for a session certificate (a person approves there).
+    pub async fn request_cert(&self, validity_secs: u64) -> Result<(), AgentError> {
+        if self.cert_in_flight.swap(true, Ordering::SeqCst) {
+            return Err(AgentError::Refused(
+                ErrorCode::Busy,
+                "a certificate request is already waiting".into(),
+            ));
+        }
+        let res = self.request_cert_inner(validity_secs).await;
+        self.cert_in_flight.store(false, Ordering::SeqCst);
+        let retry = match &res {
+            Ok(()) => 0,
+            Err(AgentError::Refused(ErrorCode::UserDenied | ErrorCode::PolicyDenied, _)) => 3600,
+            Err(_) => 60,
+        };
+        self.cert_retry_at
+            .store(now_unix() + retry, Ordering::Relaxed);
+        res
+    }
+
+    async fn request_cert_inner(&self, validity_secs: u64) -> Result<(), AgentError> {
+        // The first paired signer that answers; its CA certifies the key.
+        let mut last = AgentError::NoSuchSigner("(none paired)".into());
+        let mut link = None;
+        for s in &self.signers() {
+            match self.link_or_wake(&s.id).await {
+                Ok(l) => {
+                    link = Some((s.id.clone(), l));
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let (signer_id, link) = link.ok_or(last)?;
+        let key = ephemeral_key();
+        let issued = now_unix();
+        let window = self.config.request_window_secs;
+        let req = CertificateRequest {
+            request_id: Uuid::new_v4(),
+            public_key: public_blob(&key),
+            validity_secs,
+            principals: vec![],
+            device_id: self.identity.device_id(),
+            device_name: self.name.clone(),
+            nonce: random_bytes::<16>().to_vec(),
+            issued,
+            expires: issued + window,
+        };
+        let id = req.request_id;
+        let resp = link.certificate(req, Duration::from_secs(window + 5)).await;
+        let outcome = resp.and_then(|r| match r.error {
+            Some(code) => Err(AgentError::Refused(code, "certificate not issued".into())),
+            None => SessionCert::from_response(key, &r, &signer_id)
+                .map_err(|e| AgentError::Refused(ErrorCode::Internal, e)),
+        });
+        self.record(json!({
+            "time": now_unix(),
+            "requestId": id.to_string(),
+            "kind": "cert",
+            "decision": match &outcome { Ok(_) => "approved".to_string(), Err(e) => e.code().to_string() },
+            "validBefore": outcome.as_ref().ok().map(|c| c.valid_before),
+        }));
+        let c = outcome?;
+        tracing::info!(
+            "session certificate {} valid until {}",
+            c.key_id,
+            c.valid_before
+        );
+        *self.cert.lock().unwrap() = Some(Arc::new(c));
+        self.cert_expired.store(false, Ordering::Relaxed);
+        self.write_status();
+        Ok(())
+    }
+
+    /// Once a second: drop an expired certificate; request or renew one when a signer
+    /// is reachable and it is due.
+    pub(crate) fn spawn_cert_keeper(self: &Arc<Self>) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = now_unix();
+                let current = agent.cert.lock().unwrap().clone();
+                if let Some(c) = &current {
+                    if !c.is_valid_at(now) {
+                        agent.drop_cert("expired");
+                        agent.cert_expired.store(true, Ordering::Relaxed);
+                        agent.write_status();
+                    }
+                }
+                if !agent.config.session_certs || agent.is_locked() {
+                    continue;
+                }
+                let due = match agent.valid_cert() {
+                    None => true,
+                    Some(c) => {
+                        c.valid_before.saturating_sub(now) < agent.config.cert_renew_before_secs
+                    }
+                };
+                let reachable = agent.links.lock().unwrap().values().any(|l| l.is_up());
+                if due
+                    && reachable
+                    && now >= agent.cert_retry_at.load(Ordering::Relaxed)
+                    && !agent.cert_in_flight.load(Ordering::SeqCst)
+                {
+                    let a = agent.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = a.request_cert(a.config.cert_validity_secs).await {
+                            tracing::warn!("session certificate: {e}");
+                        }
+                    });
+                }
+            }
+        });
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use vmux_proto::envelope::{CertificateRequest, Context, KeyRecord, Origin, SignRequest};
+use vmux_proto::envelope::{Context, KeyRecord, Origin, SignRequest};
 use vmux_proto::identity::key_fingerprint;
 use vmux_proto::journal::Journal;
 use vmux_proto::{now_unix, random_bytes, ErrorCode, Identity};
@@ -34,21 +34,21 @@ pub struct Agent {
     pub identity: Identity,
     pub name: String,
     /// Paired signers; addresses change as discovery finds them.
-    signers: Mutex<Vec<PairedSigner>>,
+    pub(crate) signers: Mutex<Vec<PairedSigner>>,
     keys: Mutex<Vec<CachedKey>>,
-    links: Mutex<HashMap<String, SignerLink>>,
+    pub(crate) links: Mutex<HashMap<String, SignerLink>>,
     link_errors: Mutex<HashMap<String, String>>,
     dialing: HashMap<String, tokio::sync::Mutex<()>>,
     /// Salt and SHA-256 of the LOCK passphrase while locked.
     locked: Mutex<Option<([u8; 16], [u8; 32])>>,
     log: Mutex<Journal>,
     socket_path: Mutex<Option<String>>,
-    cert: Mutex<Option<Arc<SessionCert>>>,
-    cert_in_flight: AtomicBool,
+    pub(crate) cert: Mutex<Option<Arc<SessionCert>>>,
+    pub(crate) cert_in_flight: AtomicBool,
     /// Set when a certificate expired with no renewal (for `status`).
-    cert_expired: AtomicBool,
+    pub(crate) cert_expired: AtomicBool,
     /// No automatic certificate request before this time (after a denial or error).
-    cert_retry_at: AtomicU64,
+    pub(crate) cert_retry_at: AtomicU64,
 }
 
 /// What `vmux agent status` reads: written by the running agent on every link change.
@@ -503,144 +503,12 @@ impl Agent {
         result
     }
 
-    fn record(&self, rec: serde_json::Value) {
+    pub(crate) fn record(&self, rec: serde_json::Value) {
         if let serde_json::Value::Object(m) = rec {
             if let Err(e) = self.log.lock().unwrap().append(m) {
                 tracing::error!("request log: {e}");
             }
         }
-    }
-
-    /// The session certificate, if there is one and it has not expired.
-    pub fn valid_cert(&self) -> Option<Arc<SessionCert>> {
-        let c = self.cert.lock().unwrap().clone()?;
-        c.is_valid_at(now_unix()).then_some(c)
-    }
-
-    /// Forget the session certificate and its key (`ssh-add -D`, LOCK, reset, expiry).
-    pub fn drop_cert(&self, why: &str) -> bool {
-        let had = self.cert.lock().unwrap().take().is_some();
-        if had {
-            tracing::info!("session certificate dropped: {why}");
-            self.write_status();
-        }
-        had
-    }
-
-    /// Ask a reachable signer's CA for a session certificate (a person approves there).
-    pub async fn request_cert(&self, validity_secs: u64) -> Result<(), AgentError> {
-        if self.cert_in_flight.swap(true, Ordering::SeqCst) {
-            return Err(AgentError::Refused(
-                ErrorCode::Busy,
-                "a certificate request is already waiting".into(),
-            ));
-        }
-        let res = self.request_cert_inner(validity_secs).await;
-        self.cert_in_flight.store(false, Ordering::SeqCst);
-        let retry = match &res {
-            Ok(()) => 0,
-            Err(AgentError::Refused(ErrorCode::UserDenied | ErrorCode::PolicyDenied, _)) => 3600,
-            Err(_) => 60,
-        };
-        self.cert_retry_at
-            .store(now_unix() + retry, Ordering::Relaxed);
-        res
-    }
-
-    async fn request_cert_inner(&self, validity_secs: u64) -> Result<(), AgentError> {
-        // The first paired signer that answers; its CA certifies the key.
-        let mut last = AgentError::NoSuchSigner("(none paired)".into());
-        let mut link = None;
-        for s in &self.signers() {
-            match self.link_or_wake(&s.id).await {
-                Ok(l) => {
-                    link = Some((s.id.clone(), l));
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let (signer_id, link) = link.ok_or(last)?;
-        let key = cert::ephemeral_key();
-        let issued = now_unix();
-        let window = self.config.request_window_secs;
-        let req = CertificateRequest {
-            request_id: Uuid::new_v4(),
-            public_key: cert::public_blob(&key),
-            validity_secs,
-            principals: vec![],
-            device_id: self.identity.device_id(),
-            device_name: self.name.clone(),
-            nonce: random_bytes::<16>().to_vec(),
-            issued,
-            expires: issued + window,
-        };
-        let id = req.request_id;
-        let resp = link.certificate(req, Duration::from_secs(window + 5)).await;
-        let outcome = resp.and_then(|r| match r.error {
-            Some(code) => Err(AgentError::Refused(code, "certificate not issued".into())),
-            None => SessionCert::from_response(key, &r, &signer_id)
-                .map_err(|e| AgentError::Refused(ErrorCode::Internal, e)),
-        });
-        self.record(json!({
-            "time": now_unix(),
-            "requestId": id.to_string(),
-            "kind": "cert",
-            "decision": match &outcome { Ok(_) => "approved".to_string(), Err(e) => e.code().to_string() },
-            "validBefore": outcome.as_ref().ok().map(|c| c.valid_before),
-        }));
-        let c = outcome?;
-        tracing::info!(
-            "session certificate {} valid until {}",
-            c.key_id,
-            c.valid_before
-        );
-        *self.cert.lock().unwrap() = Some(Arc::new(c));
-        self.cert_expired.store(false, Ordering::Relaxed);
-        self.write_status();
-        Ok(())
-    }
-
-    /// Once a second: drop an expired certificate; request or renew one when a signer
-    /// is reachable and it is due.
-    fn spawn_cert_keeper(self: &Arc<Self>) {
-        let agent = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = now_unix();
-                let current = agent.cert.lock().unwrap().clone();
-                if let Some(c) = &current {
-                    if !c.is_valid_at(now) {
-                        agent.drop_cert("expired");
-                        agent.cert_expired.store(true, Ordering::Relaxed);
-                        agent.write_status();
-                    }
-                }
-                if !agent.config.session_certs || agent.is_locked() {
-                    continue;
-                }
-                let due = match agent.valid_cert() {
-                    None => true,
-                    Some(c) => {
-                        c.valid_before.saturating_sub(now) < agent.config.cert_renew_before_secs
-                    }
-                };
-                let reachable = agent.links.lock().unwrap().values().any(|l| l.is_up());
-                if due
-                    && reachable
-                    && now >= agent.cert_retry_at.load(Ordering::Relaxed)
-                    && !agent.cert_in_flight.load(Ordering::SeqCst)
-                {
-                    let a = agent.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = a.request_cert(a.config.cert_validity_secs).await {
-                            tracing::warn!("session certificate: {e}");
-                        }
-                    });
-                }
-            }
-        });
     }
 
     async fn forward(

@@ -3,12 +3,19 @@
 //! like any identity, so a hardware backend can hold it too.
 
 use crate::keystore::Keystore;
+use crate::queue::{Decision, PendingInfo};
+use crate::serve::{obj, Signer};
 use crate::state::{CaPolicy, PairedDevice, SignerHome};
+use serde_json::json;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::encoding::Decode;
 use ssh_key::public::KeyData;
 use ssh_key::Signature;
+use std::collections::HashSet;
+use std::sync::Mutex;
 use vmux_proto::envelope::CertificateRequest;
+use vmux_proto::envelope::CertificateResponse;
+use vmux_proto::identity::key_fingerprint;
 use vmux_proto::{now_unix, ErrorCode};
 
 /// The extensions `ssh-keygen -s` sets on a user certificate by default.
@@ -152,4 +159,91 @@ fn next_serial(home: &SignerHome) -> Result<u64, vmux_proto::ProtoError> {
     let next = last + 1;
     vmux_proto::store::write_atomic(&path, format!("{next}\n").as_bytes(), 0o600)?;
     Ok(next)
+}
+
+/// A certificate request on the link, from policy to the person to the CA.
+impl Signer {
+    /// One certificate request: policy first (no prompt when issuance is off), then a
+    /// person, then the CA.
+    pub(crate) async fn certificate(
+        &self,
+        device: &PairedDevice,
+        req: CertificateRequest,
+        queued: &Mutex<HashSet<String>>,
+    ) -> Option<CertificateResponse> {
+        let id = req.request_id.to_string();
+        let mut fields = obj(
+            json!({"event": "cert", "requestId": id, "deviceId": device.id,
+            "device": device.name, "key": key_fingerprint(&req.public_key),
+            "validitySecs": req.validity_secs}),
+        );
+        let outcome = async {
+            if self.paired_device(&device.public_key).is_none() {
+                return Err(ErrorCode::PairingInvalid);
+            }
+            self.check_window_and_nonce(req.issued, req.expires, &req.nonce)?;
+            // The policy is read per request so that `vmux signer ca policy` applies at once.
+            let policy = self.home.load_config().map(|c| c.ca).map_err(|e| {
+                tracing::error!("{e}");
+                ErrorCode::Internal
+            })?;
+            let ca = self
+                .ca
+                .as_deref()
+                .filter(|_| policy.issue)
+                .ok_or(ErrorCode::PolicyDenied)?;
+            let info = PendingInfo {
+                id: id.clone(),
+                kind: "cert".into(),
+                from: device.name.clone(),
+                from_id: device.id.clone(),
+                key: Some(key_fingerprint(&req.public_key)),
+                key_comment: None,
+                code: None,
+                requester: None,
+                purpose: Some("session certificate".into()),
+                destination: None,
+                validity_secs: Some(req.validity_secs.min(policy.max_validity_secs)),
+                principals: Some(principals(&policy)),
+                created: now_unix(),
+                expires: req.expires,
+            };
+            match self.decision(info, req.expires, queued).await? {
+                None => Ok(None),
+                Some(Decision::Deny) => Err(ErrorCode::UserDenied),
+                Some(Decision::Approve) => issue(ca, &self.home, &policy, device, &req).map(Some),
+            }
+        }
+        .await;
+        let resp = match outcome {
+            Ok(None) => return None,
+            Ok(Some(issued)) => {
+                fields.insert("decision".into(), json!("approved"));
+                fields.insert("serial".into(), json!(issued.serial));
+                fields.insert("keyId".into(), json!(issued.key_id));
+                fields.insert("validBefore".into(), json!(issued.valid_before));
+                CertificateResponse {
+                    request_id: req.request_id,
+                    certificate: Some(issued.certificate),
+                    ca_public_key: Some(issued.ca_public_key),
+                    valid_after: issued.valid_after,
+                    valid_before: issued.valid_before,
+                    error: None,
+                }
+            }
+            Err(code) => {
+                fields.insert("decision".into(), json!(code.as_str()));
+                CertificateResponse {
+                    request_id: req.request_id,
+                    certificate: None,
+                    ca_public_key: None,
+                    valid_after: 0,
+                    valid_before: 0,
+                    error: Some(code),
+                }
+            }
+        };
+        self.record(fields);
+        Some(resp)
+    }
 }

@@ -89,7 +89,7 @@ impl Signer {
         }
     }
 
-    fn record(&self, mut fields: Map<String, Value>) {
+    pub(crate) fn record(&self, mut fields: Map<String, Value>) {
         fields.insert("time".into(), json!(now_unix()));
         if let Err(e) = self.log.lock().unwrap().append(fields) {
             tracing::error!("decision log: {e}");
@@ -139,7 +139,7 @@ impl Signer {
         Ok(true)
     }
 
-    fn paired_device(&self, public: &[u8]) -> Option<PairedDevice> {
+    pub(crate) fn paired_device(&self, public: &[u8]) -> Option<PairedDevice> {
         self.paired
             .lock()
             .unwrap()
@@ -393,7 +393,7 @@ impl Signer {
     }
 
     /// Refuse expired windows and nonces seen before (DESIGN.md invariant 4).
-    fn check_window_and_nonce(
+    pub(crate) fn check_window_and_nonce(
         &self,
         issued: u64,
         expires: u64,
@@ -422,7 +422,7 @@ impl Signer {
     }
 
     /// Queue `info` and wait for the person until `expires`. `Ok(None)`: cancelled.
-    async fn decision(
+    pub(crate) async fn decision(
         &self,
         info: PendingInfo,
         expires: u64,
@@ -553,94 +553,6 @@ impl Signer {
     }
 }
 
-impl Signer {
-    /// One certificate request: policy first (no prompt when issuance is off), then a
-    /// person, then the CA.
-    async fn certificate(
-        &self,
-        device: &PairedDevice,
-        req: CertificateRequest,
-        queued: &Mutex<HashSet<String>>,
-    ) -> Option<CertificateResponse> {
-        let id = req.request_id.to_string();
-        let mut fields = obj(
-            json!({"event": "cert", "requestId": id, "deviceId": device.id,
-            "device": device.name, "key": key_fingerprint(&req.public_key),
-            "validitySecs": req.validity_secs}),
-        );
-        let outcome = async {
-            if self.paired_device(&device.public_key).is_none() {
-                return Err(ErrorCode::PairingInvalid);
-            }
-            self.check_window_and_nonce(req.issued, req.expires, &req.nonce)?;
-            // The policy is read per request so that `vmux signer ca policy` applies at once.
-            let policy = self.home.load_config().map(|c| c.ca).map_err(|e| {
-                tracing::error!("{e}");
-                ErrorCode::Internal
-            })?;
-            let ca = self
-                .ca
-                .as_deref()
-                .filter(|_| policy.issue)
-                .ok_or(ErrorCode::PolicyDenied)?;
-            let info = PendingInfo {
-                id: id.clone(),
-                kind: "cert".into(),
-                from: device.name.clone(),
-                from_id: device.id.clone(),
-                key: Some(key_fingerprint(&req.public_key)),
-                key_comment: None,
-                code: None,
-                requester: None,
-                purpose: Some("session certificate".into()),
-                destination: None,
-                validity_secs: Some(req.validity_secs.min(policy.max_validity_secs)),
-                principals: Some(crate::ca::principals(&policy)),
-                created: now_unix(),
-                expires: req.expires,
-            };
-            match self.decision(info, req.expires, queued).await? {
-                None => Ok(None),
-                Some(Decision::Deny) => Err(ErrorCode::UserDenied),
-                Some(Decision::Approve) => {
-                    crate::ca::issue(ca, &self.home, &policy, device, &req).map(Some)
-                }
-            }
-        }
-        .await;
-        let resp = match outcome {
-            Ok(None) => return None,
-            Ok(Some(issued)) => {
-                fields.insert("decision".into(), json!("approved"));
-                fields.insert("serial".into(), json!(issued.serial));
-                fields.insert("keyId".into(), json!(issued.key_id));
-                fields.insert("validBefore".into(), json!(issued.valid_before));
-                CertificateResponse {
-                    request_id: req.request_id,
-                    certificate: Some(issued.certificate),
-                    ca_public_key: Some(issued.ca_public_key),
-                    valid_after: issued.valid_after,
-                    valid_before: issued.valid_before,
-                    error: None,
-                }
-            }
-            Err(code) => {
-                fields.insert("decision".into(), json!(code.as_str()));
-                CertificateResponse {
-                    request_id: req.request_id,
-                    certificate: None,
-                    ca_public_key: None,
-                    valid_after: 0,
-                    valid_before: 0,
-                    error: Some(code),
-                }
-            }
-        };
-        self.record(fields);
-        Some(resp)
-    }
-}
-
 /// Nonces in arrival order, so forgetting the expired ones costs only what expired
 /// (not a scan of every nonce on every request).
 #[derive(Default)]
@@ -670,7 +582,7 @@ impl SeenNonces {
     }
 }
 
-fn obj(v: Value) -> Map<String, Value> {
+pub(crate) fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
