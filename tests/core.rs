@@ -308,18 +308,7 @@ fn replayed_and_expired_sign_requests_are_refused() {
     let blob = base64_decode(keys[0]["publicKey"].as_str().unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(&s.signer.addr)
-            .await
-            .unwrap();
-        let link = vmux_proto::noise::connect(stream, &identity).await.unwrap();
-        let (mut rx, mut tx) = (link.reader, link.writer);
-        let hello = Message::Hello(Hello {
-            device_id: identity.device_id(),
-            device_name: "replayer".into(),
-            role: Role::Agent,
-            software: "test".into(),
-        });
-        tx.send(&Envelope::new(hello)).await.unwrap();
+        let (mut rx, mut tx) = raw_link(&s.signer.addr, &identity, "replayer").await;
         assert!(matches!(
             rx.recv().await.unwrap().message,
             Message::Hello(_)
@@ -394,6 +383,29 @@ fn replayed_and_expired_sign_requests_are_refused() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A link to the signer at `addr` as `identity`, Hello sent: what an agent does first.
+async fn raw_link(
+    addr: &str,
+    identity: &vmux_proto::Identity,
+    name: &str,
+) -> (
+    vmux_proto::noise::LinkReader<tokio::net::TcpStream>,
+    vmux_proto::noise::LinkWriter<tokio::net::TcpStream>,
+) {
+    use vmux_proto::envelope::*;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let link = vmux_proto::noise::connect(stream, identity).await.unwrap();
+    let (rx, mut tx) = (link.reader, link.writer);
+    let hello = Message::Hello(Hello {
+        device_id: identity.device_id(),
+        device_name: name.into(),
+        role: Role::Agent,
+        software: "test".into(),
+    });
+    tx.send(&Envelope::new(hello)).await.unwrap();
+    (rx, tx)
 }
 
 async fn next_response<S: vmux_proto::noise::Stream>(
@@ -557,18 +569,7 @@ fn an_unpaired_peer_gets_pairing_invalid_and_nothing_else() {
     let stranger = vmux_proto::Identity::generate();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(&s.signer.addr)
-            .await
-            .unwrap();
-        let link = vmux_proto::noise::connect(stream, &stranger).await.unwrap();
-        let (mut rx, mut tx) = (link.reader, link.writer);
-        let hello = Message::Hello(Hello {
-            device_id: stranger.device_id(),
-            device_name: "stranger".into(),
-            role: Role::Agent,
-            software: "test".into(),
-        });
-        tx.send(&Envelope::new(hello)).await.unwrap();
+        let (mut rx, mut tx) = raw_link(&s.signer.addr, &stranger, "stranger").await;
         tx.send(&Envelope::new(Message::KeyListRequest))
             .await
             .unwrap();
