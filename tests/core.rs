@@ -327,6 +327,7 @@ fn replayed_and_expired_sign_requests_are_refused() {
             issued: now,
             expires: now + 60,
             context: Context::default(),
+            bindings: vec![],
         };
         tx.send(&Envelope::new(Message::SignRequest(Box::new(req.clone()))))
             .await

@@ -557,6 +557,7 @@ impl Agent {
             issued,
             expires: issued + window,
             context,
+            bindings: vec![],
         };
         // A little past the window: the signer answers requestExpired itself at expiry.
         let wait = Duration::from_secs(window + 5);

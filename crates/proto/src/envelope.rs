@@ -165,8 +165,32 @@ pub struct SignRequest {
     /// Unix seconds.
     pub issued: u64,
     pub expires: u64,
+    /// What the requesting side claims about the request (requester, host name, kind):
+    /// shown as claims; a claim that contradicts the data is refused (`contextMismatch`).
     #[serde(default)]
     pub context: Context,
+    /// The session bindings the requesting side holds for the connection this request
+    /// came on, first to last (`session-bind@openssh.com`, PROTOCOL.agent §1; or what an
+    /// embedded client saw itself). The signer verifies them and names the host from its
+    /// own pins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<SessionBinding>,
+}
+
+/// One `session-bind@openssh.com`: the server's host key, the session id (exchange
+/// hash), the server's signature over the session id, and whether the connection that
+/// bound it forwards the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionBinding {
+    #[serde(with = "b64")]
+    pub host_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub session_id: Vec<u8>,
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+    #[serde(default)]
+    pub is_forwarding: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -252,6 +276,8 @@ pub enum ErrorCode {
     KeyNotFound,
     KeyDisabled,
     PolicyDenied,
+    /// The requesting side's claims about the request contradict the data to sign.
+    ContextMismatch,
     PresenceFailed,
     UnsupportedAlgorithm,
     Busy,
@@ -270,6 +296,7 @@ impl ErrorCode {
             ErrorCode::KeyNotFound => "keyNotFound",
             ErrorCode::KeyDisabled => "keyDisabled",
             ErrorCode::PolicyDenied => "policyDenied",
+            ErrorCode::ContextMismatch => "contextMismatch",
             ErrorCode::PresenceFailed => "presenceFailed",
             ErrorCode::UnsupportedAlgorithm => "unsupportedAlgorithm",
             ErrorCode::Busy => "busy",

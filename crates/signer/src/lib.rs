@@ -9,7 +9,9 @@ pub mod approve;
 pub mod ca;
 pub mod error;
 pub mod keystore;
+pub mod pair;
 pub mod queue;
+pub mod replay;
 pub mod serve;
 pub mod state;
 

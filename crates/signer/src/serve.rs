@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use vmux_proto::envelope::*;
-use vmux_proto::identity::{device_id, fingerprint, key_fingerprint, pairing_code};
+use vmux_proto::identity::{device_id, fingerprint, key_fingerprint};
 use vmux_proto::journal::Journal;
 use vmux_proto::noise::{self, Outbox};
 use vmux_proto::{now_unix, Identity, ProtoError};
@@ -28,10 +28,10 @@ pub struct Signer {
     /// The CA keystore; `None` when this signer has no CA key.
     pub ca: Option<Box<dyn Keystore>>,
     pub queue: Queue,
-    paired: Mutex<Vec<PairedDevice>>,
+    pub(crate) paired: Mutex<Vec<PairedDevice>>,
     /// Nonces seen until their request's expiry (after it, a replay is refused as
     /// expired anyway).
-    seen: Mutex<SeenNonces>,
+    pub(crate) seen: Mutex<crate::replay::SeenNonces>,
     /// The live session of each device: a device that reconnects supersedes its old
     /// link, whose queued requests can no longer be answered to anyone.
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -60,7 +60,7 @@ impl Signer {
             ca,
             queue: Queue::default(),
             paired,
-            seen: Mutex::new(SeenNonces::default()),
+            seen: Mutex::new(Default::default()),
             sessions: Mutex::new(HashMap::new()),
             log,
         }))
@@ -222,86 +222,6 @@ impl Signer {
         self.session(reader, out, device).await
     }
 
-    async fn pair<S: noise::Stream>(
-        &self,
-        mut reader: noise::LinkReader<S>,
-        out: Outbox,
-        peer_id: String,
-        name: String,
-        public: Vec<u8>,
-        handshake_hash: &[u8],
-    ) -> Result<(), ProtoError> {
-        let code = pairing_code(handshake_hash);
-        let now = now_unix();
-        let ticket = self.queue.submit(PendingInfo {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: "pair".into(),
-            from: name.clone(),
-            from_id: peer_id.clone(),
-            key: None,
-            key_comment: None,
-            code: Some(code.clone()),
-            requester: None,
-            purpose: None,
-            destination: None,
-            validity_secs: None,
-            principals: None,
-            created: now,
-            expires: now + self.config.pair_timeout_secs,
-        });
-        let timeout = tokio::time::sleep(Duration::from_secs(self.config.pair_timeout_secs));
-        let decision = tokio::select! {
-            d = ticket.decision => d.ok(),
-            _ = timeout => None,
-            _ = reader.recv() => None, // the agent gave up or sent something else
-        };
-        if decision.is_none() {
-            self.queue.remove(&ticket.id);
-        }
-        let approved = decision == Some(Decision::Approve);
-        if approved {
-            let saved = {
-                let mut p = self.paired.lock().unwrap();
-                p.retain(|d| d.public_key != public);
-                p.push(PairedDevice {
-                    id: peer_id.clone(),
-                    name: name.clone(),
-                    public_key: public,
-                    paired_at: now_unix(),
-                    last_seen: now_unix(),
-                });
-                self.home.save_paired(&p)
-            };
-            if let Err(e) = saved {
-                tracing::error!("{e}");
-                out.send(Message::PairResponse(PairResponse {
-                    approved: false,
-                    error: Some(ErrorCode::Internal),
-                    signer_name: self.config.name.clone(),
-                }))
-                .await?;
-                return Ok(());
-            }
-        }
-        let error = match decision {
-            Some(Decision::Approve) => None,
-            Some(Decision::Deny) => Some(ErrorCode::UserDenied),
-            None => Some(ErrorCode::RequestExpired),
-        };
-        self.record(obj(json!({"event": "pair", "requestId": ticket.id, "deviceId": peer_id,
-            "device": name, "code": code,
-            "decision": if approved { "approved" } else { error.map(|e| e.as_str()).unwrap_or("") }})));
-        out.send(Message::PairResponse(PairResponse {
-            approved,
-            error,
-            signer_name: self.config.name.clone(),
-        }))
-        .await?;
-        // Give the writer task a moment to flush before the link is dropped.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        Ok(())
-    }
-
     async fn session<S: noise::Stream>(
         self: Arc<Self>,
         mut reader: noise::LinkReader<S>,
@@ -390,35 +310,6 @@ impl Signer {
             }
         }
         result
-    }
-
-    /// Refuse expired windows and nonces seen before (DESIGN.md invariant 4).
-    pub(crate) fn check_window_and_nonce(
-        &self,
-        issued: u64,
-        expires: u64,
-        nonce: &[u8],
-    ) -> Result<(), ErrorCode> {
-        let now = now_unix();
-        let c = &self.config;
-        if expires < now
-            || issued > now + c.max_skew_secs
-            || expires.saturating_sub(issued) > c.max_window_secs
-        {
-            return Err(ErrorCode::RequestExpired);
-        }
-        if nonce.len() < 16 {
-            return Err(ErrorCode::ReplayDetected);
-        }
-        if !self
-            .seen
-            .lock()
-            .unwrap()
-            .insert(nonce, expires, now.saturating_sub(c.max_skew_secs))
-        {
-            return Err(ErrorCode::ReplayDetected);
-        }
-        Ok(())
     }
 
     /// Queue `info` and wait for the person until `expires`. `Ok(None)`: cancelled.
@@ -550,35 +441,6 @@ impl Signer {
         };
         self.record(fields);
         Some(resp)
-    }
-}
-
-/// Nonces in arrival order, so forgetting the expired ones costs only what expired
-/// (not a scan of every nonce on every request).
-#[derive(Default)]
-struct SeenNonces {
-    set: HashSet<Vec<u8>>,
-    order: std::collections::VecDeque<(u64, Vec<u8>)>,
-}
-
-impl SeenNonces {
-    /// Remember `nonce` until `expires`; false if it was seen before. Forgets nonces
-    /// that expired before `forget_before`.
-    fn insert(&mut self, nonce: &[u8], expires: u64, forget_before: u64) -> bool {
-        while self
-            .order
-            .front()
-            .is_some_and(|(exp, _)| *exp < forget_before)
-        {
-            if let Some((_, n)) = self.order.pop_front() {
-                self.set.remove(&n);
-            }
-        }
-        if !self.set.insert(nonce.to_vec()) {
-            return false;
-        }
-        self.order.push_back((expires, nonce.to_vec()));
-        true
     }
 }
 

@@ -1,0 +1,94 @@
+//! Pairing from the signer's side: a new device's Noise static key is pinned only after
+//! a person approved the pairing on this signer.
+
+use crate::queue::{Decision, PendingInfo};
+use crate::serve::{obj, Signer};
+use crate::state::PairedDevice;
+use serde_json::json;
+use std::time::Duration;
+use vmux_proto::envelope::*;
+use vmux_proto::identity::pairing_code;
+use vmux_proto::noise::{self, Outbox};
+use vmux_proto::{now_unix, ProtoError};
+
+impl Signer {
+    pub(crate) async fn pair<S: noise::Stream>(
+        &self,
+        mut reader: noise::LinkReader<S>,
+        out: Outbox,
+        peer_id: String,
+        name: String,
+        public: Vec<u8>,
+        handshake_hash: &[u8],
+    ) -> Result<(), ProtoError> {
+        let code = pairing_code(handshake_hash);
+        let now = now_unix();
+        let ticket = self.queue.submit(PendingInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: "pair".into(),
+            from: name.clone(),
+            from_id: peer_id.clone(),
+            key: None,
+            key_comment: None,
+            code: Some(code.clone()),
+            requester: None,
+            purpose: None,
+            destination: None,
+            validity_secs: None,
+            principals: None,
+            created: now,
+            expires: now + self.config.pair_timeout_secs,
+        });
+        let timeout = tokio::time::sleep(Duration::from_secs(self.config.pair_timeout_secs));
+        let decision = tokio::select! {
+            d = ticket.decision => d.ok(),
+            _ = timeout => None,
+            _ = reader.recv() => None, // the agent gave up or sent something else
+        };
+        if decision.is_none() {
+            self.queue.remove(&ticket.id);
+        }
+        let approved = decision == Some(Decision::Approve);
+        if approved {
+            let saved = {
+                let mut p = self.paired.lock().unwrap();
+                p.retain(|d| d.public_key != public);
+                p.push(PairedDevice {
+                    id: peer_id.clone(),
+                    name: name.clone(),
+                    public_key: public,
+                    paired_at: now_unix(),
+                    last_seen: now_unix(),
+                });
+                self.home.save_paired(&p)
+            };
+            if let Err(e) = saved {
+                tracing::error!("{e}");
+                out.send(Message::PairResponse(PairResponse {
+                    approved: false,
+                    error: Some(ErrorCode::Internal),
+                    signer_name: self.config.name.clone(),
+                }))
+                .await?;
+                return Ok(());
+            }
+        }
+        let error = match decision {
+            Some(Decision::Approve) => None,
+            Some(Decision::Deny) => Some(ErrorCode::UserDenied),
+            None => Some(ErrorCode::RequestExpired),
+        };
+        self.record(obj(json!({"event": "pair", "requestId": ticket.id, "deviceId": peer_id,
+            "device": name, "code": code,
+            "decision": if approved { "approved" } else { error.map(|e| e.as_str()).unwrap_or("") }})));
+        out.send(Message::PairResponse(PairResponse {
+            approved,
+            error,
+            signer_name: self.config.name.clone(),
+        }))
+        .await?;
+        // Give the writer task a moment to flush before the link is dropped.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }
+}
