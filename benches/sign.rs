@@ -510,8 +510,11 @@ fn run() -> anyhow::Result<()> {
         let s = signer.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(p) = s.queue.next(Duration::from_secs(3600)).await {
-                    let _ = s.queue.decide(&p.id, Decision::Approve);
+                if let Some(p) = s.queue.next(Duration::from_secs(3600), true).await {
+                    let _ = match p.code.as_deref() {
+                        Some(code) => s.queue.approve_code(code),
+                        None => s.queue.decide(&p.id, &p.digest, Decision::Approve),
+                    };
                 }
             }
         });

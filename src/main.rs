@@ -51,6 +51,8 @@ fn main() -> ExitCode {
             Command::Signer(c) => cmd::signer::run(c).await,
         }
     });
+    // A thread blocked reading the terminal (the `vmux up` prompt) must not delay exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => code,
         Err(e) => {

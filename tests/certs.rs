@@ -107,14 +107,17 @@ fn one_approval_then_twenty_logins_without_prompts() {
         l.contains(&format!("Principals: \n                {user}")),
         "{l}"
     );
+    // What a session certificate carries by default: a terminal and port forwarding;
+    // no agent or X11 forwarding, no user rc.
+    for e in ["permit-port-forwarding", "permit-pty"] {
+        assert!(l.contains(e), "missing {e}: {l}");
+    }
     for e in [
         "permit-X11-forwarding",
         "permit-agent-forwarding",
-        "permit-port-forwarding",
-        "permit-pty",
         "permit-user-rc",
     ] {
-        assert!(l.contains(e), "missing {e}: {l}");
+        assert!(!l.contains(e), "{e} must not be granted by default: {l}");
     }
 
     // ssh-add -D drops it (the key was in memory only); logins need the signer again.
@@ -140,7 +143,7 @@ fn policy_caps_validity_and_can_turn_issuance_off() {
         ],
     );
     assert!(
-        p.contains("max validity: 3600s") && p.contains("principals: alice,deploy"),
+        p.contains("max validity: 1h") && p.contains("principals: alice,deploy"),
         "{p}"
     );
     let req = background({
@@ -150,7 +153,7 @@ fn policy_caps_validity_and_can_turn_issuance_off() {
     });
     let pending = s.signer.wait_pending(1);
     assert_eq!(pending[0]["kind"], "cert");
-    assert_eq!(pending[0]["validity_secs"], 3600);
+    assert_eq!(pending[0]["validitySecs"], 3600);
     s.signer.approve_next();
     let out = req.join().unwrap();
     assert!(out.success(), "{out:?}");

@@ -38,38 +38,11 @@ fn login(s: &Setup, sshd: &Sshd) -> std::thread::JoinHandle<common::proc::Output
 }
 
 #[test]
-fn verified_and_bound_destinations_with_requester() {
+fn destinations_are_named_by_the_signer_and_claims_are_labelled() {
     let (s, kh) = setup_with_known_hosts();
     let sshd = Sshd::start(&s.pubkey);
     name_host(&kh, &sshd, "testhost");
-
-    let h = login(&s, &sshd);
-    let p = s.signer.wait_pending(1);
     let user = sshd.user();
-    assert_eq!(p[0]["purpose"], "login");
-    assert_eq!(
-        p[0]["destination"],
-        format!("{user}@testhost (verified)"),
-        "{p:?}"
-    );
-    assert!(
-        p[0]["requester"].as_str().unwrap().starts_with("ssh ("),
-        "{p:?}"
-    );
-    assert!(p[0]["key_comment"]
-        .as_str()
-        .unwrap()
-        .contains("test-signer"));
-    let human = ok(&s.signer.home, &["signer", "pending"]);
-    assert!(
-        human.contains(&format!("{user}@testhost (verified)")),
-        "{human}"
-    );
-    s.signer.approve_next();
-    assert!(h.join().unwrap().success());
-
-    // Not in known_hosts: the binding is still valid, the host shown by fingerprint.
-    std::fs::write(kh.path().join("known_hosts"), "").unwrap();
     let fp = run(
         Command::new("ssh-keygen")
             .arg("-lf")
@@ -79,21 +52,87 @@ fn verified_and_bound_destinations_with_requester() {
     .stdout
     .split_whitespace()
     .nth(1)
-    .unwrap_or_default()
+    .unwrap()
     .to_string();
+
+    // First sight: the server proved its key, but only the workstation names it.
     let h = login(&s, &sshd);
     let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["purpose"], "login");
+    assert_eq!(p[0]["user"], user);
+    assert_eq!(p[0]["destinationQuality"], "new", "{p:?}");
     let dest = p[0]["destination"].as_str().unwrap();
-    assert!(dest.ends_with("(bound)"), "{dest}");
-    if !fp.is_empty() {
-        assert!(dest.contains(&fp), "{dest} should show {fp}");
-    }
+    assert!(
+        dest.contains(&format!("new host key {fp}"))
+            && dest.contains("the workstation calls it testhost"),
+        "{dest}"
+    );
+    assert!(
+        p[0]["requester"].as_str().unwrap().starts_with("ssh ("),
+        "{p:?}"
+    );
+    assert!(p[0]["keyComment"].as_str().unwrap().contains("test-signer"));
+    let human = ok(&s.signer.home, &["signer", "pending"]);
+    assert!(human.contains("new host key"), "{human}");
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+    // Approving that login pinned the key under the name that was shown.
+    let pins = ok(&s.signer.home, &["signer", "hosts"]);
+    assert!(pins.contains("testhost") && pins.contains(&fp), "{pins}");
+
+    // From now on the signer names the host itself.
+    let h = login(&s, &sshd);
+    let p = s.signer.wait_pending(1);
+    assert_eq!(
+        p[0]["destination"],
+        format!("{user}@testhost (verified by this signer)"),
+        "{p:?}"
+    );
+    assert!(p[0].get("warning").is_none(), "{p:?}");
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+
+    // The workstation now calls the pinned key something else: a warning, and the
+    // signer's own name stays the one shown; the claim is labelled as a claim.
+    name_host(&kh, &sshd, "bank.example.com");
+    let h = login(&s, &sshd);
+    let p = s.signer.wait_pending(1);
+    assert!(p[0]["destination"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{user}@testhost (verified by this signer)")));
+    let warning = p[0]["warning"].as_str().unwrap();
+    assert!(
+        warning.contains("testhost") && warning.contains("calls it bank.example.com"),
+        "{warning}"
+    );
+    assert_eq!(p[0]["hostClaim"], "bank.example.com");
     s.signer.deny_next();
     assert!(!h.join().unwrap().success());
-    // The signer's log carries the context and the decision, correlated by request id.
+
+    // Another server that the workstation calls `testhost`: its key differs from the
+    // pin, like OpenSSH's REMOTE HOST IDENTIFICATION HAS CHANGED.
+    let other = Sshd::start(&s.pubkey);
+    name_host(&kh, &other, "testhost");
+    let h = login(&s, &other);
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["destinationQuality"], "changed", "{p:?}");
+    assert!(
+        p[0]["warning"]
+            .as_str()
+            .unwrap()
+            .contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{p:?}"
+    );
+    s.signer.deny_next();
+    assert!(!h.join().unwrap().success());
+    // Forgetting the pin makes it new again.
+    ok(&s.signer.home, &["signer", "hosts", "remove", "testhost"]);
+    assert!(!ok(&s.signer.home, &["signer", "hosts"]).contains("testhost"));
+    // The signer's log carries what was shown and the decision.
     let log = s.signer.log();
     assert!(
-        log.contains("testhost (verified)") && log.contains("userDenied"),
+        log.contains("testhost (verified by this signer)") && log.contains("userDenied"),
         "{log}"
     );
 }
@@ -198,7 +237,7 @@ fn agent_log(home: &Path) -> String {
 }
 
 #[test]
-fn bad_bindings_are_refused_before_the_signer_and_forwarding_is_marked() {
+fn forged_bindings_are_refused_unbound_sessions_shown_and_forwarding_marked() {
     let s = Setup::new();
     let key = signer_key_blob(&s);
     let hk = HostKey::new();
@@ -216,21 +255,33 @@ fn bad_bindings_are_refused_before_the_signer_and_forwarding_is_marked() {
     assert_eq!(call(&mut c, &sign_msg(&key, &data)), vec![5]);
     assert!(s.signer.pending().is_empty());
 
-    // A valid binding, but the userauth request belongs to another session.
+    let log = agent_log(&s.agent.home);
+    assert!(
+        log.contains("bindingRefused") && log.contains("does not verify"),
+        "{log}"
+    );
+
+    // A valid binding, but the userauth request belongs to another session (a client
+    // that does not send session-bind): not refused, shown as not bound.
     let mut c = UnixStream::connect(&s.agent.sock).unwrap();
     assert_eq!(
         call(&mut c, &bind_msg(&hk.blob(), b"sid-2", &hk.sign(b"sid-2"))),
         vec![6]
     );
     let data = userauth(b"sid-OTHER", "alice", &key, &hk.blob());
-    assert_eq!(call(&mut c, &sign_msg(&key, &data)), vec![5]);
-    assert!(s.signer.pending().is_empty());
-    let log = agent_log(&s.agent.home);
+    let t = std::thread::spawn(move || call(&mut c, &sign_msg(&key, &data)));
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["destinationQuality"], "unknown", "{p:?}");
     assert!(
-        log.contains("bindingRefused") && log.contains("session id"),
-        "{log}"
+        p[0]["destination"]
+            .as_str()
+            .unwrap()
+            .contains("destination unknown (session not bound"),
+        "{p:?}"
     );
-    assert!(log.contains("does not verify"), "{log}");
+    s.signer.deny_next();
+    assert_eq!(t.join().unwrap(), vec![5]);
+    let key = signer_key_blob(&s);
 
     // Two valid bindings on one connection: agent forwarding, shown as a hop chain.
     let hop1 = HostKey::new();
@@ -253,9 +304,10 @@ fn bad_bindings_are_refused_before_the_signer_and_forwarding_is_marked() {
     let p = s.signer.wait_pending(1);
     let dest = p[0]["destination"].as_str().unwrap().to_string();
     assert!(
-        dest.starts_with("alice@SHA256:") && dest.contains("forwarded via SHA256:"),
+        dest.starts_with("alice@") && dest.contains("forwarded via SHA256:"),
         "{dest}"
     );
+    assert_eq!(p[0]["destinationQuality"], "forwarded");
     s.signer.deny_next();
     assert_eq!(t.join().unwrap(), vec![5]);
 }
@@ -311,18 +363,31 @@ fn namespace_and_host_policies_refuse_before_prompting() {
         "bound (unnamed) destination must be refused: {out:?}"
     );
     assert!(s.signer.pending().is_empty());
+    // The workstation names it `otherhost`: not allowed.
+    name_host(&kh, &sshd, "otherhost");
+    assert!(!run(sshd.ssh_command(&s.agent.sock).arg("true"), T).success());
+    assert!(s.signer.pending().is_empty());
+    // Named `testhost` on first sight (the server proved its key; nothing pinned
+    // contradicts the name): allowed, and shown as a new host key.
     name_host(&kh, &sshd, "testhost");
     let h = login(&s, &sshd);
     let p = s.signer.wait_pending(1);
     assert!(p[0]["destination"]
         .as_str()
         .unwrap()
-        .ends_with("@testhost (verified)"));
+        .contains("the workstation calls it testhost"));
     s.signer.approve_next();
     assert!(h.join().unwrap().success());
+    // Pinned now: the signer's own name decides, whatever the workstation claims.
     name_host(&kh, &sshd, "otherhost");
-    assert!(!run(sshd.ssh_command(&s.agent.sock).arg("true"), T).success());
-    assert!(s.signer.pending().is_empty());
+    let h = login(&s, &sshd);
+    let p = s.signer.wait_pending(1);
+    assert!(p[0]["destination"].as_str().unwrap().starts_with(&format!(
+        "{}@testhost (verified by this signer)",
+        sshd.user()
+    )));
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
     ok(
         &s.signer.home,
         &["signer", "keys", "policy", &fp, "--clear"],

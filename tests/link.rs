@@ -267,7 +267,7 @@ fn two_agents_one_signer_and_one_agent_two_signers() {
     s.signer.wait_pending(1);
     let other = background(sign_cmd(&second.sock, &s.pubkey_file(), &msg));
     let p = s.signer.wait_pending(2);
-    assert_ne!(p[0]["from_id"], p[1]["from_id"], "{p:?}");
+    assert_ne!(p[0]["fromId"], p[1]["fromId"], "{p:?}");
     let devices = ok(&s.signer.home, &["signer", "devices"]);
     assert_eq!(devices.lines().count(), 2, "{devices}");
     s.signer.approve_next();

@@ -37,15 +37,26 @@ pub enum SignerCmd {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// What waits for a decision.
+    /// What waits for a decision: id, kind, device, purpose, destination, key.
     Pending {
+        /// Machine-readable output (every peer-supplied string is escaped).
         #[arg(long)]
         json: bool,
     },
-    /// Approve a pending request (pairing or signature).
+    /// Approve a pending request: by id (shown, then approved if it is still exactly
+    /// that), the oldest one with --next, or a pairing by typing its code with --code.
+    #[command(
+        after_help = "Without an id: use --next for the oldest request, or --code NNNNNN for a pairing."
+    )]
     Approve(Decide),
-    /// Deny a pending request.
+    /// Deny a pending request (by id, or the oldest one with --next).
     Deny(Decide),
+    /// Host keys this signer has pinned (recorded when you approve a login whose server
+    /// proved its key); `hosts remove NAME|SHA256:…` forgets one.
+    Hosts {
+        #[command(subcommand)]
+        action: Option<HostsCmd>,
+    },
     /// Paired devices; `devices revoke ID` un-pairs one.
     Devices {
         #[command(subcommand)]
@@ -88,6 +99,15 @@ pub enum KeysCmd {
 }
 
 #[derive(Subcommand)]
+pub enum HostsCmd {
+    /// Forget the pins for a host name or a host-key fingerprint.
+    Remove {
+        /// A pinned name (as `hosts` lists it) or a `SHA256:…` host-key fingerprint.
+        what: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum DevicesCmd {
     /// Un-pair a device: its next connection or request gets `pairingInvalid`.
     Revoke { id: String },
@@ -108,20 +128,32 @@ pub enum CaCmd {
         /// Whether certificates are issued at all.
         #[arg(long, value_parser = ["on", "off"])]
         issue: Option<String>,
+        /// Comma-separated certificate extensions (permit-pty, permit-port-forwarding,
+        /// permit-agent-forwarding, permit-X11-forwarding, permit-user-rc); empty for none.
+        #[arg(long)]
+        extensions: Option<String>,
+        /// Comma-separated CIDR list the certificate may be used from (source-address);
+        /// empty to lift the limit.
+        #[arg(long)]
+        source_address: Option<String>,
     },
 }
 
 #[derive(Args)]
 pub struct Decide {
     /// The request id (or a unique prefix of it), from `vmux signer pending`.
-    #[arg(required_unless_present = "next", conflicts_with = "next")]
+    #[arg(required_unless_present_any = ["next", "code"], conflicts_with_all = ["next", "code"])]
     id: Option<String>,
-    /// The oldest pending request.
-    #[arg(long)]
+    /// The oldest pending request (never a pairing: pairings are approved with --code).
+    #[arg(long, conflicts_with = "code")]
     next: bool,
-    /// With --next: wait up to this many seconds for a request to arrive.
+    /// With --next: wait up to this many seconds for a request to arrive. The wait ends
+    /// with this command: interrupt it and nothing is decided.
     #[arg(long, default_value_t = 0, requires = "next")]
     wait: u64,
+    /// Approve the pairing whose code the other device shows (`vmux agent pair` prints it).
+    #[arg(long, value_name = "NNNNNN")]
+    code: Option<String>,
 }
 
 pub fn home() -> SignerHome {
@@ -173,6 +205,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             );
             println!("pairing fingerprint {}", signer.fingerprint());
             let _advert = advertise(&signer, listener.local_addr()?)?;
+            tokio::spawn(announce(signer.clone()));
             tokio::select! {
                 r = signer.clone().serve(listener) => r?,
                 _ = super::shutdown_signal() => {}
@@ -235,6 +268,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             }
         }
         SignerCmd::Log { verify } => return super::agent::print_log(&home.log(), verify),
+        SignerCmd::Hosts { action } => hosts(&home, action)?,
         SignerCmd::Ca(c) => ca(&home, c)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -442,8 +476,34 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
             max_validity,
             principals,
             issue,
+            extensions,
+            source_address,
         } => {
-            let changed = max_validity.is_some() || principals.is_some() || issue.is_some();
+            let changed = max_validity.is_some()
+                || principals.is_some()
+                || issue.is_some()
+                || extensions.is_some()
+                || source_address.is_some();
+            if let Some(e) = extensions {
+                let list: Vec<String> = e
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(String::from)
+                    .collect();
+                for x in &list {
+                    anyhow::ensure!(
+                        vmux_signer::ca::KNOWN_EXTENSIONS.contains(&x.as_str()),
+                        "unknown certificate extension {x:?}; known: {}",
+                        vmux_signer::ca::KNOWN_EXTENSIONS.join(", ")
+                    );
+                }
+                config.ca.extensions = list;
+            }
+            if let Some(src) = source_address {
+                let src = src.trim().to_string();
+                config.ca.source_address = (!src.is_empty()).then_some(src);
+            }
             if let Some(v) = max_validity {
                 config.ca.max_validity_secs = v;
             }
@@ -463,7 +523,26 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
             }
             let p = &config.ca;
             println!("issue: {}", if p.issue { "on" } else { "off" });
-            println!("max validity: {}s", p.max_validity_secs);
+            println!(
+                "max validity: {}",
+                vmux_signer::approve::duration(p.max_validity_secs)
+            );
+            println!(
+                "extensions: {}",
+                if p.extensions.is_empty() {
+                    "none".to_string()
+                } else {
+                    p.extensions.join(",")
+                }
+            );
+            println!(
+                "source address: {}",
+                p.source_address.as_deref().unwrap_or("any")
+            );
+            println!(
+                "approving a certificate grants: {}",
+                vmux_signer::ca::grants(p, p.max_validity_secs)
+            );
             println!(
                 "principals: {}",
                 vmux_signer::ca::principals(p).join(",")
@@ -526,22 +605,133 @@ async fn call(
 }
 
 async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<ExitCode> {
-    let req = ControlRequest::Decide {
-        id: d.id,
-        next: d.next,
-        wait_secs: d.wait,
-        approve,
+    let verb = if approve { "approved" } else { "denied" };
+    let resp = if let Some(code) = d.code {
+        anyhow::ensure!(approve, "--code approves a pairing; deny one by its id");
+        call(home, &ControlRequest::ApproveCode { code }).await?
+    } else if d.next {
+        if d.wait > 0 {
+            eprintln!(
+                "waiting up to {}s for the next request (pairings excepted); Ctrl-C decides nothing",
+                d.wait
+            );
+        }
+        call(
+            home,
+            &ControlRequest::Next {
+                wait_secs: d.wait,
+                approve,
+            },
+        )
+        .await?
+    } else {
+        // Show what is being decided, then decide exactly that display.
+        let id = d.id.unwrap_or_default();
+        let pending = call(home, &ControlRequest::Pending)
+            .await?
+            .pending
+            .unwrap_or_default();
+        let matches: Vec<_> = pending
+            .iter()
+            .filter(|p| !id.is_empty() && p.id.starts_with(&id))
+            .collect();
+        let p = match matches.as_slice() {
+            [one] => *one,
+            [] => bail!("{}", SignerError::UnknownRequest(id)),
+            _ => bail!("{}", SignerError::AmbiguousRequest(id)),
+        };
+        if p.kind == "pair" && approve {
+            bail!("{}", SignerError::PairingNeedsCode);
+        }
+        call(
+            home,
+            &ControlRequest::Decide {
+                id: p.id.clone(),
+                digest: p.digest.clone(),
+                approve,
+            },
+        )
+        .await?
     };
-    let resp = call(home, &req).await?;
     if let Some(p) = resp.decided {
-        println!(
-            "{}: {}",
-            if approve { "approved" } else { "denied" },
-            describe(&p)
-        );
+        let verb = if p.kind == "pair" && approve {
+            "paired"
+        } else {
+            verb
+        };
+        println!("{verb}: {}", describe(&p));
         if resp.delivered == Some(false) {
             println!("(the requester had already gone; recorded as a delivery failure)");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vmux signer run` says when a request arrives, so a person knows to act: one line
+/// per request, and the terminal bell.
+async fn announce(signer: Arc<Signer>) {
+    use std::io::{IsTerminal, Write};
+    let bell = std::io::stdout().is_terminal();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let pending = signer.queue.pending();
+        for p in &pending {
+            if seen.insert(p.id.clone()) {
+                let what = p.purpose.as_deref().unwrap_or(&p.kind);
+                let dest = p
+                    .destination
+                    .as_deref()
+                    .map(|d| format!(" → {d}"))
+                    .unwrap_or_default();
+                let how = match p.kind.as_str() {
+                    "pair" => format!(
+                        "vmux signer approve --code {}",
+                        p.code.as_deref().unwrap_or("?")
+                    ),
+                    _ => format!("vmux signer approve {}", &p.id[..12.min(p.id.len())]),
+                };
+                let line = format!(
+                    "{}request {}: {} from {}: {what}{dest} (approve with `{how}`, or deny)",
+                    if bell { "\x07" } else { "" },
+                    p.id,
+                    p.kind,
+                    p.from
+                );
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+        seen.retain(|id| pending.iter().any(|p| &p.id == id));
+        signer
+            .queue
+            .changed(std::time::Duration::from_secs(5))
+            .await;
+    }
+}
+
+fn hosts(home: &SignerHome, action: Option<HostsCmd>) -> anyhow::Result<()> {
+    use vmux_signer::hosts::{self as pins, HostPins};
+    let path = pins::path(&home.dir);
+    let mut all = HostPins::load(&path);
+    match action {
+        None => {
+            if all.pins.is_empty() {
+                println!("no pinned hosts (a host is pinned when you approve a login whose server proved its key)");
+            }
+            for p in &all.pins {
+                println!("{}  {}", p.name, p.fingerprint());
+            }
+        }
+        Some(HostsCmd::Remove { what }) => {
+            let n = all.remove(&what);
+            anyhow::ensure!(
+                n > 0,
+                "no pinned host {what}; `vmux signer hosts` lists them"
+            );
+            all.save(&path)?;
+            println!("removed {n} pin(s) for {what}");
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,6 @@ use anyhow::Context;
 use clap::Args;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::io::BufReader;
 use vmux_agent::Agent;
 use vmux_signer::approve::{control_call, ControlRequest};
 
@@ -74,10 +73,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     for line in super::signer::public_lines_of(&shome)? {
         println!("public key: {line}");
     }
-    println!("Requests appear below; answer y to approve, anything else denies. Ctrl-C stops.");
+    println!("Requests appear below; answer y to approve, anything else denies (a pairing: type its code). Ctrl-C stops.");
     let prompt = vmux_signer::approve::prompt(
         signer.clone(),
-        BufReader::new(tokio::io::stdin()),
+        vmux_signer::approve::read_terminal(),
         tokio::io::stdout(),
     );
     // When input ends the prompt stops; decisions can still come from the control socket.
@@ -118,14 +117,9 @@ async fn pair_locally(
                 .pending
                 .unwrap_or_default()
                 .into_iter()
-                .find(|p| p.kind == "pair" && p.code.as_deref() == Some(code.as_str()));
-            if let Some(p) = found {
-                let req = ControlRequest::Decide {
-                    id: Some(p.id),
-                    next: false,
-                    wait_secs: 0,
-                    approve: true,
-                };
+                .any(|p| p.kind == "pair" && p.code.as_deref() == Some(code.as_str()));
+            if found {
+                let req = ControlRequest::ApproveCode { code: code.clone() };
                 control_call(&control, &req).await?;
                 return anyhow::Ok(());
             }

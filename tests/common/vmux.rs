@@ -142,10 +142,7 @@ pub fn pair_in(
     let pending = signer.wait_pending(1);
     assert_eq!(pending[0]["kind"], "pair");
     assert_eq!(pending[0]["code"], code.as_str(), "codes differ");
-    ok(
-        &signer.home,
-        &["signer", "approve", pending[0]["id"].as_str().unwrap()],
-    );
+    ok(&signer.home, &["signer", "approve", "--code", &code]);
     p.wait_for_line(|l| l.starts_with("paired with signer"), T)
         .unwrap_or_else(|| panic!("pairing did not finish: {}", p.output()));
 }

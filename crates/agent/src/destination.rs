@@ -5,10 +5,9 @@
 
 use crate::context::Parsed;
 use crate::wire::SessionBind;
-use signature::Verifier;
 use ssh_key::encoding::Decode;
 use ssh_key::public::KeyData;
-use ssh_key::{HashAlg, Signature};
+use ssh_key::HashAlg;
 use std::path::PathBuf;
 
 /// A binding as the session keeps it: checked once, when it arrived.
@@ -39,16 +38,7 @@ impl Binding {
 }
 
 fn verify(b: &SessionBind) -> Option<bool> {
-    let Ok(key) = KeyData::decode(&mut b.host_key.as_slice()) else {
-        return Some(false);
-    };
-    if matches!(key, KeyData::Rsa(_)) {
-        return None;
-    }
-    let Ok(sig) = Signature::decode(&mut b.signature.as_slice()) else {
-        return Some(false);
-    };
-    Some(key.verify(&b.session_id, &sig).is_ok())
+    vmux_proto::keys::verify_session_bind(&b.host_key, &b.session_id, &b.signature)
 }
 
 /// Why a request on a bound connection is refused before it reaches the signer.
@@ -57,37 +47,59 @@ fn verify(b: &SessionBind) -> Option<bool> {
 pub enum BindingError {
     #[error("the server's session-bind signature does not verify")]
     BadSignature,
-    #[error("the userauth request's session id differs from the bound session")]
-    SessionMismatch,
     #[error("the userauth request names another host key than the bound one")]
     HostKeyMismatch,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Destination {
-    /// `verified`, `bound`, `forwarded` or `unknown`.
+    /// `verified`, `bound`, `forwarded` or `unknown` (for the agent's own log).
     pub quality: &'static str,
-    /// A known_hosts name, else the host key fingerprint.
+    /// A known_hosts name, else the host key fingerprint (for the log).
     pub host: Option<String>,
+    /// The name known_hosts gives the bound host key: the agent's claim to the signer.
+    pub name: Option<String>,
     pub host_key_fingerprint: Option<String>,
     /// For forwarded connections: every hop, first to last.
     pub hops: Vec<String>,
+    /// Some binding on this connection forwards the agent: the request comes from a
+    /// host further on, not from this workstation's own ssh.
+    pub forwarded: bool,
 }
 
-/// Decide the destination of `parsed` on a connection with `bindings`.
+/// Decide the destination of `parsed` on a connection with `bindings`. Only lies are
+/// refused (a binding whose signature is wrong, a userauth request naming another host
+/// key than the session it is bound to); a userauth request for a session nobody bound
+/// (clients on the far side of `ssh -A` that do not send session-bind) goes on as
+/// `unknown`, as OpenSSH's agent lets it.
 pub fn resolve(bindings: &[Binding], parsed: &Parsed) -> Result<Destination, BindingError> {
     if bindings.iter().any(|b| b.signature_ok == Some(false)) {
         return Err(BindingError::BadSignature);
     }
+    let forwarded = bindings.iter().any(|b| b.bind.is_forwarding) || bindings.len() > 1;
+    let names: Vec<Option<String>> = bindings.iter().map(|b| b.name.clone()).collect();
+    let label = |i: usize| {
+        names[i]
+            .clone()
+            .unwrap_or_else(|| fingerprint(&bindings[i].bind.host_key))
+    };
+    let hops: Vec<String> = if forwarded {
+        (0..bindings.len()).map(label).collect()
+    } else {
+        vec![]
+    };
+    let unknown = Destination {
+        quality: if forwarded { "forwarded" } else { "unknown" },
+        hops: hops.clone(),
+        forwarded,
+        ..Default::default()
+    };
     let Some(last) = bindings.last() else {
-        return Ok(Destination {
-            quality: "unknown",
-            ..Default::default()
-        });
+        return Ok(unknown);
     };
     if parsed.kind == "login" {
         if parsed.session_id.as_deref() != Some(last.bind.session_id.as_slice()) {
-            return Err(BindingError::SessionMismatch);
+            return Ok(unknown);
         }
         if let Some(hk) = &parsed.host_key {
             if hk != &last.bind.host_key {
@@ -95,18 +107,12 @@ pub fn resolve(bindings: &[Binding], parsed: &Parsed) -> Result<Destination, Bin
             }
         }
     }
-    let names: Vec<Option<String>> = bindings.iter().map(|b| b.name.clone()).collect();
     let fp = fingerprint(&last.bind.host_key);
-    let label = |i: usize| {
-        names[i]
-            .clone()
-            .unwrap_or_else(|| fingerprint(&bindings[i].bind.host_key))
-    };
-    let quality = if bindings.len() > 1 {
+    let quality = if forwarded {
         "forwarded"
     } else if last.signature_ok != Some(true) {
         "unknown"
-    } else if names[0].is_some() {
+    } else if names[bindings.len() - 1].is_some() {
         "verified"
     } else {
         "bound"
@@ -114,12 +120,10 @@ pub fn resolve(bindings: &[Binding], parsed: &Parsed) -> Result<Destination, Bin
     Ok(Destination {
         quality,
         host: Some(label(bindings.len() - 1)),
+        name: names[bindings.len() - 1].clone(),
         host_key_fingerprint: Some(fp),
-        hops: if bindings.len() > 1 {
-            (0..bindings.len()).map(label).collect()
-        } else {
-            vec![]
-        },
+        hops,
+        forwarded,
     })
 }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use vmux_proto::envelope::{Context, KeyRecord, Origin, SignRequest};
+use vmux_proto::envelope::{Context, KeyRecord, Origin, SessionBinding, SignRequest};
 use vmux_proto::identity::key_fingerprint;
 use vmux_proto::journal::Journal;
 use vmux_proto::{now_unix, random_bytes, ErrorCode, Identity};
@@ -450,23 +450,40 @@ impl Agent {
                 return Err(ErrorCode::PolicyDenied);
             }
         };
-        let local = self
+        let cert = self
             .valid_cert()
             .filter(|c| c.matches(key_blob) && !self.is_locked());
-        let result = match &local {
-            Some(c) => c.sign(data),
-            None => {
+        // The session certificate signs logins of this workstation's own ssh only: not
+        // git/file signatures or unrecognised data, and not for a host further along an
+        // `ssh -A` chain (unless `forwarded_cert` says so). The signer never holds the
+        // certificate's key, so such a request is refused here.
+        let local = cert
+            .clone()
+            .filter(|_| parsed.kind == "login" && (!dest.forwarded || self.config.forwarded_cert));
+        let result = match (&local, &cert) {
+            (Some(c), _) => c.sign(data),
+            (None, Some(_)) => Err(ErrorCode::PolicyDenied),
+            (None, None) => {
                 let context = Context {
                     requester: caller.requester.clone(),
                     kind: parsed.kind.to_string(),
                     namespace: parsed.namespace.clone(),
                     user: parsed.user.clone(),
-                    host: dest.host.clone(),
+                    host: dest.name.clone(),
                     quality: dest.quality.into(),
                     host_key_fingerprint: dest.host_key_fingerprint.clone(),
                     hops: dest.hops.clone(),
                 };
-                self.forward(request_id, key_blob, data, flags, context)
+                let bound = bindings
+                    .iter()
+                    .map(|b| SessionBinding {
+                        host_key: b.bind.host_key.clone(),
+                        session_id: b.bind.session_id.clone(),
+                        signature: b.bind.signature.clone(),
+                        is_forwarding: b.bind.is_forwarding,
+                    })
+                    .collect();
+                self.forward(request_id, key_blob, data, flags, context, bound)
                     .await
             }
         };
@@ -518,6 +535,7 @@ impl Agent {
         data: &[u8],
         flags: u32,
         context: Context,
+        bindings: Vec<SessionBinding>,
     ) -> Result<Vec<u8>, ErrorCode> {
         if self.is_locked() {
             return Err(ErrorCode::PolicyDenied);
@@ -557,7 +575,7 @@ impl Agent {
             issued,
             expires: issued + window,
             context,
-            bindings: vec![],
+            bindings,
         };
         // A little past the window: the signer answers requestExpired itself at expiry.
         let wait = Duration::from_secs(window + 5);

@@ -27,6 +27,11 @@ impl Session {
         }
     }
 
+    /// Whether this connection carries a forwarded agent (`ssh -A` on the far side).
+    pub fn forwarded(&self) -> bool {
+        self.bindings.iter().any(|b| b.bind.is_forwarding)
+    }
+
     /// Answer one message body. A message that does not decode fails alone.
     pub async fn handle(&mut self, msg: &[u8]) -> Response {
         let req = match wire::parse_request(msg) {
@@ -75,6 +80,12 @@ impl Session {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
                 ok(unlocked)
+            }
+            // vmux's own extensions are for this workstation's user, never for a host
+            // that reached the agent through forwarding.
+            Request::Extension { name, .. } if name.ends_with("@vmux.dev") && self.forwarded() => {
+                tracing::warn!("refused {name} on a forwarded agent connection");
+                Response::Failure
             }
             Request::Extension { name, contents } if name == REQUEST_CERT => {
                 let validity = match contents.as_slice() {

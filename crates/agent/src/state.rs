@@ -96,6 +96,9 @@ pub struct AgentConfig {
     pub wake_timeout_secs: u64,
     /// mDNS discovery of signers: `auto` (all interfaces), `loopback` or `off`.
     pub discovery: String,
+    /// Let the session certificate sign logins that come through agent forwarding
+    /// (`ssh -A`): off by default, so a forwarded agent always reaches the signer.
+    pub forwarded_cert: bool,
 }
 
 impl Default for AgentConfig {
@@ -110,6 +113,7 @@ impl Default for AgentConfig {
             cert_renew_before_secs: 3600,
             wake_timeout_secs: 15,
             discovery: "auto".into(),
+            forwarded_cert: false,
             known_hosts: vec![
                 store::home_dir().join(".ssh/known_hosts"),
                 PathBuf::from("/etc/ssh/ssh_known_hosts"),

@@ -83,3 +83,23 @@ mod tests {
         }
     }
 }
+
+/// Check a `session-bind@openssh.com` signature: the server's `host_key` signed
+/// `session_id` (PROTOCOL.agent §1). `Some(true)` verified, `Some(false)` wrong or
+/// unparseable, `None` when the key type cannot be checked in this build (RSA: no RSA
+/// code in the tree).
+pub fn verify_session_bind(host_key: &[u8], session_id: &[u8], signature: &[u8]) -> Option<bool> {
+    use signature::Verifier;
+    use ssh_key::encoding::Decode;
+    use ssh_key::public::KeyData;
+    let Ok(key) = KeyData::decode(&mut &host_key[..]) else {
+        return Some(false);
+    };
+    if matches!(key, KeyData::Rsa(_)) {
+        return None;
+    }
+    let Ok(sig) = Signature::decode(&mut &signature[..]) else {
+        return Some(false);
+    };
+    Some(key.verify(session_id, &sig).is_ok())
+}

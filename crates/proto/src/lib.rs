@@ -11,7 +11,9 @@ pub mod identity;
 pub mod journal;
 pub mod keys;
 pub mod noise;
+pub mod sshdata;
 pub mod store;
+pub mod text;
 
 pub use envelope::{Envelope, ErrorCode, Message};
 pub use error::ProtoError;

@@ -1,33 +1,41 @@
 //! How a person decides: the control socket that `vmux signer pending/approve/deny`
-//! talk to, and the terminal prompt of `vmux up`. Both only ever act on an explicit
-//! answer; silence, EOF or an error means the request stays pending or is denied.
+//! talk to, and the terminal prompt of `vmux up`. A decision names the signer's id and
+//! the digest of what was shown; a control-socket decision is bound to that CLI
+//! connection and happens only while it is open; a pairing is approved only by typing
+//! its code. Silence, EOF or an error decides nothing.
 
-use crate::queue::{Decision, PendingInfo};
+use crate::queue::{Decision, Gone, PendingInfo};
 use crate::{Signer, SignerError};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum ControlRequest {
     Pending,
-    /// Decide `id` (or a unique prefix of it), or with `next` the oldest pending request,
-    /// waiting up to `wait_secs` for one.
+    /// Decide the entry `id` if it still shows exactly `digest` (what the CLI printed).
     Decide {
-        #[serde(default)]
-        id: Option<String>,
-        #[serde(default)]
-        next: bool,
+        id: String,
+        digest: String,
+        approve: bool,
+    },
+    /// Decide the oldest pending request that is not a pairing, waiting up to
+    /// `wait_secs` for one; the answer says what was decided.
+    Next {
         #[serde(default)]
         wait_secs: u64,
         approve: bool,
     },
-    /// Un-pair a device: its next request, and its next connection, get `pairingInvalid`.
+    /// Approve the pairing whose code is `code` (the code the other device shows).
+    ApproveCode {
+        code: String,
+    },
+    /// Un-pair a device: its waiting requests are denied, its link closed.
     Revoke {
         id: String,
     },
@@ -81,12 +89,22 @@ pub async fn serve_control(signer: Arc<Signer>, path: &Path) -> Result<(), Signe
     Ok(())
 }
 
+/// One request at a time; while it is worked on (an `approve --next --wait` may wait
+/// minutes), the connection is watched: if the CLI goes away (Ctrl-C, kill), the work
+/// is dropped before it decides anything.
 async fn control_conn(signer: Arc<Signer>, stream: UnixStream) {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let resp = match serde_json::from_str::<ControlRequest>(&line) {
-            Ok(req) => handle(&signer, req).await,
+            Ok(req) => {
+                tokio::select! {
+                    biased;
+                    // Anything more from the CLI before its answer (EOF above all) ends it.
+                    _ = lines.next_line() => return,
+                    resp = handle(&signer, req) => resp,
+                }
+            }
             Err(e) => fail(format!("bad control request: {e}")),
         };
         let mut out = serde_json::to_vec(&resp).expect("serializes");
@@ -116,42 +134,54 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
         },
         ControlRequest::Decide {
             id,
-            next,
-            wait_secs,
+            digest,
             approve,
-        } => {
-            let id = match (id, next) {
-                (Some(id), false) => id,
-                (None, true) => match signer.queue.next(Duration::from_secs(wait_secs)).await {
-                    Some(p) => p.id,
-                    None => return fail(SignerError::NothingPending),
-                },
-                _ => return fail("give either an id or --next"),
-            };
-            let d = if approve {
-                Decision::Approve
-            } else {
-                Decision::Deny
-            };
-            match signer.queue.decide(&id, d) {
-                Ok((info, delivered)) => {
-                    if !delivered {
-                        signer.delivery_failed(&info.id, &info.from_id);
-                    }
-                    ControlResponse {
-                        ok: true,
-                        decided: Some(info),
-                        delivered: Some(delivered),
-                        ..Default::default()
-                    }
-                }
-                Err(e) => fail(e),
+        } => decided(signer, signer.queue.decide(&id, &digest, decision(approve))),
+        ControlRequest::Next { wait_secs, approve } => {
+            let wait = Duration::from_secs(wait_secs);
+            match signer.queue.next(wait, false).await {
+                Some(p) => decided(
+                    signer,
+                    signer.queue.decide(&p.id, &p.digest, decision(approve)),
+                ),
+                None if signer.queue.pending().iter().any(|p| p.kind == "pair") => fail(
+                    "nothing but a pairing is pending; approve a pairing by typing its code: \
+                     `vmux signer approve --code NNNNNN`",
+                ),
+                None => fail(SignerError::NothingPending),
             }
         }
+        ControlRequest::ApproveCode { code } => decided(signer, signer.queue.approve_code(&code)),
     }
 }
 
-/// One request/response on the control socket (the CLI side).
+fn decision(approve: bool) -> Decision {
+    if approve {
+        Decision::Approve
+    } else {
+        Decision::Deny
+    }
+}
+
+fn decided(signer: &Signer, r: Result<(PendingInfo, bool), SignerError>) -> ControlResponse {
+    match r {
+        Ok((info, delivered)) => {
+            if !delivered {
+                signer.delivery_failed(&info.id, &info.from_id);
+            }
+            ControlResponse {
+                ok: true,
+                decided: Some(info),
+                delivered: Some(delivered),
+                ..Default::default()
+            }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// One request/response on the control socket (the CLI side). The connection stays
+/// open until the answer arrives: closing it earlier withdraws the request.
 pub async fn control_call(
     path: &Path,
     req: &ControlRequest,
@@ -176,73 +206,239 @@ pub async fn control_call(
     serde_json::from_str(&resp).map_err(|e| err(format!("bad answer: {e}")))
 }
 
-/// The `vmux up` prompt: show each request and ask. Anything but `y`/`yes` denies; at
-/// end of input the prompt stops and requests wait for the control socket.
-pub async fn prompt<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
+/// A line typed on the terminal and when it arrived.
+pub type Typed = (Instant, String);
+
+/// Read the terminal on a thread of its own (a blocked read must never hold up Ctrl-C
+/// or shutdown), stamping each line with its arrival time.
+pub fn read_terminal() -> tokio::sync::mpsc::Receiver<Typed> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match std::io::BufRead::read_line(&mut stdin.lock(), &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if tx
+                        .blocking_send((Instant::now(), line.trim().to_string()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Throw away what was typed before `since`: the kernel's pending terminal input
+/// (tcflush, as sudo does) and lines already read.
+fn discard_typed_ahead(input: &mut tokio::sync::mpsc::Receiver<Typed>, since: Instant) {
+    // SAFETY: tcflush on fd 0 only drops queued input; harmless if 0 is not a terminal.
+    unsafe {
+        if libc::isatty(0) == 1 {
+            libc::tcflush(0, libc::TCIFLUSH);
+        }
+    }
+    while let Ok((at, _)) = input.try_recv() {
+        if at >= since {
+            // Cannot push back into the channel; a line typed in the same instant the
+            // request appeared is dropped too, which only ever errs toward asking again.
+            break;
+        }
+    }
+}
+
+/// The `vmux up` prompt: show each request and ask. `y`/`yes` approves a request, the
+/// typed code approves a pairing; anything else denies. A request that leaves the
+/// queue meanwhile is withdrawn from the prompt with a line saying why. At end of input
+/// the prompt stops and requests wait for the control socket.
+pub async fn prompt<W: AsyncWrite + Unpin>(
     signer: Arc<Signer>,
-    input: R,
+    mut input: tokio::sync::mpsc::Receiver<Typed>,
     mut output: W,
 ) {
-    let mut lines = input.lines();
     loop {
-        let Some(p) = signer.queue.next(Duration::from_secs(3600)).await else {
+        let Some(p) = signer.queue.next(Duration::from_secs(3600), true).await else {
             continue;
         };
-        let text = format!("\n{}\nApprove? [y/N] ", describe(&p));
+        let ask = if p.kind == "pair" {
+            "Type the code the other device shows to pair it (anything else denies): "
+        } else {
+            "Approve? [y/N] "
+        };
+        let mut more = signer.queue.depth().saturating_sub(1);
+        let waiting = |n: usize| {
+            if n > 0 {
+                format!("\n  ({n} more waiting)")
+            } else {
+                String::new()
+            }
+        };
+        let text = format!("\n\x07{}{}\n{ask}", describe(&p), waiting(more));
         if output.write_all(text.as_bytes()).await.is_err() {
             return;
         }
         let _ = output.flush().await;
-        let answer = match lines.next_line().await {
-            Ok(Some(a)) => a,
-            _ => return,
-        };
-        let d = match answer.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" => Decision::Approve,
-            _ => Decision::Deny,
-        };
-        let msg = match signer.queue.decide(&p.id, d) {
-            Ok(_) if d == Decision::Approve => "approved\n".to_string(),
-            Ok(_) => "denied\n".to_string(),
-            Err(_) => {
-                "that request is no longer pending (expired, cancelled or decided elsewhere)\n"
-                    .into()
+        let shown = Instant::now();
+        discard_typed_ahead(&mut input, shown);
+        let answer = loop {
+            tokio::select! {
+                line = input.recv() => match line {
+                    Some((at, _)) if at < shown => continue,
+                    Some((_, a)) => break Some(a),
+                    None => return,
+                },
+                _ = signer.queue.changed(Duration::from_secs(1)) => {
+                    if signer.queue.pending().iter().all(|q| q.id != p.id) {
+                        break None;
+                    }
+                    let now = signer.queue.depth().saturating_sub(1);
+                    if now != more {
+                        more = now;
+                    }
+                }
             }
+        };
+        let msg = match answer {
+            None => format!(
+                "withdrawn: request {} {}\n",
+                p.id,
+                match signer.queue.outcome(&p.id) {
+                    Some(Gone::Approved) => "was approved elsewhere".to_string(),
+                    Some(Gone::Denied) => "was denied elsewhere".to_string(),
+                    Some(Gone::Withdrawn(why)) => format!("is gone ({why})"),
+                    None => "is no longer pending".to_string(),
+                }
+            ),
+            Some(a) => decide_typed(&signer, &p, &a),
         };
         let _ = output.write_all(msg.as_bytes()).await;
     }
 }
 
-/// A multi-line description of a pending request for a person.
+fn decide_typed(signer: &Signer, p: &PendingInfo, answer: &str) -> String {
+    let answer = answer.trim();
+    let result = if p.kind == "pair" {
+        if answer.is_empty() || p.code.as_deref() != Some(answer) {
+            signer
+                .queue
+                .decide(&p.id, &p.digest, Decision::Deny)
+                .map(|_| "that is not the code of this pairing: denied\n".to_string())
+        } else {
+            signer
+                .queue
+                .approve_code(answer)
+                .map(|(i, _)| format!("paired with {}\n", i.from))
+        }
+    } else {
+        let d = match answer.to_ascii_lowercase().as_str() {
+            "y" | "yes" => Decision::Approve,
+            _ => Decision::Deny,
+        };
+        signer
+            .queue
+            .decide(&p.id, &p.digest, d)
+            .map(|(_, delivered)| {
+                let word = if d == Decision::Approve {
+                    "approved"
+                } else {
+                    "denied"
+                };
+                if delivered {
+                    format!("{word}\n")
+                } else {
+                    format!("{word}, but the requester had already gone\n")
+                }
+            })
+    };
+    result.unwrap_or_else(|_| {
+        "that request is no longer pending (expired, cancelled or decided elsewhere)\n".into()
+    })
+}
+
+/// `8h`, `30m`, `90s`, `1d 2h`: a duration for people.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (s, "s")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// A multi-line description of a pending request for a person. What the signer
+/// verified and what a device merely claims are on separate, labelled lines.
 pub fn describe(p: &PendingInfo) -> String {
+    let origin = p.origin.as_deref().unwrap_or("agent");
     let mut s = match p.kind.as_str() {
         "pair" => format!(
-            "Pair request from {} ({})\n  code: {}  (it must match the code on that device)",
+            "PAIRING request from a device calling itself {} ({})\n  code: {}  (approve only if the other device shows this same code)",
             p.from,
             p.from_id,
             p.code.as_deref().unwrap_or("?")
         ),
         "cert" => format!(
-            "Session certificate request from {} ({})\n  validity: {}s  principals: {}",
+            "SESSION CERTIFICATE request from {} ({})\n  grants:      {}\n  principals:  {}\n  validity:    {}",
             p.from,
             p.from_id,
-            p.validity_secs.unwrap_or(0),
-            p.principals.as_deref().unwrap_or_default().join(",")
+            p.grants.as_deref().unwrap_or("?"),
+            p.principals.as_deref().unwrap_or_default().join(","),
+            duration(p.validity_secs.unwrap_or(0)),
         ),
-        _ => format!("Signature request from {} ({})", p.from, p.from_id),
+        _ => format!("SIGNATURE request from {} ({}, {origin})", p.from, p.from_id),
     };
-    if let Some(r) = &p.requester {
-        s += &format!("\n  requester: {r}");
+    if let Some(w) = &p.warning {
+        s += &format!("\n  WARNING:     {w}");
     }
     if let Some(purpose) = &p.purpose {
-        s += &format!("\n  purpose: {purpose}");
+        if p.kind == "sign" {
+            s += &format!("\n  purpose:     {purpose}  (parsed by this signer)");
+        }
+    }
+    if let Some(u) = &p.user {
+        s += &format!("\n  user:        {u}  (parsed by this signer)");
     }
     if let Some(d) = &p.destination {
         s += &format!("\n  destination: {d}");
     }
-    if let Some(k) = &p.key {
-        s += &format!("\n  key: {k} {}", p.key_comment.as_deref().unwrap_or(""));
+    if let Some(r) = &p.requester {
+        s += &format!("\n  requester:   {r}  (claimed by the device)");
     }
-    s += &format!("\n  id: {}", p.id);
+    if let Some(k) = &p.key {
+        s += &format!(
+            "\n  key:         {k} {}{}",
+            p.key_comment.as_deref().unwrap_or(""),
+            p.key_store
+                .as_deref()
+                .map(|st| format!(" [{st}]"))
+                .unwrap_or_default()
+        );
+    }
+    s += &format!("\n  id:          {}", p.id);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(super::duration(28_800), "8h");
+        assert_eq!(super::duration(2_592_000), "30d");
+        assert_eq!(super::duration(5_400), "1h 30m");
+        assert_eq!(super::duration(0), "0s");
+    }
 }

@@ -4,22 +4,21 @@
 
 use crate::keystore::Keystore;
 use crate::queue::{Decision, PendingInfo};
-use crate::serve::{obj, Signer};
+use crate::serve::{obj, refused_cert, Live, Signer};
 use crate::state::{CaPolicy, PairedDevice, SignerHome};
 use serde_json::json;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::encoding::Decode;
 use ssh_key::public::KeyData;
 use ssh_key::Signature;
-use std::collections::HashSet;
-use std::sync::Mutex;
 use vmux_proto::envelope::CertificateRequest;
 use vmux_proto::envelope::CertificateResponse;
 use vmux_proto::identity::key_fingerprint;
 use vmux_proto::{now_unix, ErrorCode};
 
-/// The extensions `ssh-keygen -s` sets on a user certificate by default.
-pub const STANDARD_EXTENSIONS: [&str; 5] = [
+/// The user-certificate extensions OpenSSH knows (PROTOCOL.certkeys); the CA policy
+/// picks from these.
+pub const KNOWN_EXTENSIONS: [&str; 5] = [
     "permit-X11-forwarding",
     "permit-agent-forwarding",
     "permit-port-forwarding",
@@ -123,8 +122,11 @@ pub fn issue(
         for p in principals(policy) {
             b.valid_principal(p)?;
         }
-        for e in STANDARD_EXTENSIONS {
-            b.extension(e, "")?;
+        if let Some(src) = &policy.source_address {
+            b.critical_option("source-address", src.clone())?;
+        }
+        for e in &policy.extensions {
+            b.extension(e.clone(), "")?;
         }
         b.comment("vmux-session-cert")?;
         Ok::<_, ssh_key::Error>(())
@@ -161,6 +163,39 @@ fn next_serial(home: &SignerHome) -> Result<u64, vmux_proto::ProtoError> {
     Ok(next)
 }
 
+/// What approving a certificate grants, in words a person can weigh.
+pub fn grants(policy: &CaPolicy, validity_secs: u64) -> String {
+    let who = principals(policy).join(", ");
+    let mut s = format!(
+        "for {}: logins as {who} to every server that trusts this CA, without asking you again",
+        crate::approve::duration(validity_secs)
+    );
+    let ext: Vec<&str> = policy.extensions.iter().map(String::as_str).collect();
+    let mut extras = vec![];
+    if ext.contains(&"permit-pty") {
+        extras.push("a terminal");
+    }
+    if ext.contains(&"permit-port-forwarding") {
+        extras.push("port forwarding");
+    }
+    if ext.contains(&"permit-agent-forwarding") {
+        extras.push("agent forwarding");
+    }
+    if ext.contains(&"permit-X11-forwarding") {
+        extras.push("X11 forwarding");
+    }
+    if ext.contains(&"permit-user-rc") {
+        extras.push("running ~/.ssh/rc");
+    }
+    if !extras.is_empty() {
+        s += &format!(" (with {})", extras.join(", "));
+    }
+    if let Some(src) = &policy.source_address {
+        s += &format!("; only from {src}");
+    }
+    s
+}
+
 /// A certificate request on the link, from policy to the person to the CA.
 impl Signer {
     /// One certificate request: policy first (no prompt when issuance is off), then a
@@ -169,12 +204,12 @@ impl Signer {
         &self,
         device: &PairedDevice,
         req: CertificateRequest,
-        queued: &Mutex<HashSet<String>>,
+        live: &Live,
     ) -> Option<CertificateResponse> {
-        let id = req.request_id.to_string();
+        let label = req.request_id;
         let mut fields = obj(
-            json!({"event": "cert", "requestId": id, "deviceId": device.id,
-            "device": device.name, "key": key_fingerprint(&req.public_key),
+            json!({"event": "cert", "label": label.to_string(), "deviceId": device.id,
+            "device": vmux_proto::text::field(&device.name), "key": key_fingerprint(&req.public_key),
             "validitySecs": req.validity_secs}),
         );
         let outcome = async {
@@ -192,26 +227,41 @@ impl Signer {
                 .as_deref()
                 .filter(|_| policy.issue)
                 .ok_or(ErrorCode::PolicyDenied)?;
+            KeyData::decode(&mut req.public_key.as_slice())
+                .map_err(|_| ErrorCode::UnsupportedAlgorithm)?;
+            let validity = req.validity_secs.min(policy.max_validity_secs).max(1);
             let info = PendingInfo {
-                id: id.clone(),
                 kind: "cert".into(),
-                from: device.name.clone(),
+                from: vmux_proto::text::field(&device.name),
                 from_id: device.id.clone(),
+                origin: Some("agent".into()),
+                label: Some(label.to_string()),
                 key: Some(key_fingerprint(&req.public_key)),
-                key_comment: None,
-                code: None,
-                requester: None,
+                key_comment: Some(
+                    "the requesting device's session key (in its memory only)".into(),
+                ),
                 purpose: Some("session certificate".into()),
-                destination: None,
-                validity_secs: Some(req.validity_secs.min(policy.max_validity_secs)),
+                validity_secs: Some(validity),
                 principals: Some(principals(&policy)),
+                grants: Some(grants(&policy, validity)),
                 created: now_unix(),
                 expires: req.expires,
+                ..Default::default()
             };
-            match self.decision(info, req.expires, queued).await? {
+            let verdict = self.decision(info, req.expires, label, live).await?;
+            if let Some(id) = live.lock().unwrap().get(&label).cloned().flatten() {
+                fields.insert("requestId".into(), json!(id));
+            }
+            match verdict {
                 None => Ok(None),
                 Some(Decision::Deny) => Err(ErrorCode::UserDenied),
-                Some(Decision::Approve) => issue(ca, &self.home, &policy, device, &req).map(Some),
+                Some(Decision::Approve) => {
+                    // Revoked while the person looked: no certificate for it.
+                    if self.paired_device(&device.public_key).is_none() {
+                        return Err(ErrorCode::PairingInvalid);
+                    }
+                    issue(ca, &self.home, &policy, device, &req).map(Some)
+                }
             }
         }
         .await;
@@ -223,7 +273,7 @@ impl Signer {
                 fields.insert("keyId".into(), json!(issued.key_id));
                 fields.insert("validBefore".into(), json!(issued.valid_before));
                 CertificateResponse {
-                    request_id: req.request_id,
+                    request_id: label,
                     certificate: Some(issued.certificate),
                     ca_public_key: Some(issued.ca_public_key),
                     valid_after: issued.valid_after,
@@ -233,14 +283,7 @@ impl Signer {
             }
             Err(code) => {
                 fields.insert("decision".into(), json!(code.as_str()));
-                CertificateResponse {
-                    request_id: req.request_id,
-                    certificate: None,
-                    ca_public_key: None,
-                    valid_after: 0,
-                    valid_before: 0,
-                    error: Some(code),
-                }
+                refused_cert(label, code)
             }
         };
         self.record(fields);

@@ -21,6 +21,12 @@ pub enum SignerError {
     AmbiguousRequest(String),
     #[error("nothing is pending")]
     NothingPending,
+    #[error("request {0} is no longer what was displayed; look at `vmux signer pending` again")]
+    DisplayChanged(String),
+    #[error("a pairing is approved by typing the code the other device shows: `vmux signer approve --code NNNNNN`")]
+    PairingNeedsCode,
+    #[error("no pending pairing has that code; compare it with the code the other device shows (`vmux signer pending` lists pairings)")]
+    NoPairingWithCode,
     #[error("unsupported key type {0}: use ed25519 or ecdsa (ecdsa-sha2-nistp256)")]
     UnsupportedKeyType(String),
     #[error("control socket {path}: {reason}; is `vmux signer run` running?")]

@@ -8,6 +8,8 @@
 pub mod approve;
 pub mod ca;
 pub mod error;
+pub mod hosts;
+pub mod inspect;
 pub mod keystore;
 pub mod pair;
 pub mod queue;

@@ -24,29 +24,24 @@ impl Signer {
         let code = pairing_code(handshake_hash);
         let now = now_unix();
         let ticket = self.queue.submit(PendingInfo {
-            id: uuid::Uuid::new_v4().to_string(),
             kind: "pair".into(),
-            from: name.clone(),
+            from: vmux_proto::text::field(&name),
             from_id: peer_id.clone(),
-            key: None,
-            key_comment: None,
             code: Some(code.clone()),
-            requester: None,
-            purpose: None,
-            destination: None,
-            validity_secs: None,
-            principals: None,
+            purpose: Some("pairing: this device would be trusted to ask for signatures".into()),
             created: now,
             expires: now + self.config.pair_timeout_secs,
+            ..Default::default()
         });
         let timeout = tokio::time::sleep(Duration::from_secs(self.config.pair_timeout_secs));
         let decision = tokio::select! {
-            d = ticket.decision => d.ok(),
+            d = ticket.decision => d.ok().filter(|v| v.digest == ticket.digest).map(|v| v.decision),
             _ = timeout => None,
             _ = reader.recv() => None, // the agent gave up or sent something else
         };
         if decision.is_none() {
-            self.queue.remove(&ticket.id);
+            self.queue
+                .remove(&ticket.id, "the pairing was abandoned or timed out");
         }
         let approved = decision == Some(Decision::Approve);
         if approved {
@@ -79,7 +74,7 @@ impl Signer {
             None => Some(ErrorCode::RequestExpired),
         };
         self.record(obj(json!({"event": "pair", "requestId": ticket.id, "deviceId": peer_id,
-            "device": name, "code": code,
+            "device": vmux_proto::text::field(&name), "code": code,
             "decision": if approved { "approved" } else { error.map(|e| e.as_str()).unwrap_or("") }})));
         out.send(Message::PairResponse(PairResponse {
             approved,

@@ -6,7 +6,7 @@ use crate::queue::{Decision, PendingInfo, Queue};
 use crate::state::{PairedDevice, SignerConfig, SignerHome};
 use crate::SignerError;
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -135,7 +135,15 @@ impl Signer {
         }
         self.home.save_paired(&p)?;
         drop(p);
-        self.record(obj(json!({"event": "revoke", "deviceId": id})));
+        // Its waiting requests are denied now and its link is closed: nothing it asked
+        // for before the revocation can be approved afterwards.
+        let denied = self.queue.deny_device(id);
+        if let Some(session) = self.sessions.lock().unwrap().remove(id) {
+            session.notify_one();
+        }
+        self.record(obj(
+            json!({"event": "revoke", "deviceId": id, "denied": denied}),
+        ));
         Ok(true)
     }
 
@@ -229,7 +237,8 @@ impl Signer {
         device: PairedDevice,
     ) -> Result<(), ProtoError> {
         let device = Arc::new(device);
-        let queued: Arc<Mutex<HashSet<String>>> = Default::default();
+        // The device's live requests: its own label → the signer's queue id (once queued).
+        let live: Live = Default::default();
         let superseded = Arc::new(tokio::sync::Notify::new());
         if let Some(old) = self
             .sessions
@@ -248,14 +257,18 @@ impl Signer {
             let Ok(received) = next else {
                 break Err(ProtoError::Noise(format!(
                     "{} silent for {}s",
-                    device.name,
+                    vmux_proto::text::field(&device.name),
                     AGENT_SILENCE.as_secs()
                 )));
             };
             let env = match received {
                 Ok(env) => env,
                 Err(ProtoError::BadEnvelope(e)) => {
-                    tracing::warn!("{}: dropped a bad frame: {e}", device.name);
+                    tracing::warn!(
+                        "{}: dropped a bad frame: {}",
+                        vmux_proto::text::field(&device.name),
+                        vmux_proto::text::field(&e)
+                    );
                     continue;
                 }
                 Err(ProtoError::Closed) => break Ok(()),
@@ -269,23 +282,52 @@ impl Signer {
                     .await?
                 }
                 Message::SignRequest(req) => {
-                    let (s, d, q) = (self.clone(), device.clone(), queued.clone());
-                    self.respond(&out, &device.id, req.request_id, async move {
-                        s.sign(&d, *req, &q).await.map(Message::SignResponse)
+                    let label = req.request_id;
+                    if !claim_label(&live, label) {
+                        out.send(Message::SignResponse(refused_sign(
+                            label,
+                            ErrorCode::ReplayDetected,
+                        )))
+                        .await?;
+                        continue;
+                    }
+                    let (s, d, l) = (self.clone(), device.clone(), live.clone());
+                    self.respond(&out, &device.id, label, async move {
+                        let r = s.sign(&d, *req, &l).await.map(Message::SignResponse);
+                        l.lock().unwrap().remove(&label);
+                        r
                     });
                 }
                 Message::CertificateRequest(req) => {
-                    let (s, d, q) = (self.clone(), device.clone(), queued.clone());
-                    self.respond(&out, &device.id, req.request_id, async move {
-                        let resp = s.certificate(&d, *req, &q).await;
+                    let label = req.request_id;
+                    if !claim_label(&live, label) {
+                        out.send(Message::CertificateResponse(Box::new(refused_cert(
+                            label,
+                            ErrorCode::ReplayDetected,
+                        ))))
+                        .await?;
+                        continue;
+                    }
+                    let (s, d, l) = (self.clone(), device.clone(), live.clone());
+                    self.respond(&out, &device.id, label, async move {
+                        let resp = s.certificate(&d, *req, &l).await;
+                        l.lock().unwrap().remove(&label);
                         resp.map(|r| Message::CertificateResponse(Box::new(r)))
                     });
                 }
                 Message::Cancel(c) => {
-                    let id = c.request_id.to_string();
-                    if self.queue.remove(&id).is_some() {
-                        self.record(obj(json!({"event": "sign", "requestId": id,
-                            "deviceId": device.id, "decision": "cancelled"})));
+                    // Only this device's own request, found by its own label.
+                    let queued = live.lock().unwrap().get(&c.request_id).cloned().flatten();
+                    if let Some(id) = queued {
+                        if self
+                            .queue
+                            .remove(&id, "cancelled by its requester")
+                            .is_some()
+                        {
+                            self.record(obj(json!({"event": "sign", "requestId": id,
+                                "label": c.request_id.to_string(),
+                                "deviceId": device.id, "decision": "cancelled"})));
+                        }
                     }
                 }
                 Message::Ping => out.send(Message::Pong).await?,
@@ -302,9 +344,14 @@ impl Signer {
             }
         }
         // The requester is gone: its requests leave the queue, and say so in the log.
-        let ids: Vec<String> = queued.lock().unwrap().drain().collect();
+        let ids: Vec<String> = live
+            .lock()
+            .unwrap()
+            .drain()
+            .filter_map(|(_, q)| q)
+            .collect();
         for id in ids {
-            if self.queue.remove(&id).is_some() {
+            if self.queue.remove(&id, "its device went away").is_some() {
                 self.record(obj(json!({"event": "sign", "requestId": id,
                     "deviceId": device.id, "decision": "requesterGone"})));
             }
@@ -313,11 +360,13 @@ impl Signer {
     }
 
     /// Queue `info` and wait for the person until `expires`. `Ok(None)`: cancelled.
+    /// The verdict must carry the digest of exactly what was queued.
     pub(crate) async fn decision(
         &self,
         info: PendingInfo,
         expires: u64,
-        queued: &Mutex<HashSet<String>>,
+        label: uuid::Uuid,
+        live: &Live,
     ) -> Result<Option<Decision>, ErrorCode> {
         // A paired device cannot bury the person under requests: past a few waiting
         // ones, more are refused as `busy` until some are decided.
@@ -330,21 +379,27 @@ impl Signer {
         if waiting >= MAX_PENDING_PER_DEVICE {
             return Err(ErrorCode::Busy);
         }
-        let id = info.id.clone();
         let ticket = self.queue.submit(info);
-        queued.lock().unwrap().insert(id.clone());
+        let id = ticket.id.clone();
+        if let Some(slot) = live.lock().unwrap().get_mut(&label) {
+            *slot = Some(id.clone());
+        }
         let left = expires.saturating_sub(now_unix());
-        let decision = tokio::select! {
+        let verdict = tokio::select! {
             d = ticket.decision => d.ok(),
             _ = tokio::time::sleep(Duration::from_secs(left)) => {
-                self.queue.remove(&id);
+                self.queue.remove(&id, "expired");
                 None
             }
         };
-        queued.lock().unwrap().remove(&id);
-        match decision {
+        match verdict {
             None if now_unix() >= expires => Err(ErrorCode::RequestExpired),
-            d => Ok(d),
+            None => Ok(None),
+            Some(v) if v.digest != ticket.digest => {
+                tracing::error!("request {id}: a decision for another display; nothing signed");
+                Err(ErrorCode::UserDenied)
+            }
+            Some(v) => Ok(Some(v.decision)),
         }
     }
 
@@ -354,63 +409,44 @@ impl Signer {
         &self,
         device: &PairedDevice,
         req: SignRequest,
-        queued: &Mutex<HashSet<String>>,
+        live: &Live,
     ) -> Option<SignResponse> {
         let started = std::time::Instant::now();
-        let id = req.request_id.to_string();
-        let key = self
-            .keystore
-            .keys()
-            .into_iter()
-            .find(|k| k.public_key == req.key_blob);
+        let label = req.request_id;
         let key_fp = key_fingerprint(&req.key_blob);
-        let mut fields = obj(
-            json!({"event": "sign", "requestId": id, "deviceId": device.id,
-            "device": device.name, "key": key_fp, "kind": req.context.kind,
-            "namespace": req.context.namespace, "destination": destination(&req.context),
-            "requester": req.context.requester}),
-        );
+        let mut fields = obj(json!({"event": "sign", "label": label.to_string(),
+            "deviceId": device.id, "device": vmux_proto::text::field(&device.name),
+            "key": key_fp}));
         let outcome = async {
             if self.paired_device(&device.public_key).is_none() {
                 return Err(ErrorCode::PairingInvalid);
             }
             self.check_window_and_nonce(req.issued, req.expires, &req.nonce)?;
-            let key = key.ok_or(ErrorCode::KeyNotFound)?;
-            if !key.enabled {
-                return Err(ErrorCode::KeyDisabled);
+            let seen = self.inspect(device, &req)?;
+            let info = &seen.info;
+            fields.insert("purpose".into(), json!(info.purpose));
+            fields.insert("destination".into(), json!(info.destination));
+            fields.insert("requester".into(), json!(info.requester));
+            fields.insert("dataSha256".into(), json!(info.data_digest));
+            let decided = self.decision(seen.info.clone(), req.expires, label, live);
+            let verdict = decided.await?;
+            if let Some(id) = live.lock().unwrap().get(&label).cloned().flatten() {
+                fields.insert("requestId".into(), json!(id));
             }
-            // Per-key policy, read per request so that edits apply at once; refused
-            // before a person is asked.
-            let policies = self.home.load_config().map(|c| c.policy).map_err(|e| {
-                tracing::error!("{e}");
-                ErrorCode::Internal
-            })?;
-            if let Some(p) = policies.iter().find(|p| p.key == key_fp) {
-                p.check(&req.context)?;
-            }
-            let info = PendingInfo {
-                id: id.clone(),
-                kind: "sign".into(),
-                from: device.name.clone(),
-                from_id: device.id.clone(),
-                key: Some(key_fp.clone()),
-                key_comment: Some(key.comment.clone()),
-                code: None,
-                requester: req.context.requester.clone(),
-                purpose: Some(purpose(&req.context)),
-                destination: destination(&req.context),
-                validity_secs: None,
-                principals: None,
-                created: now_unix(),
-                expires: req.expires,
-            };
-            match self.decision(info, req.expires, queued).await? {
+            match verdict {
                 None => Ok(None), // cancelled
                 Some(Decision::Deny) => Err(ErrorCode::UserDenied),
-                Some(Decision::Approve) => self
-                    .keystore
-                    .sign(&req.key_blob, &req.data, req.flags)
-                    .map(Some),
+                Some(Decision::Approve) => {
+                    // Revoked while the person looked: nothing is signed for it.
+                    if self.paired_device(&device.public_key).is_none() {
+                        return Err(ErrorCode::PairingInvalid);
+                    }
+                    let sig = self.keystore.sign(&req.key_blob, &req.data, req.flags)?;
+                    if let Some((name, key)) = &seen.pin {
+                        self.pin_host(name, key);
+                    }
+                    Ok(Some(sig))
+                }
             }
         }
         .await;
@@ -423,7 +459,7 @@ impl Signer {
             Ok(Some(sig)) => {
                 fields.insert("decision".into(), json!("approved"));
                 SignResponse {
-                    request_id: req.request_id,
+                    request_id: label,
                     approved: true,
                     signature: Some(sig),
                     error: None,
@@ -431,16 +467,46 @@ impl Signer {
             }
             Err(code) => {
                 fields.insert("decision".into(), json!(code.as_str()));
-                SignResponse {
-                    request_id: req.request_id,
-                    approved: false,
-                    signature: None,
-                    error: Some(code),
-                }
+                refused_sign(label, code)
             }
         };
         self.record(fields);
         Some(resp)
+    }
+}
+
+/// A device's live requests: its label → the signer's queue id once queued.
+pub(crate) type Live = Arc<Mutex<HashMap<uuid::Uuid, Option<String>>>>;
+
+/// Take `label` for a new request; false when the device already has a live request
+/// with that label (an id cannot be reused while its request waits).
+fn claim_label(live: &Live, label: uuid::Uuid) -> bool {
+    let mut l = live.lock().unwrap();
+    if l.contains_key(&label) {
+        tracing::warn!("request label {label} reused while its request is live; refused");
+        return false;
+    }
+    l.insert(label, None);
+    true
+}
+
+fn refused_sign(label: uuid::Uuid, code: ErrorCode) -> SignResponse {
+    SignResponse {
+        request_id: label,
+        approved: false,
+        signature: None,
+        error: Some(code),
+    }
+}
+
+pub(crate) fn refused_cert(label: uuid::Uuid, code: ErrorCode) -> CertificateResponse {
+    CertificateResponse {
+        request_id: label,
+        certificate: None,
+        ca_public_key: None,
+        valid_after: 0,
+        valid_before: 0,
+        error: Some(code),
     }
 }
 
@@ -449,31 +515,4 @@ pub(crate) fn obj(v: Value) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     }
-}
-
-fn purpose(c: &Context) -> String {
-    match (c.kind.as_str(), c.namespace.as_deref()) {
-        ("login", _) => "login".into(),
-        ("sshsig", Some("git")) => "git signature".into(),
-        ("sshsig", Some("file")) => "file signature".into(),
-        ("sshsig", Some(ns)) => format!("signature ({ns})"),
-        _ => "unknown".into(),
-    }
-}
-
-/// `alice@github.com (verified)`, `alice@SHA256:… (bound)`, or the hop chain of a
-/// forwarded connection; `None` when the agent knew nothing of the destination.
-fn destination(c: &Context) -> Option<String> {
-    let host = c.host.as_deref()?;
-    let user = c
-        .user
-        .as_deref()
-        .map(|u| format!("{u}@"))
-        .unwrap_or_default();
-    Some(if c.hops.len() > 1 {
-        let before = c.hops[..c.hops.len() - 1].join(" → ");
-        format!("{user}{host} (forwarded via {before})")
-    } else {
-        format!("{user}{host} ({})", c.quality)
-    })
 }

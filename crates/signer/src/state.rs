@@ -105,22 +105,29 @@ pub struct KeyPolicy {
 }
 
 impl KeyPolicy {
-    /// `Err(PolicyDenied)` when the request falls outside this key's limits. A list
-    /// restricts its own kind of request (namespaces: SSHSIG, hosts: logins); a request
-    /// whose kind is unknown is refused by any list, since nothing can be checked.
-    pub fn check(&self, c: &vmux_proto::envelope::Context) -> Result<(), vmux_proto::ErrorCode> {
+    /// `Err(PolicyDenied)` when the request falls outside this key's limits, judged on
+    /// what the signer parsed: `kind` (`login`, `sshsig`, `unknown`), the SSHSIG
+    /// namespace, and for logins the host name the signer can stand behind (`None`
+    /// when it cannot name the destination). A list restricts its own kind of request
+    /// (namespaces: SSHSIG, hosts: logins); data of any other kind is refused by any
+    /// list, since nothing can be checked.
+    pub fn check(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<(), vmux_proto::ErrorCode> {
         let deny = Err(vmux_proto::ErrorCode::PolicyDenied);
-        match c.kind.as_str() {
-            "sshsig" => match (&self.namespaces, &c.namespace) {
+        match kind {
+            "sshsig" => match (&self.namespaces, namespace) {
                 (Some(allowed), Some(ns)) if !allowed.iter().any(|a| a == ns) => deny,
                 (Some(_), None) => deny,
                 _ => Ok(()),
             },
-            "login" => match &self.hosts {
-                None => Ok(()),
-                Some(_) if c.quality != "verified" => deny,
-                Some(patterns) => {
-                    let host = c.host.as_deref().unwrap_or("");
+            "login" => match (&self.hosts, host) {
+                (None, _) => Ok(()),
+                (Some(_), None) => deny,
+                (Some(patterns), Some(host)) => {
                     let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
                     if patterns.iter().any(|p| glob(p, host) || glob(p, bare)) {
                         Ok(())
@@ -182,32 +189,21 @@ mod tests {
             namespaces: Some(vec!["git".into()]),
             hosts: Some(vec!["*.example.com".into()]),
         };
-        let ctx = |kind: &str, ns: Option<&str>, host: Option<&str>, q: &str| Context {
-            kind: kind.into(),
-            namespace: ns.map(String::from),
-            host: host.map(String::from),
-            quality: q.into(),
-            ..Default::default()
+        assert!(p.check("sshsig", Some("git"), None).is_ok());
+        assert!(p.check("sshsig", Some("file"), None).is_err());
+        assert!(p.check("sshsig", None, None).is_err());
+        assert!(p.check("login", None, Some("a.example.com")).is_ok());
+        assert!(p.check("login", None, Some("a.example.com:2222")).is_ok());
+        assert!(p.check("login", None, None).is_err());
+        assert!(p.check("login", None, Some("evil.com")).is_err());
+        assert!(p.check("unknown", None, None).is_err());
+        let git_only = KeyPolicy {
+            key: "k".into(),
+            namespaces: Some(vec!["git".into()]),
+            hosts: None,
         };
-        assert!(p
-            .check(&ctx("sshsig", Some("git"), None, "unknown"))
-            .is_ok());
-        assert!(p
-            .check(&ctx("sshsig", Some("file"), None, "unknown"))
-            .is_err());
-        assert!(p
-            .check(&ctx("login", None, Some("a.example.com"), "verified"))
-            .is_ok());
-        assert!(p
-            .check(&ctx("login", None, Some("a.example.com:2222"), "verified"))
-            .is_ok());
-        assert!(p
-            .check(&ctx("login", None, Some("a.example.com"), "bound"))
-            .is_err());
-        assert!(p
-            .check(&ctx("login", None, Some("evil.com"), "verified"))
-            .is_err());
-        assert!(p.check(&ctx("unknown", None, None, "unknown")).is_err());
+        assert!(git_only.check("login", None, Some("x")).is_ok());
+        assert!(git_only.check("unknown", None, None).is_err());
     }
 }
 
@@ -220,7 +216,16 @@ pub struct CaPolicy {
     pub max_validity_secs: u64,
     /// Principals written into certificates; empty means the signer's user name.
     pub principals: Vec<String>,
+    /// Extensions a certificate carries (PROTOCOL.certkeys): by default a terminal and
+    /// port forwarding only, no agent or X11 forwarding, no user rc.
+    pub extensions: Vec<String>,
+    /// `source-address` critical option: CIDR list the certificate may be used from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<String>,
 }
+
+/// The extensions a session certificate carries unless the CA policy says otherwise.
+pub const DEFAULT_EXTENSIONS: [&str; 2] = ["permit-pty", "permit-port-forwarding"];
 
 impl Default for CaPolicy {
     fn default() -> Self {
@@ -228,6 +233,8 @@ impl Default for CaPolicy {
             issue: true,
             max_validity_secs: 8 * 3600,
             principals: vec![],
+            extensions: DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            source_address: None,
         }
     }
 }

@@ -1,0 +1,307 @@
+//! What the signer checks before anyone is asked, from the bytes it would sign: parse
+//! the data (userauth request, SSHSIG, or unrecognised), compare it with what the
+//! requesting device claims (a contradiction is refused: `contextMismatch`), verify the
+//! session bindings the device sent, name the host from this signer's own pins, and
+//! apply the key's policy to the parsed values. The result is the display a person
+//! decides on.
+
+use crate::hosts::{self, HostPins};
+use crate::queue::PendingInfo;
+use crate::serve::Signer;
+use crate::state::PairedDevice;
+use sha2::{Digest, Sha256};
+use vmux_proto::envelope::{Origin, SessionBinding, SignRequest};
+use vmux_proto::identity::{hex, key_fingerprint};
+use vmux_proto::keys::verify_session_bind;
+use vmux_proto::sshdata::{self, Parsed};
+use vmux_proto::text::field;
+use vmux_proto::ErrorCode;
+
+/// A request as the person will see it, and what approving it also records.
+pub struct Inspection {
+    pub info: PendingInfo,
+    /// Pin this host key under this name when the login is approved.
+    pub pin: Option<(String, Vec<u8>)>,
+    pub parsed: Parsed,
+}
+
+/// Where a login goes, as far as the signer can vouch for it.
+struct Dest {
+    text: String,
+    quality: &'static str,
+    host_key: Option<String>,
+    warning: Option<String>,
+    pin: Option<(String, Vec<u8>)>,
+    /// The name a `hosts` policy may match: a pinned name, or on first sight the
+    /// device's claim when the binding verified and no pin contradicts it.
+    policy_name: Option<String>,
+}
+
+impl Signer {
+    pub(crate) fn inspect(
+        &self,
+        device: &PairedDevice,
+        req: &SignRequest,
+    ) -> Result<Inspection, ErrorCode> {
+        let parsed = sshdata::parse(&req.data);
+        check_claims(req, &parsed)?;
+        let key = self
+            .keystore
+            .keys()
+            .into_iter()
+            .find(|k| k.public_key == req.key_blob)
+            .ok_or(ErrorCode::KeyNotFound)?;
+        if !key.enabled {
+            return Err(ErrorCode::KeyDisabled);
+        }
+        let key_fp = key_fingerprint(&req.key_blob);
+        let claimer = match req.origin {
+            Origin::Agent => "the workstation",
+            Origin::Client => "the client",
+        };
+        let claim = req
+            .context
+            .host
+            .as_deref()
+            .map(field)
+            .filter(|h| hosts::pinnable_name(h));
+        let pins = HostPins::load(&hosts::path(&self.home.dir));
+        let hops = hop_names(&req.bindings, &pins)?;
+        let dest = match parsed.kind {
+            "login" => Some(login_destination(
+                &parsed,
+                &req.bindings,
+                claim.as_deref(),
+                claimer,
+                &pins,
+            )?),
+            _ => None,
+        };
+        let policies = self.home.load_config().map(|c| c.policy).map_err(|e| {
+            tracing::error!("{e}");
+            ErrorCode::Internal
+        })?;
+        if let Some(p) = policies.iter().find(|p| p.key == key_fp) {
+            let host = dest
+                .as_ref()
+                .filter(|_| hops.is_empty())
+                .and_then(|d| d.policy_name.as_deref());
+            p.check(parsed.kind, parsed.namespace.as_deref(), host)?;
+        }
+        let user = parsed.user.as_deref().map(field);
+        let (mut destination, mut quality, host_key, warning, pin) = match dest {
+            Some(d) => (
+                Some(d.text),
+                Some(d.quality.to_string()),
+                d.host_key,
+                d.warning,
+                d.pin,
+            ),
+            None => (None, None, None, None, None),
+        };
+        if !hops.is_empty() {
+            let via = format!("forwarded via {}", hops.join(" → "));
+            destination = Some(match destination {
+                Some(d) => format!("{d}, {via}"),
+                None => via,
+            });
+            quality = Some("forwarded".into());
+        }
+        let info = PendingInfo {
+            kind: "sign".into(),
+            from: field(&device.name),
+            from_id: device.id.clone(),
+            origin: Some(
+                match req.origin {
+                    Origin::Agent => "agent",
+                    Origin::Client => "client",
+                }
+                .into(),
+            ),
+            label: Some(req.request_id.to_string()),
+            purpose: Some(purpose(&parsed)),
+            user,
+            destination,
+            destination_quality: quality,
+            host_claim: req.context.host.as_deref().map(field),
+            host_key,
+            warning,
+            requester: req.context.requester.as_deref().map(field),
+            key: Some(key_fp),
+            key_comment: Some(field(&key.comment)),
+            key_store: Some(field(&key.provider)),
+            data_digest: Some(hex(&Sha256::digest(&req.data))),
+            created: vmux_proto::now_unix(),
+            expires: req.expires,
+            ..Default::default()
+        };
+        // A host pin is recorded only for a login to the host itself, never via a hop.
+        let pin = pin.filter(|_| hops.is_empty());
+        Ok(Inspection { info, pin, parsed })
+    }
+
+    /// After approval: remember the host key under the name that was shown.
+    pub(crate) fn pin_host(&self, name: &str, key: &[u8]) {
+        let path = hosts::path(&self.home.dir);
+        let mut pins = HostPins::load(&path);
+        if pins.add(name, key) {
+            match pins.save(&path) {
+                Ok(()) => self.record(crate::serve::obj(serde_json::json!({
+                    "event": "hostPinned", "host": name, "hostKey": hosts::fingerprint(key)}))),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+    }
+}
+
+/// What the device says about the request must agree with the data.
+fn check_claims(req: &SignRequest, parsed: &Parsed) -> Result<(), ErrorCode> {
+    let c = &req.context;
+    let mismatch = |what: &str| {
+        tracing::warn!(
+            "request {}: {what} contradicts the data to sign; refused",
+            req.request_id
+        );
+        Err(ErrorCode::ContextMismatch)
+    };
+    if !c.kind.is_empty() && c.kind != "unknown" && c.kind != parsed.kind {
+        return mismatch("the claimed kind");
+    }
+    if c.namespace.is_some() && c.namespace != parsed.namespace {
+        return mismatch("the claimed namespace");
+    }
+    if c.user.is_some() && c.user != parsed.user {
+        return mismatch("the claimed user");
+    }
+    if parsed.kind == "login" && parsed.key_blob.as_deref() != Some(req.key_blob.as_slice()) {
+        return mismatch("the key named in the userauth request");
+    }
+    Ok(())
+}
+
+fn purpose(p: &Parsed) -> String {
+    match (p.kind, p.namespace.as_deref()) {
+        ("login", _) => match p.service.as_deref() {
+            Some("ssh-connection") | None => "login".into(),
+            Some(s) => format!("login (service {})", field(s)),
+        },
+        ("sshsig", Some("git")) => "git signature".into(),
+        ("sshsig", Some("file")) => "file signature".into(),
+        ("sshsig", Some(ns)) => format!("signature ({})", field(ns)),
+        _ => "unrecognised data".into(),
+    }
+}
+
+/// Every binding's signature must verify (a forged one is a lie: refused); the hosts
+/// the agent was forwarded through, named from the pins, first to last. A connection
+/// is forwarded when a binding says so, or when more than one session was bound on it
+/// (each hop binds its own session).
+fn hop_names(bindings: &[SessionBinding], pins: &HostPins) -> Result<Vec<String>, ErrorCode> {
+    let mut hops = vec![];
+    let last = bindings.len().saturating_sub(1);
+    for (i, b) in bindings.iter().enumerate().take(16) {
+        if verify_session_bind(&b.host_key, &b.session_id, &b.signature) == Some(false) {
+            tracing::warn!("a session binding's signature does not verify; refused");
+            return Err(ErrorCode::ContextMismatch);
+        }
+        if b.is_forwarding || i < last {
+            hops.push(
+                pins.names_for(&b.host_key)
+                    .first()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| hosts::fingerprint(&b.host_key)),
+            );
+        }
+    }
+    Ok(hops)
+}
+
+fn login_destination(
+    parsed: &Parsed,
+    bindings: &[SessionBinding],
+    claim: Option<&str>,
+    claimer: &str,
+    pins: &HostPins,
+) -> Result<Dest, ErrorCode> {
+    let user = parsed.user.as_deref().map(field).unwrap_or_default();
+    let calls = |c: Option<&str>| match c {
+        Some(c) => format!("{claimer} calls it {c}"),
+        None => format!("{claimer} did not name it"),
+    };
+    let unknown = |why: &str| Dest {
+        text: format!("{user}@? destination unknown ({why}; {})", calls(claim)),
+        quality: "unknown",
+        host_key: None,
+        warning: None,
+        pin: None,
+        policy_name: None,
+    };
+    // OpenSSH binds each connection's newest session last; a userauth request for any
+    // other session is not bound (clients that do not send session-bind, e.g. through
+    // `ssh -A`), which is shown, not refused.
+    let Some(bound) = bindings
+        .last()
+        .filter(|b| parsed.session_id.as_deref() == Some(b.session_id.as_slice()))
+    else {
+        return Ok(unknown("session not bound"));
+    };
+    if let Some(hk) = &parsed.host_key {
+        if hk != &bound.host_key {
+            tracing::warn!("the userauth request names another host key than the bound one");
+            return Err(ErrorCode::ContextMismatch);
+        }
+    }
+    let fp = hosts::fingerprint(&bound.host_key);
+    if verify_session_bind(&bound.host_key, &bound.session_id, &bound.signature) != Some(true) {
+        let mut d = unknown(&format!("host key {fp} cannot be verified here"));
+        d.host_key = Some(fp);
+        return Ok(d);
+    }
+    let names = pins.names_for(&bound.host_key);
+    let dest = if let Some(first) = names.first() {
+        let name = claim
+            .filter(|c| names.iter().any(|n| n.eq_ignore_ascii_case(c)))
+            .unwrap_or(first)
+            .to_string();
+        let warning = claim
+            .filter(|c| !names.iter().any(|n| n.eq_ignore_ascii_case(c)))
+            .map(|c| {
+                format!("this signer knows host key {fp} as {name}, but {claimer} calls it {c}")
+            });
+        Dest {
+            text: format!("{user}@{name} (verified by this signer)"),
+            quality: "verified",
+            host_key: Some(fp),
+            warning,
+            pin: None,
+            policy_name: Some(name),
+        }
+    } else if let Some(c) = claim.filter(|c| !pins.keys_for(c).is_empty()) {
+        Dest {
+            text: format!("{user}@{c} — HOST KEY CHANGED: new key {fp}, this signer has another key pinned for {c}"),
+            quality: "changed",
+            host_key: Some(fp.clone()),
+            warning: Some(format!(
+                "REMOTE HOST IDENTIFICATION HAS CHANGED: this signer has another host key pinned for {c}; \
+                 {claimer} now reaches a server with key {fp}. Deny unless you know the host key was replaced \
+                 (then `vmux signer hosts remove {c}`)"
+            )),
+            pin: None,
+            policy_name: None,
+        }
+    } else {
+        Dest {
+            text: format!(
+                "{user}@{} — new host key {fp} ({}; session binding verified)",
+                claim.unwrap_or("?"),
+                calls(claim)
+            ),
+            quality: "new",
+            host_key: Some(fp),
+            warning: None,
+            pin: claim.map(|c| (c.to_string(), bound.host_key.clone())),
+            policy_name: claim.map(String::from),
+        }
+    };
+    Ok(dest)
+}
