@@ -142,7 +142,7 @@ pub enum CaCmd {
 #[derive(Args)]
 pub struct Decide {
     /// The request id (or a unique prefix of it), from `vmux signer pending`.
-    #[arg(required_unless_present_any = ["next", "code"], conflicts_with_all = ["next", "code"])]
+    #[arg(conflicts_with_all = ["next", "code"])]
     id: Option<String>,
     /// The oldest pending request (never a pairing: pairings are approved with --code).
     #[arg(long, conflicts_with = "code")]
@@ -371,10 +371,15 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                 println!("no key policies: every request is shown to a person");
             }
             for p in &config.policy {
+                // A key limited in one way is for that use only (see KeyPolicy::check).
                 let show = |l: &Option<Vec<String>>| {
-                    l.as_ref()
-                        .map(|l| l.join(","))
-                        .unwrap_or_else(|| "any".into())
+                    l.as_ref().map(|l| l.join(",")).unwrap_or_else(|| {
+                        if p.namespaces.is_some() || p.hosts.is_some() {
+                            "none".into()
+                        } else {
+                            "any".into()
+                        }
+                    })
                 };
                 println!(
                     "{}  namespaces: {}  hosts: {}",
@@ -626,7 +631,12 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
         .await?
     } else {
         // Show what is being decided, then decide exactly that display.
-        let id = d.id.unwrap_or_default();
+        let Some(id) = d.id else {
+            bail!(
+                "say which request: its id (from `vmux signer pending`), --next for the oldest \
+                 one, or --code NNNNNN to approve a pairing by the code the other device shows"
+            );
+        };
         let pending = call(home, &ControlRequest::Pending)
             .await?
             .pending

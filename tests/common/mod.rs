@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod peer;
 pub mod proc;
 pub mod sshd;
 pub mod vmux;

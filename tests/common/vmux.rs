@@ -139,9 +139,16 @@ pub fn pair_in(
         .unwrap()
         .trim_end_matches(':')
         .to_string();
-    let pending = signer.wait_pending(1);
-    assert_eq!(pending[0]["kind"], "pair");
-    assert_eq!(pending[0]["code"], code.as_str(), "codes differ");
+    let deadline = std::time::Instant::now() + T;
+    let pairing = loop {
+        let pending = signer.wait_pending(1);
+        if let Some(p) = pending.iter().find(|p| p["kind"] == "pair") {
+            break p.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no pairing pending");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(pairing["code"], code.as_str(), "codes differ");
     ok(&signer.home, &["signer", "approve", "--code", &code]);
     p.wait_for_line(|l| l.starts_with("paired with signer"), T)
         .unwrap_or_else(|| panic!("pairing did not finish: {}", p.output()));

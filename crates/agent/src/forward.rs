@@ -548,10 +548,11 @@ impl Agent {
             .find(|k| k.record.public_key == key_blob)
             .map(|k| k.signer_id.clone())
             .ok_or(ErrorCode::KeyNotFound)?;
-        let link = self
-            .link_or_wake(&signer_id)
-            .await
-            .map_err(|_| ErrorCode::SignerUnavailable)?;
+        let link = self.link_or_wake(&signer_id).await.map_err(|e| match e {
+            // The signer answered and refused this device (revoked): say so.
+            AgentError::Refused(code @ ErrorCode::PairingInvalid, _) => code,
+            _ => ErrorCode::SignerUnavailable,
+        })?;
         let issued = now_unix();
         let window = self.config.request_window_secs;
         let algorithm = self

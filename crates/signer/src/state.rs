@@ -108,9 +108,11 @@ impl KeyPolicy {
     /// `Err(PolicyDenied)` when the request falls outside this key's limits, judged on
     /// what the signer parsed: `kind` (`login`, `sshsig`, `unknown`), the SSHSIG
     /// namespace, and for logins the host name the signer can stand behind (`None`
-    /// when it cannot name the destination). A list restricts its own kind of request
-    /// (namespaces: SSHSIG, hosts: logins); data of any other kind is refused by any
-    /// list, since nothing can be checked.
+    /// when it cannot name the destination). A policy names what the key is for: a
+    /// key with only a namespaces list signs only SSHSIG in those namespaces (a git-only
+    /// key never signs a login), one with only a hosts list signs only logins to those
+    /// hosts, one with both does both. Data of any other kind is refused by any policy,
+    /// since nothing can be checked.
     pub fn check(
         &self,
         kind: &str,
@@ -122,9 +124,11 @@ impl KeyPolicy {
             "sshsig" => match (&self.namespaces, namespace) {
                 (Some(allowed), Some(ns)) if !allowed.iter().any(|a| a == ns) => deny,
                 (Some(_), None) => deny,
+                (None, _) if self.hosts.is_some() => deny,
                 _ => Ok(()),
             },
             "login" => match (&self.hosts, host) {
+                (None, _) if self.namespaces.is_some() => deny,
                 (None, _) => Ok(()),
                 (Some(_), None) => deny,
                 (Some(patterns), Some(host)) => {
@@ -202,7 +206,14 @@ mod tests {
             namespaces: Some(vec!["git".into()]),
             hosts: None,
         };
-        assert!(git_only.check("login", None, Some("x")).is_ok());
+        assert!(git_only.check("login", None, Some("x")).is_err());
+        let hosts_only = KeyPolicy {
+            key: "k".into(),
+            namespaces: None,
+            hosts: Some(vec!["h".into()]),
+        };
+        assert!(hosts_only.check("login", None, Some("h")).is_ok());
+        assert!(hosts_only.check("sshsig", Some("git"), None).is_err());
         assert!(git_only.check("unknown", None, None).is_err());
     }
 }
