@@ -285,3 +285,34 @@ fn ephemeral_key_never_reaches_disk_and_restart_forgets_it() {
     let p = s.signer.wait_pending(1);
     assert_eq!(p[0]["kind"], "cert");
 }
+
+#[test]
+fn the_session_certificate_signs_logins_only() {
+    let s = Setup::with_agent_config("");
+    let cert = approve_cert(&s);
+    // A login signs locally: no prompt.
+    let sshd = ca_sshd(&s, "");
+    let out = run(sshd.ssh_command(&s.agent.sock).arg("true"), T);
+    assert!(out.success(), "{out:?}");
+    assert!(s.signer.pending().is_empty());
+
+    // A git signature with the signer's key goes to the signer, certificate or not.
+    let msg = s.path("commit");
+    std::fs::write(&msg, "tree abc\n").unwrap();
+    let h = background(sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "git"));
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["purpose"], "git signature");
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+
+    // Asked to sign a file signature with the certificate itself: refused locally, and
+    // nothing reaches the signer (it does not hold that key).
+    let certfile = s.path("session-cert.pub");
+    std::fs::write(&certfile, format!("{cert}\n")).unwrap();
+    std::fs::write(&msg, "data").unwrap();
+    let out = run(&mut sshsig(&s.agent.sock, &certfile, &msg, "file"), T);
+    assert!(!out.success(), "the certificate signed an SSHSIG: {out:?}");
+    assert!(s.signer.pending().is_empty());
+    let log = ok(&s.agent.home, &["agent", "log"]);
+    assert!(log.contains("local-cert"), "{log}");
+}

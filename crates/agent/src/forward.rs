@@ -125,11 +125,18 @@ impl Agent {
     /// The identities to list: every cached key of every paired signer, nothing when
     /// locked (as OpenSSH's agent does).
     pub fn identities(&self) -> Vec<(Vec<u8>, String)> {
+        self.identities_for(false)
+    }
+
+    /// The identities for a connection; a forwarded one (`ssh -A` on the far side) does
+    /// not see the session certificate unless `forwarded_cert` lets it sign there.
+    pub fn identities_for(&self, forwarded: bool) -> Vec<(Vec<u8>, String)> {
         if self.is_locked() {
             return vec![];
         }
         let mut ids: Vec<(Vec<u8>, String)> = self
             .valid_cert()
+            .filter(|_| !forwarded || self.config.forwarded_cert)
             .map(|c| (c.blob.clone(), cert::COMMENT.to_string()))
             .into_iter()
             .collect();

@@ -42,7 +42,9 @@ impl Session {
             }
         };
         match req {
-            Request::RequestIdentities => Response::Identities(self.agent.identities()),
+            Request::RequestIdentities => {
+                Response::Identities(self.agent.identities_for(self.forwarded()))
+            }
             Request::Sign {
                 key_blob,
                 data,
