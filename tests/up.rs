@@ -1,0 +1,149 @@
+//! Issue 8: the `vmux up` prompt needs a live person. Driven in tmux as a person would:
+//! answers typed before a request appeared do not count, a request decided elsewhere
+//! leaves the prompt with a line saying so, and Ctrl-C ends it at once.
+
+mod common;
+
+use common::proc::run;
+use common::vmux::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str) -> Tmux {
+        let socket = format!("vmux-up-{}", std::process::id());
+        let out = run(
+            Command::new("tmux").args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-x",
+                "200",
+                "-y",
+                "60",
+                cmd,
+            ]),
+            T,
+        );
+        assert!(out.success(), "tmux (apt-get install tmux): {out:?}");
+        Tmux { socket }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket, "send-keys", "-t", "0"])
+            .args(keys);
+        assert!(run(&mut c, T).success());
+    }
+
+    fn screen(&self) -> String {
+        run(
+            Command::new("tmux").args([
+                "-L",
+                &self.socket,
+                "capture-pane",
+                "-p",
+                "-t",
+                "0",
+                "-S",
+                "-200",
+            ]),
+            T,
+        )
+        .stdout
+    }
+
+    fn wait_for(&self, what: &str, min_count: usize) -> String {
+        let deadline = Instant::now() + T;
+        loop {
+            let s = self.screen();
+            if s.matches(what).count() >= min_count {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {what:?} x{min_count}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+fn sign_in_background(
+    sock: &Path,
+    pubkey: &Path,
+    msg: &Path,
+) -> std::thread::JoinHandle<common::proc::Output> {
+    std::fs::write(msg, "data").unwrap();
+    background(sshsig(sock, pubkey, msg, "file"))
+}
+
+#[test]
+fn the_up_prompt_needs_a_live_person() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    agent_config(&home, "session_certs = false\n");
+    let sock = tmp.path().join("sock/agent.sock");
+    let bin = env!("CARGO_BIN_EXE_vmux");
+    let t = Tmux::start(&format!(
+        "env VMUX_HOME={} {bin} up --socket {}; echo VMUX-EXITED; sleep 60",
+        home.display(),
+        sock.display()
+    ));
+    let screen = t.wait_for("Requests appear below", 1);
+    let pubkey_line = screen
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap()
+        .to_string();
+    let pubkey = tmp.path().join("k.pub");
+    std::fs::write(&pubkey, format!("{pubkey_line}\n")).unwrap();
+
+    // Typed ahead, before any request: must not count.
+    t.keys(&["y", "Enter", "y", "Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let h = sign_in_background(&sock, &pubkey, &tmp.path().join("m1"));
+    t.wait_for("Approve? [y/N]", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let pending = ok(&home, &["signer", "pending", "--json"]);
+    let p: Vec<serde_json::Value> = serde_json::from_str(&pending).unwrap();
+    assert_eq!(p.len(), 1, "typed-ahead input decided a request: {pending}");
+    assert!(!h.is_finished());
+
+    // Decided from another shell: the prompt withdraws it and says so.
+    ok(&home, &["signer", "deny", p[0]["id"].as_str().unwrap()]);
+    assert!(!h.join().unwrap().success());
+    t.wait_for("was denied elsewhere", 1);
+
+    // An answer typed while the request is on screen counts.
+    let h = sign_in_background(&sock, &pubkey, &tmp.path().join("m2"));
+    t.wait_for("Approve? [y/N]", 2);
+    t.keys(&["y", "Enter"]);
+    let out = h.join().unwrap();
+    assert!(out.success(), "{out:?}");
+    t.wait_for("approved", 1);
+
+    // Ctrl-C ends it at once.
+    let started = Instant::now();
+    t.keys(&["C-c"]);
+    t.wait_for("VMUX-EXITED", 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Ctrl-C took {:?}",
+        started.elapsed()
+    );
+}
