@@ -34,9 +34,14 @@ pub struct HostPins {
 impl HostPins {
     /// Read the pins; lines that do not parse are skipped with a warning naming them.
     pub fn load(path: &Path) -> HostPins {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return HostPins::default();
-        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(_) => HostPins::default(),
+        }
+    }
+
+    /// Pins from the text of a pins file (`path` only names it in warnings).
+    pub fn parse(text: &str, path: &Path) -> HostPins {
         let mut pins = vec![];
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();

@@ -37,14 +37,60 @@ struct Dest {
     policy_name: Option<String>,
 }
 
+/// The part of the inspection that needs no keys: parse the data, check the claims
+/// against it, verify the bindings and name the destination from `pins`. Pure, so it
+/// can be fuzzed (fuzz/fuzz_targets/sign_inspect.rs).
+pub struct Examined {
+    pub parsed: Parsed,
+    dest: Option<Dest>,
+    /// Hosts the agent was forwarded through, first to last.
+    pub hops: Vec<String>,
+}
+
+impl Examined {
+    /// `(destination text, quality, warning)` for a login.
+    pub fn destination(&self) -> Option<(&str, &str, Option<&str>)> {
+        self.dest
+            .as_ref()
+            .map(|d| (d.text.as_str(), d.quality, d.warning.as_deref()))
+    }
+}
+
+pub fn examine(req: &SignRequest, pins: &HostPins) -> Result<Examined, ErrorCode> {
+    let parsed = sshdata::parse(&req.data);
+    check_claims(req, &parsed)?;
+    let claimer = match req.origin {
+        Origin::Agent => "the workstation",
+        Origin::Client => "the client",
+    };
+    let claim = req
+        .context
+        .host
+        .as_deref()
+        .map(field)
+        .filter(|h| hosts::pinnable_name(h));
+    let hops = hop_names(&req.bindings, pins)?;
+    let dest = match parsed.kind {
+        "login" => Some(login_destination(
+            &parsed,
+            &req.bindings,
+            claim.as_deref(),
+            claimer,
+            pins,
+        )?),
+        _ => None,
+    };
+    Ok(Examined { parsed, dest, hops })
+}
+
 impl Signer {
     pub(crate) fn inspect(
         &self,
         device: &PairedDevice,
         req: &SignRequest,
     ) -> Result<Inspection, ErrorCode> {
-        let parsed = sshdata::parse(&req.data);
-        check_claims(req, &parsed)?;
+        let pins = HostPins::load(&hosts::path(&self.home.dir));
+        let Examined { parsed, dest, hops } = examine(req, &pins)?;
         let key = self
             .keystore
             .keys()
@@ -55,28 +101,6 @@ impl Signer {
             return Err(ErrorCode::KeyDisabled);
         }
         let key_fp = key_fingerprint(&req.key_blob);
-        let claimer = match req.origin {
-            Origin::Agent => "the workstation",
-            Origin::Client => "the client",
-        };
-        let claim = req
-            .context
-            .host
-            .as_deref()
-            .map(field)
-            .filter(|h| hosts::pinnable_name(h));
-        let pins = HostPins::load(&hosts::path(&self.home.dir));
-        let hops = hop_names(&req.bindings, &pins)?;
-        let dest = match parsed.kind {
-            "login" => Some(login_destination(
-                &parsed,
-                &req.bindings,
-                claim.as_deref(),
-                claimer,
-                &pins,
-            )?),
-            _ => None,
-        };
         let policies = self.home.load_config().map(|c| c.policy).map_err(|e| {
             tracing::error!("{e}");
             ErrorCode::Internal
