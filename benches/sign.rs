@@ -742,6 +742,10 @@ fn run() -> anyhow::Result<()> {
     println!(
         "  per-request pieces alone: signer config.toml read+parse {cfg:.1}, journal append {journal:.1} (x2: agent and signer logs),\n  key_fingerprint {fp:.1}; with a session binding (real ssh, not this client) also known_hosts lookup {kh:.1}\n  (200 entries, match on the last)"
     );
+    let (plain, bound, pins_parse) = signer_checks(&home, &vmux_blobs[0], n.max(500))?;
+    println!(
+        "  the signer's own checks (inspect: parse the data, compare claims, verify the binding, name the host\n  from 200 pins): login without a binding {plain:.1}, with an Ed25519 session binding {bound:.1};\n  re-reading a changed 200-pin file {pins_parse:.1} (cached between changes)"
+    );
 
     println!();
     for (key, clients, stats, data_len) in &results {
@@ -839,6 +843,79 @@ fn known_hosts_lookup(home: &Path, samples: usize) -> anyhow::Result<f64> {
         std::hint::black_box(vmux_agent::destination::host_name(&last, &files));
         Ok(())
     })
+}
+
+/// What the signer checks per request before anyone is asked (issue 8): the data parsed,
+/// the claims compared, the session binding verified, the host named from its pins.
+fn signer_checks(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f64, f64, f64)> {
+    use vmux_proto::envelope::{Context, Origin, SessionBinding, SignRequest};
+    let mut rng = ssh_key::rand_core::UnwrapErr(ssh_key::getrandom::SysRng);
+    let mut text = String::new();
+    let mut host = None;
+    for i in 0..200 {
+        let k = ssh_key::PrivateKey::random(&mut rng, ssh_key::Algorithm::Ed25519)?;
+        text += &format!("host{i}.example.com {}\n", k.public_key().to_openssh()?);
+        host = Some(k);
+    }
+    let host = host.context("no host key")?;
+    let path = home.join("bench_pins");
+    std::fs::write(&path, &text)?;
+    let pins = vmux_signer::hosts::HostPins::load(&path);
+    let sid = [7u8; 32];
+    let data = userauth_data("ecdsa-sha2-nistp256", blob);
+    let mut with_sid = vec![];
+    put_string(&mut with_sid, &sid);
+    with_sid.extend_from_slice(&data[4 + 32..]);
+    use signature::Signer as _;
+    let sig: ssh_key::Signature = host.try_sign(&sid)?;
+    let mut req = SignRequest {
+        request_id: uuid::Uuid::nil(),
+        key_blob: blob.to_vec(),
+        algorithm: String::new(),
+        flags: 0,
+        device_id: String::new(),
+        device_name: String::new(),
+        origin: Origin::Agent,
+        data: data.clone(),
+        nonce: vec![],
+        issued: 0,
+        expires: 0,
+        context: Context {
+            kind: "login".into(),
+            host: Some("host199.example.com".into()),
+            ..Default::default()
+        },
+        bindings: vec![],
+    };
+    let plain = p50_of(samples, || {
+        std::hint::black_box(
+            vmux_signer::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        Ok(())
+    })?;
+    req.data = with_sid;
+    req.bindings = vec![SessionBinding {
+        host_key: host.public_key().to_bytes()?,
+        session_id: sid.to_vec(),
+        signature: ssh_key::encoding::Encode::encode_vec(&sig)?,
+        is_forwarding: false,
+    }];
+    let seen = vmux_signer::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match seen.destination() {
+        Some((_, "verified", _)) => {}
+        d => bail!("bench binding not verified: {d:?}"),
+    }
+    let bound = p50_of(samples, || {
+        std::hint::black_box(
+            vmux_signer::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        Ok(())
+    })?;
+    let pins_parse = p50_of(samples.min(200), || {
+        std::hint::black_box(vmux_signer::hosts::HostPins::load(&path));
+        Ok(())
+    })?;
+    Ok((plain, bound, pins_parse))
 }
 
 struct Breakdown {

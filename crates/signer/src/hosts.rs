@@ -109,6 +109,38 @@ impl HostPins {
     }
 }
 
+/// The pins as last read, re-read only when the file changes (size or mtime), so a
+/// request does not pay for parsing the file.
+#[derive(Default)]
+pub struct PinCache {
+    cached:
+        std::sync::Mutex<Option<(Option<std::time::SystemTime>, u64, std::sync::Arc<HostPins>)>>,
+}
+
+impl PinCache {
+    pub fn get(&self, path: &Path) -> std::sync::Arc<HostPins> {
+        let meta = std::fs::metadata(path).ok();
+        let stamp = (
+            meta.as_ref().and_then(|m| m.modified().ok()),
+            meta.as_ref().map(|m| m.len()).unwrap_or(0),
+        );
+        let mut c = self.cached.lock().unwrap();
+        if let Some((t, len, pins)) = c.as_ref() {
+            if (*t, *len) == stamp {
+                return pins.clone();
+            }
+        }
+        let pins = std::sync::Arc::new(HostPins::load(path));
+        *c = Some((stamp.0, stamp.1, pins.clone()));
+        pins
+    }
+
+    /// Forget what was read (after this process wrote the file).
+    pub fn invalidate(&self) {
+        *self.cached.lock().unwrap() = None;
+    }
+}
+
 /// Pins worth keeping are real host names: no spaces or controls, not one of the
 /// placeholders an agent uses when it could not name a host.
 pub fn pinnable_name(name: &str) -> bool {

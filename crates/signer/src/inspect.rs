@@ -89,7 +89,7 @@ impl Signer {
         device: &PairedDevice,
         req: &SignRequest,
     ) -> Result<Inspection, ErrorCode> {
-        let pins = HostPins::load(&hosts::path(&self.home.dir));
+        let pins = self.pins.get(&hosts::path(&self.home.dir));
         let Examined { parsed, dest, hops } = examine(req, &pins)?;
         let key = self
             .keystore
@@ -169,7 +169,9 @@ impl Signer {
         let path = hosts::path(&self.home.dir);
         let mut pins = HostPins::load(&path);
         if pins.add(name, key) {
-            match pins.save(&path) {
+            let saved = pins.save(&path);
+            self.pins.invalidate();
+            match saved {
                 Ok(()) => self.record(crate::serve::obj(serde_json::json!({
                     "event": "hostPinned", "host": name, "hostKey": hosts::fingerprint(key)}))),
                 Err(e) => tracing::error!("{e}"),

@@ -36,6 +36,8 @@ pub struct Signer {
     /// link, whose queued requests can no longer be answered to anyone.
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     log: Mutex<Journal>,
+    /// The host-key pins (`signer/known_hosts`), re-read when the file changes.
+    pub(crate) pins: crate::hosts::PinCache,
 }
 
 impl Signer {
@@ -63,6 +65,7 @@ impl Signer {
             seen: Mutex::new(Default::default()),
             sessions: Mutex::new(HashMap::new()),
             log,
+            pins: Default::default(),
         }))
     }
 
