@@ -277,6 +277,25 @@ fn bindings_are_verified_on_the_signer_and_claims_stay_claims() {
     s.signer.deny_next();
     peer.sign_response(label);
 
+    // Day two: the pin survives a restart of the signer.
+    drop(peer);
+    let addr = s.signer.addr.clone();
+    let mut s = s;
+    s.signer.stop();
+    s.signer = Signer::start(&s.signer.home, &addr);
+    let mut peer = Peer::as_agent(&s.agent.home, &s.signer.addr, "workstation");
+    let label = Uuid::new_v4();
+    let login4 = userauth(b"session-4", "alice", &key);
+    let mut req = peer.sign_request(label, &key, &login4);
+    req.bindings = vec![host.binding(b"session-4", false)];
+    req.context.host = Some("github.com".into());
+    peer.submit(req);
+    let p = s.signer.wait_pending(1)[0].clone();
+    assert_eq!(p["destination"], "alice@github.com (verified by this signer)");
+    s.signer.approve_next();
+    let r = peer.sign_response(label);
+    assert!(r.approved && verifies(&key, &login4, r.signature.as_ref().unwrap()));
+
     // Forwarded: shown as forwarded via the hop, never as a direct verified login.
     let hop = HostKey::new();
     let label = Uuid::new_v4();
