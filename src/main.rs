@@ -28,6 +28,16 @@ enum Command {
     /// The key-holding side: keys, approval queue, link server.
     #[command(subcommand)]
     Signer(cmd::signer::SignerCmd),
+    /// Print a shell completion script: `source <(vmux completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for every command into DIR (`man -l DIR/vmux-signer-approve.1`).
+    Man {
+        /// The directory to write the pages to (created if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +59,16 @@ fn main() -> ExitCode {
             Command::Up(a) => cmd::up::run(a).await,
             Command::Agent(c) => cmd::agent::run(c).await,
             Command::Signer(c) => cmd::signer::run(c).await,
+            Command::Completions { shell } => {
+                cmd::service::completions::<Cli>(shell);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man { dir } => {
+                for p in cmd::service::man_pages::<Cli>(&dir)? {
+                    println!("{}", p.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     // A thread blocked reading the terminal (the `vmux up` prompt) must not delay exit.

@@ -291,7 +291,10 @@ fn bindings_are_verified_on_the_signer_and_claims_stay_claims() {
     req.context.host = Some("github.com".into());
     peer.submit(req);
     let p = s.signer.wait_pending(1)[0].clone();
-    assert_eq!(p["destination"], "alice@github.com (verified by this signer)");
+    assert_eq!(
+        p["destination"],
+        "alice@github.com (verified by this signer)"
+    );
     s.signer.approve_next();
     let r = peer.sign_response(label);
     assert!(r.approved && verifies(&key, &login4, r.signature.as_ref().unwrap()));

@@ -4,84 +4,10 @@
 
 mod common;
 
-use common::proc::run;
+use common::tmux::Tmux;
 use common::vmux::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(cmd: &str) -> Tmux {
-        let socket = format!("vmux-up-{}", std::process::id());
-        let out = run(
-            Command::new("tmux").args([
-                "-L",
-                &socket,
-                "new-session",
-                "-d",
-                "-x",
-                "200",
-                "-y",
-                "60",
-                cmd,
-            ]),
-            T,
-        );
-        assert!(out.success(), "tmux (apt-get install tmux): {out:?}");
-        Tmux { socket }
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket, "send-keys", "-t", "0"])
-            .args(keys);
-        assert!(run(&mut c, T).success());
-    }
-
-    fn screen(&self) -> String {
-        run(
-            Command::new("tmux").args([
-                "-L",
-                &self.socket,
-                "capture-pane",
-                "-p",
-                "-t",
-                "0",
-                "-S",
-                "-200",
-            ]),
-            T,
-        )
-        .stdout
-    }
-
-    fn wait_for(&self, what: &str, min_count: usize) -> String {
-        let deadline = Instant::now() + T;
-        loop {
-            let s = self.screen();
-            if s.matches(what).count() >= min_count {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {what:?} x{min_count}:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
 
 fn sign_in_background(
     sock: &Path,
@@ -100,7 +26,7 @@ fn the_up_prompt_needs_a_live_person() {
     let sock = tmp.path().join("sock/agent.sock");
     let bin = env!("CARGO_BIN_EXE_vmux");
     let t = Tmux::start(&format!(
-        "env VMUX_HOME={} {bin} up --socket {}; echo VMUX-EXITED; sleep 60",
+        "env VMUX_HOME={} {bin} up --no-ui --socket {}; echo VMUX-EXITED; sleep 60",
         home.display(),
         sock.display()
     ));

@@ -22,6 +22,9 @@ pub enum AgentCmd {
         #[arg(long, default_value_t = 120)]
         wait: u64,
     },
+    /// Write a systemd user unit (socket-activated) or a launchd plist that runs the
+    /// agent at login, and say how to enable and remove it.
+    InstallService(super::service::InstallArgs),
     /// Run the SSH agent.
     Run {
         #[arg(long)]
@@ -98,6 +101,11 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
                 signer.address,
                 vmux_proto::identity::fingerprint(&signer.public_key)
             );
+        }
+        AgentCmd::InstallService(args) => {
+            let config = home.load_config()?;
+            let socket = home.socket(&config);
+            super::service::install(super::service::Daemon::Agent, args, &socket)?;
         }
         AgentCmd::Run { socket, signer } => {
             let agent = Agent::open(home.clone())?;
@@ -257,6 +265,11 @@ async fn discover_one(
 pub async fn bind(agent: &Agent, path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if agent.signers().is_empty() {
         tracing::warn!("no paired signer yet: run `vmux agent pair HOST:PORT`");
+    }
+    // Started by systemd's vmux-agent.socket: serve the socket it made.
+    if let Some(l) = super::service::activated_listener() {
+        agent.write_status_at(path);
+        return Ok(tokio::net::UnixListener::from_std(l)?);
     }
     let listener = vmux_agent::socket::bind(path).await?;
     agent.write_status_at(path);

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -31,11 +32,18 @@ pub enum SignerCmd {
     /// Keys: `pub` prints authorized_keys lines, `list` shows fingerprints, `add` makes one.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Write a systemd user unit (or a launchd plist) that runs the signer at login, and
+    /// say how to enable and remove it.
+    InstallService(super::service::InstallArgs),
     /// Serve paired agents; prints the address it bound and its pairing fingerprint.
     Run {
         /// Address to listen on (port 0 = any free port). Default: the config's `listen`.
         #[arg(long)]
         listen: Option<String>,
+        /// No full-screen sheet on a terminal: print one line per request instead
+        /// (decide with `vmux signer approve/deny` from another shell).
+        #[arg(long)]
+        no_ui: bool,
     },
     /// What waits for a decision: id, kind, device, purpose, destination, key.
     Pending {
@@ -191,7 +199,12 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             println!("{public}");
         }
         SignerCmd::Keys(k) => keys(&home, k)?,
-        SignerCmd::Run { listen } => {
+        SignerCmd::InstallService(args) => super::service::install(
+            super::service::Daemon::Signer,
+            args,
+            std::path::Path::new(""),
+        )?,
+        SignerCmd::Run { listen, no_ui } => {
             let signer = open(&home)?;
             let addr = listen.unwrap_or_else(|| signer.config.listen.clone());
             let listener = TcpListener::bind(&addr)
@@ -205,10 +218,28 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             );
             println!("pairing fingerprint {}", signer.fingerprint());
             let _advert = advertise(&signer, listener.local_addr()?)?;
-            tokio::spawn(announce(signer.clone()));
-            tokio::select! {
-                r = signer.clone().serve(listener) => r?,
-                _ = super::shutdown_signal() => {}
+            let sheet = !no_ui && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+            if sheet {
+                let header = vec![
+                    format!(
+                        "{:?} listening on {}, pairing fingerprint {}",
+                        signer.config.name,
+                        listener.local_addr()?,
+                        signer.fingerprint()
+                    ),
+                    "Decide here, or from another shell with `vmux signer approve|deny`.".into(),
+                ];
+                tokio::select! {
+                    r = signer.clone().serve(listener) => r?,
+                    r = vmux_signer::sheet::run(signer.clone(), header) => r?,
+                    _ = super::shutdown_signal() => {}
+                }
+            } else {
+                tokio::spawn(announce(signer.clone()));
+                tokio::select! {
+                    r = signer.clone().serve(listener) => r?,
+                    _ = super::shutdown_signal() => {}
+                }
             }
             let _ = std::fs::remove_file(home.control_socket());
         }
@@ -680,7 +711,7 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
 /// `vmux signer run` says when a request arrives, so a person knows to act: one line
 /// per request, and the terminal bell.
 async fn announce(signer: Arc<Signer>) {
-    use std::io::{IsTerminal, Write};
+    use std::io::Write;
     let bell = std::io::stdout().is_terminal();
     let mut seen = std::collections::HashSet::new();
     loop {

@@ -12,8 +12,13 @@ pub struct UpArgs {
     /// Where the signer listens; other workstations can pair with it there too.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// Where the agent socket goes (default `~/.ssh/vmux-agent.sock`, or
+    /// `$VMUX_HOME/agent.sock` when VMUX_HOME is set).
     #[arg(long)]
     socket: Option<std::path::PathBuf>,
+    /// No full-screen sheet: ask `Approve? [y/N]` line by line instead.
+    #[arg(long)]
+    no_ui: bool,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -73,15 +78,34 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     for line in super::signer::public_lines_of(&shome)? {
         println!("public key: {line}");
     }
-    println!("Requests appear below; answer y to approve, anything else denies (a pairing: type its code). Ctrl-C stops.");
-    let prompt = vmux_signer::approve::prompt(
-        signer.clone(),
-        vmux_signer::approve::read_terminal(),
-        tokio::io::stdout(),
-    );
-    // When input ends the prompt stops; decisions can still come from the control socket.
-    tokio::spawn(prompt);
-    let served = super::agent::serve(agent, listener, &path).await;
+    use std::io::IsTerminal;
+    let served = if !args.no_ui && std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
+    {
+        let header = vec![
+            format!(
+                "signer {:?} on {addr}; agent: SSH_AUTH_SOCK={}",
+                signer.config.name,
+                super::agent::shell_quote(&path)
+            ),
+            "Run `export SSH_AUTH_SOCK=…` (above) in another terminal, then ssh as usual. q quits."
+                .into(),
+        ];
+        let sheet = vmux_signer::sheet::run(signer.clone(), header);
+        tokio::select! {
+            r = super::agent::serve(agent, listener, &path) => r,
+            r = sheet => r.map_err(anyhow::Error::from),
+        }
+    } else {
+        println!("Requests appear below; answer y to approve, anything else denies (a pairing: type its code). Ctrl-C stops.");
+        let prompt = vmux_signer::approve::prompt(
+            signer.clone(),
+            vmux_signer::approve::read_terminal(),
+            tokio::io::stdout(),
+        );
+        // When input ends the prompt stops; decisions can still come from the control socket.
+        tokio::spawn(prompt);
+        super::agent::serve(agent, listener, &path).await
+    };
     let _ = std::fs::remove_file(shome.control_socket());
     served?;
     Ok(ExitCode::SUCCESS)

@@ -5,4 +5,5 @@ pub mod netns;
 pub mod peer;
 pub mod proc;
 pub mod sshd;
+pub mod tmux;
 pub mod vmux;

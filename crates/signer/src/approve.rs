@@ -360,6 +360,19 @@ fn decide_typed(signer: &Signer, p: &PendingInfo, answer: &str) -> String {
     })
 }
 
+/// `14:03:07`: a Unix time as local wall-clock time.
+pub fn clock(unix: u64) -> String {
+    let t = unix as libc::time_t;
+    // SAFETY: localtime_r writes only into the tm we own.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return String::new();
+        }
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    }
+}
+
 /// `8h`, `30m`, `90s`, `1d 2h`: a duration for people.
 pub fn duration(secs: u64) -> String {
     let (d, h, m, s) = (

@@ -15,6 +15,7 @@ pub mod pair;
 pub mod queue;
 pub mod replay;
 pub mod serve;
+pub mod sheet;
 pub mod state;
 
 pub use error::SignerError;
