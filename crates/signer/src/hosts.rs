@@ -113,9 +113,11 @@ impl HostPins {
 /// request does not pay for parsing the file.
 #[derive(Default)]
 pub struct PinCache {
-    cached:
-        std::sync::Mutex<Option<(Option<std::time::SystemTime>, u64, std::sync::Arc<HostPins>)>>,
+    cached: std::sync::Mutex<Option<Cached>>,
 }
+
+/// The file's modification time and size when read, and what it held.
+type Cached = (Option<std::time::SystemTime>, u64, std::sync::Arc<HostPins>);
 
 impl PinCache {
     pub fn get(&self, path: &Path) -> std::sync::Arc<HostPins> {
