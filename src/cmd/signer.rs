@@ -394,6 +394,7 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                         key,
                         namespaces: list(namespaces),
                         hosts: list(hosts),
+                        verify: None,
                     });
                 }
                 home.save_config(&config)?;
@@ -618,9 +619,31 @@ pub fn advertise(
     }
 }
 
-/// Bind the control socket.
+/// Bind the control socket and start the approval surfaces the config asks for:
+/// desktop notifications and ssh-askpass.
 pub async fn start(signer: &Arc<Signer>, home: &SignerHome) -> anyhow::Result<()> {
     vmux_signer::approve::serve_control(signer.clone(), &home.control_socket()).await?;
+    let c = &signer.config;
+    if c.notify
+        .unwrap_or_else(vmux_signer::desktop::session_bus_available)
+    {
+        tokio::spawn(vmux_signer::desktop::run(signer.clone()));
+    }
+    match c.approver.as_deref() {
+        None | Some("sheet") | Some("terminal") => {}
+        Some("askpass") => match std::env::var_os("SSH_ASKPASS").filter(|a| !a.is_empty()) {
+            Some(program) => {
+                tokio::spawn(vmux_signer::askpass::run(signer.clone(), program.into()));
+            }
+            None => tracing::warn!(
+                "approver = \"askpass\" but SSH_ASKPASS is not set: requests wait for the terminal or the CLI"
+            ),
+        },
+        Some(other) => tracing::warn!(
+            "{}: unknown approver {other:?} (use \"askpass\"); ignored",
+            home.config().display()
+        ),
+    }
     Ok(())
 }
 
@@ -684,12 +707,24 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
         if p.kind == "pair" && approve {
             bail!("{}", SignerError::PairingNeedsCode);
         }
+        // User verification after Approve: the answer is collected here and checked by
+        // the signer's PAM stack before anything is signed.
+        let secret = match (&p.verify, approve) {
+            (Some(v), true) => {
+                println!("{}", describe(p));
+                Some(read_secret(&format!(
+                    "User verification ({v}): password: "
+                ))?)
+            }
+            _ => None,
+        };
         call(
             home,
             &ControlRequest::Decide {
                 id: p.id.clone(),
                 digest: p.digest.clone(),
                 approve,
+                secret: secret.as_ref().map(|s| s.to_string()),
             },
         )
         .await?
@@ -706,6 +741,18 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A secret from the terminal (not echoed), or the first line of standard input when it
+/// is not a terminal (scripts, tests).
+fn read_secret(prompt: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        return Ok(zeroize::Zeroizing::new(rpassword::prompt_password(prompt)?));
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line)?;
+    let trimmed = line.trim_end_matches(['\r', '\n']).to_string();
+    Ok(zeroize::Zeroizing::new(trimmed))
 }
 
 /// `vmux signer run` says when a request arrives, so a person knows to act: one line

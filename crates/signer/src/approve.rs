@@ -13,16 +13,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use zeroize::Zeroizing;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum ControlRequest {
     Pending,
     /// Decide the entry `id` if it still shows exactly `digest` (what the CLI printed).
+    /// `secret` answers the user verification (PAM) the entry asks for, if any.
     Decide {
         id: String,
         digest: String,
         approve: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
     },
     /// Decide the oldest pending request that is not a pairing, waiting up to
     /// `wait_secs` for one; the answer says what was decided.
@@ -135,14 +139,29 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
         ControlRequest::Decide {
             id,
             digest,
-            approve,
-        } => decided(signer, signer.queue.decide(&id, &digest, decision(approve))),
+            approve: true,
+            secret,
+        } => match signer.queue.find(&id) {
+            Ok(p) if p.id == id && p.digest == digest => {
+                let secret = secret.map(Zeroizing::new);
+                decided(signer, approve_verified(signer, &p, secret).await)
+            }
+            Ok(_) => fail(SignerError::DisplayChanged(id)),
+            Err(e) => fail(e),
+        },
+        ControlRequest::Decide {
+            id,
+            digest,
+            approve: false,
+            ..
+        } => decided(signer, signer.queue.decide(&id, &digest, Decision::Deny)),
         ControlRequest::Next { wait_secs, approve } => {
             let wait = Duration::from_secs(wait_secs);
             match signer.queue.next(wait, false).await {
+                Some(p) if approve => decided(signer, approve_verified(signer, &p, None).await),
                 Some(p) => decided(
                     signer,
-                    signer.queue.decide(&p.id, &p.digest, decision(approve)),
+                    signer.queue.decide(&p.id, &p.digest, Decision::Deny),
                 ),
                 None if signer.queue.pending().iter().any(|p| p.kind == "pair") => fail(
                     "nothing but a pairing is pending; approve a pairing by typing its code: \
@@ -155,11 +174,42 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
     }
 }
 
-fn decision(approve: bool) -> Decision {
-    if approve {
-        Decision::Approve
-    } else {
-        Decision::Deny
+/// Approve `p`, running the user verification it asks for first (after the person said
+/// yes, before anything is signed). A failed verification refuses the request
+/// (`presenceFailed`), logged; no answer to a verification decides nothing.
+pub async fn approve_verified(
+    signer: &Signer,
+    p: &PendingInfo,
+    secret: Option<Zeroizing<String>>,
+) -> Result<(PendingInfo, bool), SignerError> {
+    if p.verify.as_deref() != Some("pam") || p.kind == "pair" {
+        return signer.queue.decide(&p.id, &p.digest, Decision::Approve);
+    }
+    let Some(secret) = secret else {
+        return Err(SignerError::VerificationNeeded(p.id.clone()));
+    };
+    let config = signer.home.load_config()?;
+    let user = config
+        .pam_user
+        .clone()
+        .unwrap_or_else(crate::verify::current_user);
+    let service = config.pam_service.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || crate::verify::pam(&service, &user, vec![secret]))
+            .await
+            .unwrap_or_else(|e| Err(crate::verify::VerifyError::NoPam(e.to_string())));
+    match checked {
+        Ok(()) => signer.queue.decide(&p.id, &p.digest, Decision::Approve),
+        Err(e) => {
+            tracing::warn!("request {}: {e}", p.id);
+            signer.record(crate::serve::obj(serde_json::json!({
+                "event": "verify", "requestId": p.id, "decision": "presenceFailed",
+                "reason": e.to_string()})));
+            signer
+                .queue
+                .decide(&p.id, &p.digest, Decision::Unverified)?;
+            Err(SignerError::VerificationFailed(e.to_string()))
+        }
     }
 }
 
@@ -285,7 +335,7 @@ pub async fn prompt<W: AsyncWrite + Unpin>(
         let _ = output.flush().await;
         let shown = Instant::now();
         discard_typed_ahead(&mut input, shown);
-        let answer = loop {
+        let answer: Option<String> = loop {
             tokio::select! {
                 line = input.recv() => match line {
                     Some((at, _)) if at < shown => continue,
@@ -314,9 +364,57 @@ pub async fn prompt<W: AsyncWrite + Unpin>(
                     None => "is no longer pending".to_string(),
                 }
             ),
+            Some(a) if p.verify.is_some() && p.kind != "pair" && is_yes(&a) => {
+                let _ = output
+                    .write_all(b"User verification (PAM): password: ")
+                    .await;
+                let _ = output.flush().await;
+                let echo = EchoOff::new();
+                let secret = input.recv().await.map(|(_, s)| Zeroizing::new(s));
+                drop(echo);
+                let _ = output.write_all(b"\n").await;
+                match approve_verified(&signer, &p, secret).await {
+                    Ok(_) => "approved\n".to_string(),
+                    Err(e) => format!("{e}\n"),
+                }
+            }
             Some(a) => decide_typed(&signer, &p, &a),
         };
         let _ = output.write_all(msg.as_bytes()).await;
+    }
+}
+
+fn is_yes(a: &str) -> bool {
+    matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Terminal echo off while a password is typed (restored on drop).
+struct EchoOff(Option<libc::termios>);
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::isatty(0) != 1 || libc::tcgetattr(0, &mut t) != 0 {
+                return EchoOff(None);
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            // SAFETY: restores the settings read in `new`.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, &t);
+            }
+        }
     }
 }
 
@@ -430,6 +528,9 @@ pub fn describe(p: &PendingInfo) -> String {
     }
     if let Some(r) = &p.requester {
         s += &format!("\n  requester:   {r}  (claimed by the device)");
+    }
+    if let Some(v) = &p.verify {
+        s += &format!("\n  verify:      {v} (asked after you approve)");
     }
     if let Some(k) = &p.key {
         s += &format!(

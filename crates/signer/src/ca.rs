@@ -218,10 +218,11 @@ impl Signer {
             }
             self.check_window_and_nonce(req.issued, req.expires, &req.nonce)?;
             // The policy is read per request so that `vmux signer ca policy` applies at once.
-            let policy = self.home.load_config().map(|c| c.ca).map_err(|e| {
+            let config = self.home.load_config().map_err(|e| {
                 tracing::error!("{e}");
                 ErrorCode::Internal
             })?;
+            let policy = config.ca;
             let ca = self
                 .ca
                 .as_deref()
@@ -244,6 +245,7 @@ impl Signer {
                 validity_secs: Some(validity),
                 principals: Some(principals(&policy)),
                 grants: Some(grants(&policy, validity)),
+                verify: config.verify,
                 created: now_unix(),
                 expires: req.expires,
                 ..Default::default()
@@ -255,6 +257,7 @@ impl Signer {
             match verdict {
                 None => Ok(None),
                 Some(Decision::Deny) => Err(ErrorCode::UserDenied),
+                Some(Decision::Unverified) => Err(ErrorCode::PresenceFailed),
                 Some(Decision::Approve) => {
                     // Revoked while the person looked: no certificate for it.
                     if self.paired_device(&device.public_key).is_none() {

@@ -21,6 +21,10 @@ pub enum SignerError {
     AmbiguousRequest(String),
     #[error("nothing is pending")]
     NothingPending,
+    #[error("request {0} needs user verification after approval: approve it by id (`vmux signer approve ID`) to be asked for it")]
+    VerificationNeeded(String),
+    #[error("user verification failed ({0}): the request was refused (presenceFailed)")]
+    VerificationFailed(String),
     #[error("request {0} is no longer what was displayed; look at `vmux signer pending` again")]
     DisplayChanged(String),
     #[error("a pairing is approved by typing the code the other device shows: `vmux signer approve --code NNNNNN`")]

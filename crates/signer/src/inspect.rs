@@ -101,11 +101,15 @@ impl Signer {
             return Err(ErrorCode::KeyDisabled);
         }
         let key_fp = key_fingerprint(&req.key_blob);
-        let policies = self.home.load_config().map(|c| c.policy).map_err(|e| {
+        let config = self.home.load_config().map_err(|e| {
             tracing::error!("{e}");
             ErrorCode::Internal
         })?;
-        if let Some(p) = policies.iter().find(|p| p.key == key_fp) {
+        let policy = config.policy.iter().find(|p| p.key == key_fp);
+        let verify = policy
+            .and_then(|p| p.verify.clone())
+            .or(config.verify.clone());
+        if let Some(p) = policy {
             let host = dest
                 .as_ref()
                 .filter(|_| hops.is_empty())
@@ -155,6 +159,7 @@ impl Signer {
             key_comment: Some(field(&key.comment)),
             key_store: Some(field(&key.provider)),
             data_digest: Some(hex(&Sha256::digest(&req.data))),
+            verify,
             created: vmux_proto::now_unix(),
             expires: req.expires,
             ..Default::default()

@@ -6,7 +6,9 @@
 //! restart.
 
 pub mod approve;
+pub mod askpass;
 pub mod ca;
+pub mod desktop;
 pub mod error;
 pub mod hosts;
 pub mod inspect;
@@ -17,6 +19,7 @@ pub mod replay;
 pub mod serve;
 pub mod sheet;
 pub mod state;
+pub mod verify;
 
 pub use error::SignerError;
 pub use queue::{Decision, Queue};

@@ -70,7 +70,7 @@ impl Signer {
         }
         let error = match decision {
             Some(Decision::Approve) => None,
-            Some(Decision::Deny) => Some(ErrorCode::UserDenied),
+            Some(Decision::Deny | Decision::Unverified) => Some(ErrorCode::UserDenied),
             None => Some(ErrorCode::RequestExpired),
         };
         self.record(obj(json!({"event": "pair", "requestId": ticket.id, "deviceId": peer_id,

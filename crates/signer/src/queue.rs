@@ -15,6 +15,8 @@ use tokio::sync::{oneshot, Notify};
 pub enum Decision {
     Approve,
     Deny,
+    /// Approved, but user verification (PAM) failed: refused as `presenceFailed`.
+    Unverified,
 }
 
 /// What the deciding surface sends to the waiting request: the decision and the digest
@@ -88,6 +90,9 @@ pub struct PendingInfo {
     /// What approving grants, in words (cert only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grants: Option<String>,
+    /// User verification that runs after Approve (`pam`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
     /// SHA-256 of the data to sign, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_digest: Option<String>,
@@ -314,7 +319,7 @@ impl Queue {
             &e.info.id,
             match d {
                 Decision::Approve => Gone::Approved,
-                Decision::Deny => Gone::Denied,
+                Decision::Deny | Decision::Unverified => Gone::Denied,
             },
         );
         self.changed.notify_waiters();

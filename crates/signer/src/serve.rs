@@ -439,6 +439,7 @@ impl Signer {
             match verdict {
                 None => Ok(None), // cancelled
                 Some(Decision::Deny) => Err(ErrorCode::UserDenied),
+                Some(Decision::Unverified) => Err(ErrorCode::PresenceFailed),
                 Some(Decision::Approve) => {
                     // Revoked while the person looked: nothing is signed for it.
                     if self.paired_device(&device.public_key).is_none() {

@@ -70,6 +70,8 @@ struct View {
     recent: VecDeque<String>,
     details: bool,
     typed: String,
+    /// Collecting the user-verification password (after `a` on a request that needs it).
+    secret: Option<zeroize::Zeroizing<String>>,
     /// The entry on screen and when it appeared there.
     shown: Option<(PendingInfo, Instant)>,
 }
@@ -88,6 +90,7 @@ pub async fn run(signer: Arc<Signer>, header: Vec<String>) -> std::io::Result<()
         recent: VecDeque::new(),
         details: false,
         typed: String::new(),
+        secret: None,
         shown: None,
     };
     loop {
@@ -108,6 +111,7 @@ pub async fn run(signer: Arc<Signer>, header: Vec<String>) -> std::io::Result<()
                 }
             }
             v.typed.clear();
+            v.secret = None;
             v.details = false;
             v.shown = head.clone().map(|h| (h, Instant::now()));
             while keys.try_recv().is_ok() {}
@@ -131,14 +135,22 @@ pub async fn run(signer: Arc<Signer>, header: Vec<String>) -> std::io::Result<()
                 if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
                     return Ok(());
                 }
-                if key.code == KeyCode::Char('q') && v.typed.is_empty() {
+                if key.code == KeyCode::Char('q') && v.typed.is_empty() && v.secret.is_none() {
                     return Ok(());
                 }
                 let Some((p, since)) = v.shown.clone() else { continue };
                 if at < since {
                     continue;
                 }
-                handle_key(&signer, &mut v, &p, key.code);
+                if let Some(secret) = handle_key(&signer, &mut v, &p, key.code) {
+                    v.banner = ("Verifying…".into(), Color::Cyan);
+                    term.draw(|f| draw(f, &v, depth))?;
+                    let r = crate::approve::approve_verified(&signer, &p, Some(secret)).await;
+                    let failed = matches!(r, Err(crate::SignerError::VerificationFailed(_)));
+                    let d = if failed { Decision::Unverified } else { Decision::Approve };
+                    let r = if failed { Ok((p.clone(), true)) } else { r };
+                    decided(&mut v, &p, r, d);
+                }
             }
             _ = signer.queue.changed(Duration::from_secs(1)) => {}
         }
@@ -173,7 +185,32 @@ fn one_line(p: &PendingInfo) -> String {
     )
 }
 
-fn handle_key(signer: &Signer, v: &mut View, p: &PendingInfo, code: KeyCode) {
+/// Act on a key; returns the collected password when a request that needs user
+/// verification was approved (the caller runs the verification).
+fn handle_key(
+    signer: &Signer,
+    v: &mut View,
+    p: &PendingInfo,
+    code: KeyCode,
+) -> Option<zeroize::Zeroizing<String>> {
+    if let Some(secret) = v.secret.as_mut() {
+        match code {
+            KeyCode::Char(c) if secret.len() < 512 => secret.push(c),
+            KeyCode::Backspace => {
+                secret.pop();
+            }
+            KeyCode::Enter => return v.secret.take(),
+            KeyCode::Esc => {
+                v.secret = None;
+                v.banner = (
+                    "Verification cancelled: nothing decided".into(),
+                    Color::Yellow,
+                );
+            }
+            _ => {}
+        }
+        return None;
+    }
     if p.kind == "pair" {
         match code {
             KeyCode::Char(c) if c.is_ascii_digit() && v.typed.len() < 12 => v.typed.push(c),
@@ -200,9 +237,16 @@ fn handle_key(signer: &Signer, v: &mut View, p: &PendingInfo, code: KeyCode) {
             KeyCode::Char('?') => v.details = !v.details,
             _ => {}
         }
-        return;
+        return None;
     }
     match code {
+        KeyCode::Char('a') if p.verify.is_some() => {
+            v.secret = Some(zeroize::Zeroizing::new(String::new()));
+            v.banner = (
+                "User verification: type your password, Enter (Esc cancels)".into(),
+                Color::Cyan,
+            );
+        }
         KeyCode::Char('a') => {
             let r = signer.queue.decide(&p.id, &p.digest, Decision::Approve);
             decided(v, p, r, Decision::Approve);
@@ -214,6 +258,7 @@ fn handle_key(signer: &Signer, v: &mut View, p: &PendingInfo, code: KeyCode) {
         KeyCode::Char('?') => v.details = !v.details,
         _ => {}
     }
+    None
 }
 
 fn decided(
@@ -239,6 +284,10 @@ fn decided(
         }
         (Ok(_), Decision::Approve) => ("Approved remote sign request".to_string(), Color::Green),
         (Ok(_), Decision::Deny) => ("Denied".to_string(), Color::Yellow),
+        (Ok(_), Decision::Unverified) => (
+            "Verification failed: refused (presenceFailed)".to_string(),
+            Color::Red,
+        ),
     };
     remember(v, &format!("{text}: {}", one_line(p)));
     v.banner = (text, color);
@@ -397,6 +446,16 @@ fn request_lines<'a>(p: &'a PendingInfo, v: &View, depth: usize) -> Vec<Line<'a>
             ),
             plain,
         ));
+    }
+    if let Some(verify) = &p.verify {
+        l.push(field(
+            "Verify",
+            format!("{verify}, after you approve"),
+            plain,
+        ));
+    }
+    if let Some(secret) = &v.secret {
+        l.push(field("Password", "*".repeat(secret.chars().count()), bold));
     }
     let left = p.expires.saturating_sub(vmux_proto::now_unix());
     l.push(field("Expires in", duration(left), plain));

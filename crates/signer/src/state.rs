@@ -87,6 +87,20 @@ pub struct SignerConfig {
     pub ca: CaPolicy,
     /// Per-key limits, checked before a person is asked.
     pub policy: Vec<KeyPolicy>,
+    /// Desktop notifications for each request; unset: on when a session bus exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<bool>,
+    /// An extra approval surface: `askpass` runs `$SSH_ASKPASS` for every request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// User verification after Approve for every key: `pam` (per key: `[[policy]] verify`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
+    /// The PAM service verification runs (`/etc/pam.d/<service>`).
+    pub pam_service: String,
+    /// The user PAM verifies; unset: the user the signer runs as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pam_user: Option<String>,
 }
 
 /// What one key may be used for. Lists that are absent do not restrict.
@@ -102,6 +116,9 @@ pub struct KeyPolicy {
     /// `verified` destinations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    /// User verification after Approve for this key: `pam`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
 }
 
 impl KeyPolicy {
@@ -192,6 +209,7 @@ mod tests {
             key: "k".into(),
             namespaces: Some(vec!["git".into()]),
             hosts: Some(vec!["*.example.com".into()]),
+            verify: None,
         };
         assert!(p.check("sshsig", Some("git"), None).is_ok());
         assert!(p.check("sshsig", Some("file"), None).is_err());
@@ -205,12 +223,14 @@ mod tests {
             key: "k".into(),
             namespaces: Some(vec!["git".into()]),
             hosts: None,
+            verify: None,
         };
         assert!(git_only.check("login", None, Some("x")).is_err());
         let hosts_only = KeyPolicy {
             key: "k".into(),
             namespaces: None,
             hosts: Some(vec!["h".into()]),
+            verify: None,
         };
         assert!(hosts_only.check("login", None, Some("h")).is_ok());
         assert!(hosts_only.check("sshsig", Some("git"), None).is_err());
@@ -262,6 +282,11 @@ impl Default for SignerConfig {
             discovery: "auto".into(),
             ca: CaPolicy::default(),
             policy: vec![],
+            notify: None,
+            approver: None,
+            verify: None,
+            pam_service: "vmux".into(),
+            pam_user: None,
         }
     }
 }
