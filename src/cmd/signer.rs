@@ -342,6 +342,7 @@ pub fn init(
 
 fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
     home.load_config()?;
+    home.migrate()?;
     match cmd {
         KeysCmd::Pub => {
             for line in public_lines_of(home)? {
@@ -488,6 +489,7 @@ fn keystore_passphrase(home: &SignerHome) -> anyhow::Result<Option<zeroize::Zero
 
 pub fn open(home: &SignerHome) -> anyhow::Result<Arc<Signer>> {
     home.load_config()?;
+    home.migrate()?;
     let pass = keystore_passphrase(home)?;
     let pass = pass.as_deref().map(|s| s.as_str());
     let ks = SoftwareKeystore::open(&home.keys(), pass)?;
@@ -503,6 +505,7 @@ pub fn open(home: &SignerHome) -> anyhow::Result<Arc<Signer>> {
 
 fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
     let mut config = home.load_config()?;
+    home.migrate()?;
     match cmd {
         CaCmd::Pub => {
             let lines = public_lines_in(&home.ca())?;

@@ -148,19 +148,40 @@ pub fn issue(
     })
 }
 
-/// Serials are unique per CA: a counter kept beside the CA key, written atomically
-/// before the certificate leaves the signer.
+/// Serials are unique per CA: a counter kept beside the CA key directory (never in it:
+/// a key directory holds keys only), written atomically before the certificate leaves
+/// the signer. The next serial is also above every serial the decision log recorded,
+/// so a lost counter never issues a serial twice. An unreadable counter fails closed.
 fn next_serial(home: &SignerHome) -> Result<u64, vmux_proto::ProtoError> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = LOCK.lock().unwrap();
-    let path = home.ca().join("serial");
-    let last: u64 = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let next = last + 1;
+    let path = home.ca_serial();
+    let last = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse::<u64>().map_err(|_| {
+            vmux_proto::ProtoError::file(
+                &path,
+                "not a serial number; fix or remove it (the next serial then follows the decision log)",
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(vmux_proto::ProtoError::file(&path, e)),
+    };
+    let next = last.max(logged_serial_max(&home.log())) + 1;
     vmux_proto::store::write_atomic(&path, format!("{next}\n").as_bytes(), 0o600)?;
     Ok(next)
+}
+
+/// The largest `serial` any decision-log line records (0 when none).
+pub fn logged_serial_max(log: &std::path::Path) -> u64 {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return 0;
+    };
+    text.lines()
+        .filter(|l| l.contains("\"serial\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("serial").and_then(|s| s.as_u64()))
+        .max()
+        .unwrap_or(0)
 }
 
 /// What approving a certificate grants, in words a person can weigh.

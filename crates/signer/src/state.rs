@@ -31,6 +31,36 @@ impl SignerHome {
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca")
     }
+    /// The CA's certificate serial counter (beside `ca/`, not in it).
+    pub fn ca_serial(&self) -> PathBuf {
+        self.dir.join("ca-serial")
+    }
+    /// Bring an older install's state to this layout; never destroys anything it
+    /// cannot carry over. Run before any keystore opens.
+    pub fn migrate(&self) -> Result<(), SignerError> {
+        // Up to 0.1 the serial counter lived in ca/, where the CA keystore then took it
+        // for a broken key and the signer never started again.
+        let old = self.ca().join("serial");
+        if let Ok(text) = std::fs::read_to_string(&old) {
+            let old_n: u64 = text.trim().parse().unwrap_or(0);
+            let new_n: u64 = std::fs::read_to_string(self.ca_serial())
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            store::write_atomic(
+                &self.ca_serial(),
+                format!("{}\n", old_n.max(new_n)).as_bytes(),
+                0o600,
+            )?;
+            std::fs::remove_file(&old).map_err(|e| vmux_proto::ProtoError::file(&old, e))?;
+            tracing::info!(
+                "moved the certificate serial counter from {} to {}",
+                old.display(),
+                self.ca_serial().display()
+            );
+        }
+        Ok(())
+    }
     pub fn paired(&self) -> PathBuf {
         self.dir.join("paired.json")
     }

@@ -113,7 +113,7 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, SignerError> {
 /// Whether any key in `dir` needs a passphrase to open.
 pub fn any_encrypted(dir: &Path) -> Result<bool, SignerError> {
     for f in key_files(dir)? {
-        if read_key(&f)?.is_encrypted() {
+        if read_key(&f).is_ok_and(|k| k.is_encrypted()) {
             return Ok(true);
         }
     }
@@ -136,7 +136,15 @@ impl SoftwareKeystore {
     pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, SignerError> {
         let mut keys = vec![];
         for path in key_files(dir)? {
-            let mut key = read_key(&path)?;
+            // A key directory holds keys only; anything else is named and skipped, so a
+            // stray file never keeps the signer from starting.
+            let mut key = match read_key(&path) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!("skipped: {e}");
+                    continue;
+                }
+            };
             if key.is_encrypted() {
                 let p = passphrase.ok_or_else(|| SignerError::NeedsPassphrase(path.clone()))?;
                 key = key
