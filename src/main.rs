@@ -42,7 +42,24 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One-shot commands end quietly when their reader goes away (`vmux signer log |
+    // head`), as Unix tools do; daemons keep Rust's default (EPIPE as an error) so a
+    // vanished socket peer never kills them.
+    let daemon = matches!(
+        cli.command,
+        Command::Up(_)
+            | Command::Agent(cmd::agent::AgentCmd::Run { .. })
+            | Command::Signer(cmd::signer::SignerCmd::Run { .. })
+    );
+    if !daemon {
+        // SAFETY: restoring the default SIGPIPE disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -79,5 +96,36 @@ fn main() -> ExitCode {
             eprintln!("vmux: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and argument says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                let p = format!("{path} {}", s.get_name());
+                if s.get_about().is_none() && s.get_long_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(s, &p, missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&super::Cli::command(), "vmux", &mut missing);
+        assert!(missing.is_empty(), "no --help text for: {missing:#?}");
     }
 }

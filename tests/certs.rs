@@ -163,7 +163,7 @@ fn policy_caps_validity_and_can_turn_issuance_off() {
     let status: serde_json::Value =
         serde_json::from_str(&ok(&s.agent.home, &["agent", "status", "--json"])).unwrap();
     let c = &status["certificate"];
-    let span = c["valid_before"].as_u64().unwrap() - c["valid_after"].as_u64().unwrap();
+    let span = c["validBefore"].as_u64().unwrap() - c["validAfter"].as_u64().unwrap();
     // valid_after is backdated 60 s for clock skew.
     assert!(
         (3600..=3600 + 62).contains(&span),

@@ -14,6 +14,7 @@ pub enum AgentCmd {
     /// Pair with the signer at HOST:PORT (or one found by mDNS): shows a 6-digit code
     /// and waits for approval there.
     Pair {
+        /// The signer's HOST:PORT (port 7227 when only HOST is given); none: find it by mDNS.
         address: Option<String>,
         /// With no address: the id of the signer to pair with, when several are found.
         #[arg(long)]
@@ -27,6 +28,8 @@ pub enum AgentCmd {
     InstallService(super::service::InstallArgs),
     /// Run the SSH agent.
     Run {
+        /// Where to put the agent socket (default `~/.ssh/vmux-agent.sock`, or
+        /// `$VMUX_HOME/agent.sock` when VMUX_HOME is set).
         #[arg(long)]
         socket: Option<PathBuf>,
         /// A static route to a signer, for networks without multicast: HOST:PORT (when
@@ -36,26 +39,31 @@ pub enum AgentCmd {
     },
     /// Print `SSH_AUTH_SOCK=…; export SSH_AUTH_SOCK;` for eval.
     Env {
+        /// The socket to print (default: the configured one).
         #[arg(long)]
         socket: Option<PathBuf>,
     },
     /// Signers visible on the local network (mDNS), with how long each took to appear.
     Discover {
+        /// How long to listen, in seconds.
         #[arg(long, default_value_t = 2)]
         wait: u64,
         /// Stop as soon as this signer id is seen.
         #[arg(long)]
         id: Option<String>,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Link state and the keys the agent lists.
     Status {
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// The request log; `--verify` checks its hash chain.
     Log {
+        /// Check the hash chain and say where it breaks, if anywhere.
         #[arg(long)]
         verify: bool,
     },
@@ -79,21 +87,37 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         AgentCmd::Pair { address, id, wait } => {
             let config = home.load_config()?;
             let address = match address {
-                Some(a) => a,
+                Some(a) => with_default_port(&a),
                 None => discover_one(&config, id.as_deref()).await?,
             };
             let identity = vmux_proto::Identity::load_or_create(&home.identity())?;
-            let signer = vmux_agent::pair::pair(
+            let (shown_tx, shown_rx) = tokio::sync::oneshot::channel::<()>();
+            let countdown = tokio::spawn(async move {
+                if shown_rx.await.is_err() {
+                    return;
+                }
+                let started = std::time::Instant::now();
+                loop {
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                    let left = wait.saturating_sub(started.elapsed().as_secs());
+                    eprintln!("waiting for the signer to accept the code… {left}s left");
+                }
+            });
+            let paired = vmux_agent::pair::pair(
                 &home,
                 &identity,
                 &config.device_name(),
                 &address,
                 Duration::from_secs(wait),
                 |code| {
-                    println!("pairing code {code}: check that the signer shows the same code, then approve it there");
+                    println!("pairing code {code}: check that the signer shows the same code, then type it there (`vmux signer approve --code {code}`)");
+                    println!("waiting up to {wait}s…");
+                    let _ = shown_tx.send(());
                 },
             )
-            .await?;
+            .await;
+            countdown.abort();
+            let signer = paired?;
             println!(
                 "paired with signer {:?} ({}) at {}; fingerprint {}",
                 signer.name,
@@ -141,7 +165,11 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
                 shell_quote(&path)
             );
         }
-        AgentCmd::Status { json } => status(&home, json).await?,
+        AgentCmd::Status { json } => {
+            if !status(&home, json).await? {
+                return Ok(ExitCode::from(3));
+            }
+        }
         AgentCmd::Discover { wait, id, json } => {
             let config = home.load_config()?;
             let scope = vmux_proto::discovery::scope_for(&config.discovery, None)
@@ -179,6 +207,16 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         }
         AgentCmd::Log { verify } => return print_log(&home.log(), verify),
         AgentCmd::RequestCert { validity } => {
+            let names: Vec<String> = home
+                .load_signers()?
+                .iter()
+                .map(|s| format!("{:?}", s.name))
+                .collect();
+            eprintln!(
+                "asking for a session certificate: waiting for approval on the signer {} (up to {}s)…",
+                names.join(" or "),
+                home.load_config()?.request_window_secs
+            );
             let contents = validity.map(|v| (v.min(u32::MAX as u64) as u32).to_be_bytes().to_vec());
             extension(
                 &home,
@@ -195,6 +233,22 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `HOST` → `HOST:7227` (the signer's default port); `HOST:PORT` and `[v6]:PORT` as given.
+fn with_default_port(a: &str) -> String {
+    let has_port = if let Some(rest) = a.strip_prefix('[') {
+        rest.contains("]:")
+    } else {
+        a.matches(':').count() == 1
+    };
+    if has_port {
+        a.to_string()
+    } else if a.contains(':') {
+        format!("[{a}]:7227")
+    } else {
+        format!("{a}:7227")
+    }
 }
 
 /// Follow paired signers as mDNS finds them (new address after a restart or a move).
@@ -303,7 +357,8 @@ pub fn shell_quote(p: &Path) -> String {
     }
 }
 
-async fn status(home: &AgentHome, json: bool) -> anyhow::Result<()> {
+/// Print the agent's state; returns whether it is running.
+async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
     let status: Option<Status> = vmux_proto::store::read_json(&home.status_file())?;
     // The status file is only as good as the agent behind it: check the socket answers.
     let running = match &status {
@@ -342,7 +397,7 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return Ok(running);
     }
     match (&status, running) {
         (Some(s), true) => {
@@ -362,7 +417,7 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<()> {
                 None => println!("No session certificate"),
             }
         }
-        _ => println!("agent: not running"),
+        _ => println!("agent: not running (start it with `vmux agent run` or `vmux up`)"),
     }
     if signers.is_empty() {
         println!("no paired signer: run `vmux agent pair HOST:PORT`");
@@ -377,28 +432,51 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<()> {
     }
     for k in &keys {
         println!(
-            "  {}  {}  {}",
+            "  {}  {}  {}  [{}]{}",
             key_fingerprint(&k.record.public_key),
             k.record.comment,
-            k.record.algorithm
+            k.record.algorithm,
+            k.record.provider,
+            if k.record.enabled { "" } else { " (disabled)" }
         );
     }
-    Ok(())
+    Ok(running)
+}
+
+/// The socket of the running agent: the one its status file records, else
+/// `SSH_AUTH_SOCK`, else the configured default; the first that answers.
+pub async fn running_socket(home: &AgentHome) -> anyhow::Result<PathBuf> {
+    let config = home.load_config()?;
+    let mut candidates = vec![];
+    if let Ok(Some(s)) = vmux_proto::store::read_json::<Status>(&home.status_file()) {
+        candidates.push(PathBuf::from(s.socket));
+    }
+    if let Some(s) = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+        candidates.push(PathBuf::from(s));
+    }
+    candidates.push(home.socket(&config));
+    for c in &candidates {
+        if tokio::net::UnixStream::connect(c).await.is_ok() {
+            return Ok(c.clone());
+        }
+    }
+    bail!(
+        "the vmux agent is not running (tried {}); start it with `vmux agent run` or `vmux up`",
+        candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Call one of the agent's own extensions on its socket and require SUCCESS.
 async fn extension(home: &AgentHome, name: &str, contents: &[u8]) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = home.load_config()?;
-    let path = home.socket(&config);
+    let path = running_socket(home).await?;
     let mut c = tokio::net::UnixStream::connect(&path)
         .await
-        .with_context(|| {
-            format!(
-                "agent socket {}: is `vmux agent run` running?",
-                path.display()
-            )
-        })?;
+        .with_context(|| format!("agent socket {}", path.display()))?;
     let mut body = vec![vmux_agent::wire::EXTENSION];
     body.extend_from_slice(&(name.len() as u32).to_be_bytes());
     body.extend_from_slice(name.as_bytes());

@@ -15,11 +15,13 @@ use vmux_signer::{Signer, SignerError, SignerHome};
 pub enum SignerCmd {
     /// Create this device's identity and its first key (no prompt without a terminal).
     Init {
+        /// The name paired devices show for this signer (e.g. alice-pi).
         #[arg(long)]
         name: String,
         /// Key type of the first key: ecdsa (ecdsa-sha2-nistp256) or ed25519.
         #[arg(long = "type", default_value = "ecdsa")]
         key_type: String,
+        /// The first key's comment (default `vmux@NAME`).
         #[arg(long, default_value = "")]
         comment: String,
         /// Encrypt keys with a passphrase (asked on the terminal, or VMUX_PASSPHRASE).
@@ -75,6 +77,7 @@ pub enum SignerCmd {
     Ca(CaCmd),
     /// The decision log; `--verify` checks its hash chain.
     Log {
+        /// Check the hash chain and say where it breaks, if anywhere.
         #[arg(long)]
         verify: bool,
     },
@@ -82,7 +85,9 @@ pub enum SignerCmd {
 
 #[derive(Subcommand)]
 pub enum KeysCmd {
+    /// The signing keys as authorized_keys lines (no passphrase needed).
     Pub,
+    /// Fingerprint, type, comment and store of every signing key.
     List,
     /// Limit what a key may sign, checked before anyone is asked: without options, show.
     Policy {
@@ -98,9 +103,12 @@ pub enum KeysCmd {
         #[arg(long)]
         clear: bool,
     },
+    /// Make a new signing key (a running signer offers it from its next key list).
     Add {
+        /// ecdsa (ecdsa-sha2-nistp256) or ed25519.
         #[arg(long = "type", default_value = "ecdsa")]
         key_type: String,
+        /// The key's comment, shown on every request it signs.
         #[arg(long, default_value = "")]
         comment: String,
     },
@@ -118,7 +126,10 @@ pub enum HostsCmd {
 #[derive(Subcommand)]
 pub enum DevicesCmd {
     /// Un-pair a device: its next connection or request gets `pairingInvalid`.
-    Revoke { id: String },
+    Revoke {
+        /// The device id, from `vmux signer devices`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -27,6 +27,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     if !shome.exists() {
         let name = format!("{}-signer", vmux_agent::state::hostname());
         let line = super::signer::init(&shome, None, &name, "ecdsa", "", None)?;
+        // A signer made by `vmux up` serves this machine: a later `vmux signer run` must
+        // not open it to the network or advertise it, unless --listen said so.
+        let mut config = shome.load_config()?;
+        let lan = args
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map(|a| !a.ip().is_loopback())
+            .unwrap_or(true);
+        if lan {
+            config.listen = args.listen.clone();
+        } else {
+            config.listen = "127.0.0.1:7227".into();
+            config.discovery = "off".into();
+        }
+        shome.save_config(&config)?;
         println!(
             "initialized signer {name:?} in {} with key\n  {line}",
             shome.dir.display()

@@ -53,6 +53,7 @@ pub struct Agent {
 
 /// What `vmux agent status` reads: written by the running agent on every link change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Status {
     pub pid: u32,
     pub socket: String,
@@ -64,6 +65,7 @@ pub struct Status {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CertStatus {
     pub key_id: String,
     pub serial: u64,
@@ -74,6 +76,7 @@ pub struct CertStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SignerStatus {
     pub id: String,
     pub name: String,
@@ -279,51 +282,66 @@ impl Agent {
         true
     }
 
-    /// A link to `signer_id`: connect (bounded by `connect_timeout_secs`); if that fails
-    /// and the signer gave a wake URL, POST to it and wait up to `wake_timeout_secs`.
+    /// A link to `signer_id`, waiting for it: dial at once; if that fails, post the
+    /// signer's wake URL (if it gave one) and keep dialling (discovery meanwhile moves
+    /// the address if the signer turns up elsewhere) until `connect_timeout_secs` have
+    /// passed; after a wake, up to `wake_timeout_secs`. A request started just after the
+    /// signer came back therefore succeeds instead of failing.
     pub async fn link_or_wake(&self, signer_id: &str) -> Result<SignerLink, AgentError> {
+        let started = tokio::time::Instant::now();
         let connect = Duration::from_secs(self.config.connect_timeout_secs);
-        let first = match tokio::time::timeout(connect, self.link(signer_id)).await {
-            Ok(r) => r,
-            Err(_) => Err(AgentError::Timeout(connect.as_secs())),
-        };
-        let err = match first {
-            Ok(l) => return Ok(l),
-            Err(e) => e,
-        };
-        let url = self
-            .signers()
-            .into_iter()
-            .find(|s| s.id == signer_id)
-            .and_then(|s| s.wake_url);
-        let Some(url) = url else {
-            return Err(err);
-        };
-        let woke = crate::wake::post(&url, &self.name).await;
-        self.record(
-            json!({"time": now_unix(), "kind": "wake", "signer": signer_id,
-            "decision": if woke.is_ok() { "sent" } else { "failed" }}),
-        );
-        if let Err(e) = &woke {
-            tracing::warn!("{e}");
-        }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(self.config.wake_timeout_secs);
+        let mut deadline = started + connect;
+        let mut woken = false;
+        let mut last;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Err(AgentError::Unreachable {
-                    addr: signer_id.to_string(),
-                    reason: format!(
-                        "woken, but no link within {}s",
-                        self.config.wake_timeout_secs
-                    ),
-                });
+            last = match tokio::time::timeout(
+                left.max(Duration::from_millis(50)),
+                self.link(signer_id),
+            )
+            .await
+            {
+                Ok(Ok(l)) => return Ok(l),
+                Ok(Err(e)) => e,
+                Err(_) => AgentError::Timeout(connect.as_secs()),
+            };
+            if matches!(
+                last,
+                AgentError::Refused(..) | AgentError::PinMismatch { .. }
+            ) {
+                return Err(last);
             }
-            if let Ok(Ok(l)) = tokio::time::timeout(left, self.link(signer_id)).await {
-                return Ok(l);
+            if !woken {
+                woken = true;
+                let url = self
+                    .signers()
+                    .into_iter()
+                    .find(|s| s.id == signer_id)
+                    .and_then(|s| s.wake_url);
+                if let Some(url) = url {
+                    let woke = crate::wake::post(&url, &self.name).await;
+                    self.record(
+                        json!({"time": now_unix(), "kind": "wake", "signer": signer_id,
+                        "decision": if woke.is_ok() { "sent" } else { "failed" }}),
+                    );
+                    if let Err(e) = &woke {
+                        tracing::warn!("{e}");
+                    }
+                    deadline = deadline.max(
+                        tokio::time::Instant::now()
+                            + Duration::from_secs(self.config.wake_timeout_secs),
+                    );
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    "signer {signer_id}: no link within {}s: {last}",
+                    (now - started).as_secs()
+                );
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(100).min(deadline - now)).await;
         }
     }
 

@@ -20,12 +20,16 @@ pub async fn pair(
     show_code: impl FnOnce(&str),
 ) -> Result<PairedSigner, AgentError> {
     let stream = dial(addr, Duration::from_secs(10)).await?;
+    let not_vmux = |why: String| {
+        AgentError::Unreachable {
+        addr: addr.into(),
+        reason: format!("something answered there, but not a vmux signer ({why}); is that the right port? (a signer listens on 7227 by default)"),
+    }
+    };
     let link = tokio::time::timeout(Duration::from_secs(10), noise::connect(stream, identity))
         .await
-        .map_err(|_| AgentError::Unreachable {
-            addr: addr.into(),
-            reason: "Noise handshake timed out (is that a vmux signer?)".into(),
-        })??;
+        .map_err(|_| not_vmux("no Noise handshake within 10s".into()))?
+        .map_err(|e| not_vmux(e.to_string()))?;
     let code = pairing_code(&link.handshake_hash);
     let noise::Link {
         mut reader,

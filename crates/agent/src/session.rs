@@ -66,7 +66,11 @@ impl Session {
             // This agent holds no long-term keys: nothing can be added. Removing all
             // identities (`ssh-add -D`) drops the session certificate, the one key held here.
             Request::AddKey => Response::Failure,
-            Request::RemoveAllIdentities => ok(self.agent.drop_cert("ssh-add -D")),
+            // Like OpenSSH's agent, success even when there was nothing to drop.
+            Request::RemoveAllIdentities => {
+                self.agent.drop_cert("ssh-add -D");
+                Response::Success
+            }
             Request::RemoveIdentity { key_blob } => {
                 let is_cert = self
                     .agent

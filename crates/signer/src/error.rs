@@ -33,6 +33,8 @@ pub enum SignerError {
     NoPairingWithCode,
     #[error("unsupported key type {0}: use ed25519 or ecdsa (ecdsa-sha2-nistp256)")]
     UnsupportedKeyType(String),
-    #[error("control socket {path}: {reason}; is `vmux signer run` running?")]
+    #[error(
+        "control socket {path}: {reason}; is the signer running (`vmux signer run`, or `vmux up`)?"
+    )]
     Control { path: PathBuf, reason: String },
 }
