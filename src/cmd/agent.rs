@@ -75,6 +75,8 @@ pub enum AgentCmd {
     },
     /// Drop the session certificate and its key.
     Reset,
+    /// Ask every connected signer for its key list now.
+    Refresh,
 }
 
 pub fn home() -> AgentHome {
@@ -230,6 +232,10 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         AgentCmd::Reset => {
             extension(&home, vmux_agent::session::RESET, &[]).await?;
             println!("session certificate dropped");
+        }
+        AgentCmd::Refresh => {
+            extension(&home, vmux_agent::session::REFRESH, &[]).await?;
+            println!("key lists refreshed from the connected signers");
         }
     }
     Ok(ExitCode::SUCCESS)

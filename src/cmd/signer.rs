@@ -103,6 +103,35 @@ pub enum KeysCmd {
         #[arg(long)]
         clear: bool,
     },
+    /// Stop offering a key: not listed to agents, requests for it get keyDisabled.
+    Disable {
+        /// The key's SHA256 fingerprint (from `vmux signer keys list`).
+        key: String,
+    },
+    /// Offer a disabled key again.
+    Enable {
+        /// The key's SHA256 fingerprint.
+        key: String,
+    },
+    /// Give a key the name agents and prompts show.
+    Rename {
+        /// The key's SHA256 fingerprint.
+        key: String,
+        /// The new name.
+        name: String,
+    },
+    /// Take a key out of the key directory (moved to signer/removed-keys/, so it can be
+    /// restored or destroyed on purpose).
+    Remove {
+        /// The key's SHA256 fingerprint.
+        key: String,
+    },
+    /// Bring in an existing OpenSSH private key (ed25519 or P-256, encrypted or not).
+    Import {
+        /// The private key file (its passphrase is asked on the terminal, or read from
+        /// standard input).
+        file: std::path::PathBuf,
+    },
     /// Make a new signing key (a running signer offers it from its next key list).
     Add {
         /// ecdsa (ecdsa-sha2-nistp256) or ed25519.
@@ -361,18 +390,66 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
             }
         }
         KeysCmd::List => {
-            let ks = open_keystore(home)?;
-            use vmux_signer::keystore::Keystore;
-            for k in ks.keys() {
+            // From the public halves: no passphrase needed to see what is there.
+            let states = vmux_signer::keys::load_states(home)?;
+            software::check_dir(&home.keys())?;
+            for k in software::public_keys(&home.keys())? {
+                let st = states.get(&k.fingerprint).cloned().unwrap_or_default();
                 println!(
-                    "{}  {}  {}  ({})",
-                    vmux_proto::identity::key_fingerprint(&k.public_key),
+                    "{}  {}  {}  ({}){}{}",
+                    k.fingerprint,
                     k.algorithm,
-                    k.comment,
-                    k.provider
+                    st.name.as_deref().unwrap_or(&k.comment),
+                    k.store,
+                    if st.enabled { "" } else { "  DISABLED" },
+                    if k.private_present {
+                        ""
+                    } else {
+                        "  MISSING PRIVATE KEY (cannot sign)"
+                    }
                 );
             }
         }
+        KeysCmd::Disable { key } | KeysCmd::Enable { key } | KeysCmd::Rename { key, .. }
+            if !software::public_keys(&home.keys())?
+                .iter()
+                .any(|k| k.fingerprint == key) =>
+        {
+            bail!("no key {key} here; `vmux signer keys list` shows the fingerprints")
+        }
+        KeysCmd::Disable { key } => key_state(home, &key, "disabled", |s| s.enabled = false)?,
+        KeysCmd::Enable { key } => key_state(home, &key, "enabled", |s| s.enabled = true)?,
+        KeysCmd::Rename { key, name } => {
+            let name = name.trim().to_string();
+            anyhow::ensure!(!name.is_empty(), "give the key a name");
+            key_state(home, &key, &format!("renamed to {name:?}"), |s| {
+                s.name = Some(name.clone())
+            })?
+        }
+        KeysCmd::Remove { key } => {
+            let k = software::public_keys(&home.keys())?
+                .into_iter()
+                .find(|k| k.fingerprint == key)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no key {key} here; `vmux signer keys list` shows the fingerprints"
+                    )
+                })?;
+            let dest = home.dir.join("removed-keys");
+            vmux_proto::store::ensure_dir(&dest, 0o700)?;
+            for f in [k.private.clone(), k.private.with_extension("pub")] {
+                if f.exists() {
+                    let to = dest.join(f.file_name().unwrap_or_default());
+                    std::fs::rename(&f, &to).with_context(|| format!("moving {}", f.display()))?;
+                }
+            }
+            println!(
+                "removed {key}: moved to {} (delete it there to destroy the key)",
+                dest.display()
+            );
+            changed_keys(home, &format!("removed {key}"));
+        }
+        KeysCmd::Import { file } => import_key(home, &file)?,
         KeysCmd::Policy {
             key,
             namespaces,
@@ -450,14 +527,107 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                 pass.as_deref().map(|s| s.as_str()),
             )?;
             println!("{}", public.to_openssh()?);
+            changed_keys(
+                home,
+                &format!("added {}", public.fingerprint(ssh_key::HashAlg::Sha256)),
+            );
         }
     }
     Ok(())
 }
 
-/// Public lines of the signing keys: no passphrase needed to print them.
+/// Change one key's state and tell the running signer.
+fn key_state(
+    home: &SignerHome,
+    key: &str,
+    what: &str,
+    change: impl FnOnce(&mut vmux_signer::keys::KeyState),
+) -> anyhow::Result<()> {
+    let mut states = vmux_signer::keys::load_states(home)?;
+    let st = states.entry(key.to_string()).or_default();
+    change(st);
+    vmux_signer::keys::save_states(home, &states)?;
+    println!("{key} {what}");
+    changed_keys(home, &format!("{key} {what}"));
+    Ok(())
+}
+
+/// Keys changed on disk: the running signer reloads them and pushes the new list to
+/// its devices, and records the change; with no signer running, it is recorded here.
+fn changed_keys(home: &SignerHome, change: &str) {
+    let req = ControlRequest::ReloadKeys {
+        change: Some(change.to_string()),
+    };
+    let reached = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(control_call(&home.control_socket(), &req))
+    });
+    match reached {
+        Ok(r) if r.ok => println!("the running signer now offers the new key list"),
+        Ok(r) => eprintln!(
+            "the running signer could not reload its keys: {}",
+            r.error.unwrap_or_default()
+        ),
+        Err(_) => {
+            let logged = vmux_proto::journal::Journal::open(&home.log()).and_then(|mut j| {
+                let serde_json::Value::Object(m) = serde_json::json!({
+                    "time": vmux_proto::now_unix(), "event": "keys", "change": change})
+                else {
+                    unreachable!("a JSON object")
+                };
+                j.append(m)
+            });
+            if let Err(e) = logged {
+                eprintln!("{e}");
+            }
+        }
+    }
+}
+
+/// `keys import FILE`: an existing OpenSSH private key into the key directory,
+/// encrypted with the keystore's passphrase when the keystore is encrypted.
+fn import_key(home: &SignerHome, file: &std::path::Path) -> anyhow::Result<()> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+    );
+    let mut key = ssh_key::PrivateKey::from_openssh(text.as_bytes())
+        .with_context(|| format!("{}: not an OpenSSH private key", file.display()))?;
+    if key.is_encrypted() {
+        let p = read_secret(&format!("Passphrase for {}: ", file.display()))?;
+        key = key
+            .decrypt(p.as_bytes())
+            .map_err(|_| anyhow::anyhow!("{}: wrong passphrase", file.display()))?;
+    }
+    let pass = keystore_passphrase(home)?;
+    let public = software::store(&home.keys(), key, pass.as_deref().map(|s| s.as_str()))?;
+    println!("{}", public.to_openssh()?);
+    eprintln!(
+        "warning: imported, but copies of this key still exist ({} and any backups): \
+         delete them, or the key can still sign without asking anyone",
+        file.display()
+    );
+    changed_keys(
+        home,
+        &format!("imported {}", public.fingerprint(ssh_key::HashAlg::Sha256)),
+    );
+    Ok(())
+}
+
+/// Public lines of the signing keys that can sign (the private key is there): no
+/// passphrase needed to print them.
 pub fn public_lines_of(home: &SignerHome) -> anyhow::Result<Vec<String>> {
-    public_lines_in(&home.keys())
+    let signable: Vec<String> = software::public_keys(&home.keys())?
+        .into_iter()
+        .filter(|k| k.private_present)
+        .map(|k| k.fingerprint)
+        .collect();
+    Ok(public_lines_in(&home.keys())?
+        .into_iter()
+        .filter(|l| {
+            ssh_key::PublicKey::from_openssh(l).is_ok_and(|k| {
+                signable.contains(&k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+            })
+        })
+        .collect())
 }
 
 /// Public lines from the `.pub` files in `dir`.
@@ -511,7 +681,20 @@ pub fn open(home: &SignerHome) -> anyhow::Result<Arc<Signer>> {
     } else {
         Some(Box::new(ca))
     };
-    Ok(Signer::open_with_ca(home.clone(), Box::new(ks), ca)?)
+    let signer = Signer::open_with_ca(home.clone(), Box::new(ks), ca)?;
+    // Keys added or imported while the signer runs are opened with the same passphrase,
+    // kept in this process only (as the decrypted keys already are).
+    let (dir, pass) = (
+        home.keys(),
+        pass.map(|p| zeroize::Zeroizing::new(p.to_string())),
+    );
+    signer.keystore.set_reopen(Box::new(move || {
+        Ok(Box::new(SoftwareKeystore::open(
+            &dir,
+            pass.as_deref().map(|s| s.as_str()),
+        )?) as Box<dyn Keystore>)
+    }));
+    Ok(signer)
 }
 
 fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {

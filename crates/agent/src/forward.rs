@@ -244,6 +244,25 @@ impl Agent {
         }
     }
 
+    /// Ask every connected signer for its key list now; returns how many were asked.
+    pub async fn refresh(&self) -> usize {
+        let links: Vec<SignerLink> = self
+            .links
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|l| l.is_up())
+            .cloned()
+            .collect();
+        let mut asked = 0;
+        for l in links {
+            if l.refresh().await.is_ok() {
+                asked += 1;
+            }
+        }
+        asked
+    }
+
     /// A new address for a paired signer (from discovery or `--signer`): used from the
     /// next connection on, and kept as the address hint in signers.json.
     pub fn set_address(&self, signer_id: &str, address: &str) -> bool {
@@ -358,9 +377,23 @@ impl Agent {
                     match agent.link(&id).await {
                         Ok(link) => {
                             backoff = Duration::from_millis(100);
+                            // Follow the key lists this signer pushes while linked.
+                            let follow = {
+                                let (agent, id, mut rx) =
+                                    (agent.clone(), id.clone(), link.keys.clone());
+                                tokio::spawn(async move {
+                                    while rx.changed().await.is_ok() {
+                                        let pushed = rx.borrow().clone();
+                                        if let Some(keys) = pushed {
+                                            agent.update_keys(&id, keys);
+                                        }
+                                    }
+                                })
+                            };
                             // A (re)connected signer may be asked for a certificate at once.
                             agent.cert_retry_at.store(0, Ordering::Relaxed);
                             let why = link.wait_closed().await;
+                            follow.abort();
                             agent.link_errors.lock().unwrap().insert(id.clone(), why);
                             agent.write_status();
                         }

@@ -25,6 +25,8 @@ pub struct SignerLink {
     pub signer_name: String,
     /// The signer's wake URL, if it sent one.
     pub wake_url: Option<String>,
+    /// Key lists the signer pushed (its keys changed) or sent for a refresh.
+    pub keys: watch::Receiver<Option<Vec<KeyRecord>>>,
 }
 
 /// How often the agent pings a signer, and how long silence means the link is dead
@@ -101,12 +103,14 @@ impl SignerLink {
             })??;
         let waiters: Waiters = Default::default();
         let (closed_tx, closed) = watch::channel(None);
+        let (keys_tx, keys_rx) = watch::channel(None);
         tokio::spawn(pinger(outbox.clone(), closed.clone()));
         tokio::spawn(read_loop(
             reader,
             waiters.clone(),
             closed_tx,
             outbox.clone(),
+            keys_tx,
         ));
         Ok((
             SignerLink {
@@ -115,9 +119,15 @@ impl SignerLink {
                 closed,
                 signer_name,
                 wake_url,
+                keys: keys_rx,
             },
             keys,
         ))
+    }
+
+    /// Ask the signer for its key list now; the answer arrives on `keys`.
+    pub async fn refresh(&self) -> Result<(), AgentError> {
+        Ok(self.outbox.send(Message::KeyListRequest).await?)
     }
 
     pub fn is_up(&self) -> bool {
@@ -237,6 +247,7 @@ async fn read_loop<S: noise::Stream>(
     waiters: Waiters,
     closed: watch::Sender<Option<String>>,
     outbox: Outbox,
+    keys: watch::Sender<Option<Vec<KeyRecord>>>,
 ) {
     let why = loop {
         let Ok(received) = tokio::time::timeout(DEAD_AFTER, reader.recv()).await else {
@@ -256,6 +267,9 @@ async fn read_loop<S: noise::Stream>(
                 }
                 Message::Ping => {
                     let _ = outbox.send(Message::Pong).await;
+                }
+                Message::KeyList(k) => {
+                    let _ = keys.send(Some(k.keys));
                 }
                 Message::Error(e) => break format!("signer refused: {} ({})", e.code, e.message),
                 _ => {}

@@ -14,9 +14,16 @@ pub struct Session {
 
 /// Extensions this agent answers. The `@vmux.dev` ones are how `vmux agent
 /// request-cert` and `vmux agent reset` reach the running agent (same uid only).
-pub const EXTENSIONS: &[&str] = &["query", "session-bind@openssh.com", REQUEST_CERT, RESET];
+pub const EXTENSIONS: &[&str] = &[
+    "query",
+    "session-bind@openssh.com",
+    REQUEST_CERT,
+    RESET,
+    REFRESH,
+];
 pub const REQUEST_CERT: &str = "request-cert@vmux.dev";
 pub const RESET: &str = "reset@vmux.dev";
+pub const REFRESH: &str = "refresh@vmux.dev";
 
 impl Session {
     pub fn new(agent: Arc<Agent>, caller: Caller) -> Self {
@@ -92,6 +99,13 @@ impl Session {
             Request::Extension { name, .. } if name.ends_with("@vmux.dev") && self.forwarded() => {
                 tracing::warn!("refused {name} on a forwarded agent connection");
                 Response::Failure
+            }
+            Request::Extension { name, .. } if name == REFRESH => {
+                let asked = self.agent.refresh().await;
+                tracing::info!("refresh: asked {asked} connected signer(s) for their keys");
+                // Give the answers a moment to land, so `ssh-add -l` right after sees them.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                ok(asked > 0)
             }
             Request::Extension { name, contents } if name == REQUEST_CERT => {
                 let validity = match contents.as_slice() {

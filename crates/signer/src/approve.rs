@@ -43,6 +43,12 @@ pub enum ControlRequest {
     Revoke {
         id: String,
     },
+    /// Keys changed on disk: reload them and push the new list to connected devices;
+    /// `change` says what changed, for the decision log.
+    ReloadKeys {
+        #[serde(default)]
+        change: Option<String>,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -171,6 +177,19 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
             }
         }
         ControlRequest::ApproveCode { code } => decided(signer, signer.queue.approve_code(&code)),
+        ControlRequest::ReloadKeys { change } => match signer.reload_keys().await {
+            Ok(_) => {
+                if let Some(c) = change {
+                    signer.record(crate::serve::obj(serde_json::json!({
+                        "event": "keys", "change": vmux_proto::text::field(&c)})));
+                }
+                ControlResponse {
+                    ok: true,
+                    ..Default::default()
+                }
+            }
+            Err(e) => fail(e),
+        },
     }
 }
 

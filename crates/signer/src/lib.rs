@@ -12,6 +12,7 @@ pub mod desktop;
 pub mod error;
 pub mod hosts;
 pub mod inspect;
+pub mod keys;
 pub mod keystore;
 pub mod pair;
 pub mod queue;

@@ -24,7 +24,8 @@ pub struct Signer {
     pub home: SignerHome,
     pub config: SignerConfig,
     pub identity: Identity,
-    pub keystore: Box<dyn Keystore>,
+    /// The signing keys (reloadable while running).
+    pub keystore: crate::keys::Keys,
     /// The CA keystore; `None` when this signer has no CA key.
     pub ca: Option<Box<dyn Keystore>>,
     pub queue: Queue,
@@ -36,6 +37,8 @@ pub struct Signer {
     /// link, whose queued requests can no longer be answered to anyone.
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     log: Mutex<Journal>,
+    /// The link of each connected device, to push key-list changes to.
+    outboxes: Mutex<HashMap<String, Outbox>>,
     /// The host-key pins (`signer/known_hosts`), re-read when the file changes.
     pub(crate) pins: crate::hosts::PinCache,
 }
@@ -54,11 +57,12 @@ impl Signer {
         let identity = Identity::load_or_create(&home.identity())?;
         let paired = Mutex::new(home.load_paired()?);
         let log = Mutex::new(Journal::open(&home.log())?);
+        let states = crate::keys::load_states(&home)?;
         Ok(Arc::new(Signer {
             home,
             config,
             identity,
-            keystore,
+            keystore: crate::keys::Keys::new(keystore, states),
             ca,
             queue: Queue::default(),
             paired,
@@ -66,6 +70,7 @@ impl Signer {
             sessions: Mutex::new(HashMap::new()),
             log,
             pins: Default::default(),
+            outboxes: Default::default(),
         }))
     }
 
@@ -126,6 +131,21 @@ impl Signer {
             json!({"event": "deliveryFailed", "requestId": request_id,
             "deviceId": device_id}),
         ));
+    }
+
+    /// Read the keys from disk again and tell every connected device the new list.
+    pub async fn reload_keys(&self) -> Result<usize, SignerError> {
+        self.keystore.reload(&self.home)?;
+        let keys = self.keystore.listed();
+        let outs: Vec<Outbox> = self.outboxes.lock().unwrap().values().cloned().collect();
+        for o in &outs {
+            let _ = o
+                .send(Message::KeyList(KeyList { keys: keys.clone() }))
+                .await;
+        }
+        self.record(obj(json!({"event": "keysReloaded", "keys": keys.len(),
+            "pushedTo": outs.len()})));
+        Ok(keys.len())
     }
 
     /// Remove a paired device (by id); `Ok(false)` when there is none.
@@ -243,6 +263,10 @@ impl Signer {
         // The device's live requests: its own label → the signer's queue id (once queued).
         let live: Live = Default::default();
         let superseded = Arc::new(tokio::sync::Notify::new());
+        self.outboxes
+            .lock()
+            .unwrap()
+            .insert(device.id.clone(), out.clone());
         if let Some(old) = self
             .sessions
             .lock()
@@ -280,7 +304,7 @@ impl Signer {
             match env.message {
                 Message::KeyListRequest => {
                     out.send(Message::KeyList(KeyList {
-                        keys: self.keystore.keys(),
+                        keys: self.keystore.listed(),
                     }))
                     .await?
                 }
@@ -344,6 +368,7 @@ impl Signer {
                 .is_some_and(|s| Arc::ptr_eq(s, &superseded))
             {
                 sessions.remove(&device.id);
+                self.outboxes.lock().unwrap().remove(&device.id);
             }
         }
         // The requester is gone: its requests leave the queue, and say so in the log.

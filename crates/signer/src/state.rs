@@ -31,6 +31,10 @@ impl SignerHome {
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca")
     }
+    /// Per-key state (enabled, name), beside the key directory.
+    pub fn key_states(&self) -> PathBuf {
+        self.dir.join("keys.json")
+    }
     /// The CA's certificate serial counter (beside `ca/`, not in it).
     pub fn ca_serial(&self) -> PathBuf {
         self.dir.join("ca-serial")

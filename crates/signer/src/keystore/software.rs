@@ -50,6 +50,18 @@ pub fn generate(
             reason: format!("key generation failed: {e}"),
         })?;
     key.set_comment(comment);
+    store(dir, key, passphrase)
+}
+
+/// Write a (decrypted) private key into `dir` as `TYPE-FINGERPRINT` + `.pub`, encrypted
+/// with `passphrase` when one is given; returns its public key.
+pub fn store(
+    dir: &Path,
+    key: PrivateKey,
+    passphrase: Option<&str>,
+) -> Result<PublicKey, SignerError> {
+    let algorithm = key.algorithm();
+    parse_algorithm(algorithm.as_str())?;
     let public = key.public_key().clone();
     let stored = match passphrase.filter(|p| !p.is_empty()) {
         Some(p) => key.encrypt(&mut rng(), p).map_err(|e| SignerError::Key {
@@ -110,6 +122,61 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, SignerError> {
     Ok(files)
 }
 
+/// A signing key as its `.pub` file shows it: no passphrase needed.
+pub struct PublicInfo {
+    pub fingerprint: String,
+    pub algorithm: String,
+    pub comment: String,
+    pub store: String,
+    /// The private key file that goes with it.
+    pub private: PathBuf,
+    pub private_present: bool,
+}
+
+/// Every `.pub` in `dir`, sorted, with whether its private key is there.
+pub fn public_keys(dir: &Path) -> Result<Vec<PublicInfo>, SignerError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(vmux_proto::ProtoError::file(dir, e).into()),
+    };
+    let mut pubs: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+        .collect();
+    pubs.sort();
+    let mut out = vec![];
+    for p in pubs {
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        let Ok(k) = PublicKey::from_openssh(text.trim()) else {
+            tracing::warn!("{}: not an OpenSSH public key, skipped", p.display());
+            continue;
+        };
+        let private = p.with_extension("");
+        out.push(PublicInfo {
+            fingerprint: k.fingerprint(HashAlg::Sha256).to_string(),
+            algorithm: k.algorithm().as_str().to_string(),
+            comment: k.comment().to_string(),
+            store: "software".into(),
+            private_present: private.is_file(),
+            private,
+        });
+    }
+    Ok(out)
+}
+
+/// Warn about every file in `dir` that is not a key (it is skipped everywhere).
+pub fn check_dir(dir: &Path) -> Result<(), SignerError> {
+    for f in key_files(dir)? {
+        if let Err(e) = read_key(&f) {
+            tracing::warn!("skipped: {e}");
+        }
+    }
+    Ok(())
+}
+
 /// Whether any key in `dir` needs a passphrase to open.
 pub fn any_encrypted(dir: &Path) -> Result<bool, SignerError> {
     for f in key_files(dir)? {
@@ -135,6 +202,13 @@ impl SoftwareKeystore {
     /// Open every key in `dir`, decrypting with `passphrase` where a key is encrypted.
     pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, SignerError> {
         let mut keys = vec![];
+        for p in public_keys(dir)?.iter().filter(|p| !p.private_present) {
+            tracing::warn!(
+                "{}: public key {} has no private key beside it; it cannot sign and is not offered",
+                p.private.display(),
+                p.fingerprint
+            );
+        }
         for path in key_files(dir)? {
             // A key directory holds keys only; anything else is named and skipped, so a
             // stray file never keeps the signer from starting.
