@@ -835,12 +835,12 @@ fn known_hosts_lookup(home: &Path, samples: usize) -> anyhow::Result<f64> {
     let file = home.join("bench_known_hosts");
     std::fs::write(&file, text)?;
     let files = [file];
-    let found = vmux_agent::destination::host_name(&last, &files);
+    let found = vmux_agent::destination::host_name(&last, &files, &[]);
     if found.as_deref() != Some("host199.example.com") {
         bail!("known_hosts lookup found {found:?}");
     }
     p50_of(samples.min(200), || {
-        std::hint::black_box(vmux_agent::destination::host_name(&last, &files));
+        std::hint::black_box(vmux_agent::destination::host_name(&last, &files, &[]));
         Ok(())
     })
 }

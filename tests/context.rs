@@ -442,3 +442,64 @@ fn tampering_with_either_log_is_detected_and_named() {
         std::fs::write(&path, &original).unwrap();
     }
 }
+
+#[test]
+fn hashed_known_hosts_name_the_host_on_a_non_default_port() {
+    let (s, kh) = setup_with_known_hosts();
+    let sshd = Sshd::start(&s.pubkey);
+    let file = kh.path().join("known_hosts");
+    // As Debian's ssh does by default: HashKnownHosts yes, the key learned on first use.
+    let ssh = |extra: &[&str]| {
+        let mut c = Command::new("ssh");
+        c.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "HashKnownHosts=yes",
+        ])
+        .args(["-o", "StrictHostKeyChecking=accept-new"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", file.display()))
+        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
+        .arg("-o")
+        .arg(format!("IdentityAgent={}", s.agent.sock.display()))
+        .args(["-o", "PreferredAuthentications=publickey"])
+        .args(extra)
+        .args(["-p", &sshd.port().to_string()])
+        .arg(format!("{}@127.0.0.1", sshd.user()))
+        .arg("true")
+        .env("SSH_AUTH_SOCK", &s.agent.sock);
+        c
+    };
+    let h = background(ssh(&[]));
+    s.signer.deny_next();
+    let _ = h.join().unwrap();
+    let hashed = std::fs::read_to_string(&file).unwrap();
+    assert!(hashed.starts_with("|1|"), "ssh did not hash: {hashed}");
+
+    // The agent recognises the hashed entry from the requesting ssh's command line.
+    let fp = ok(&s.signer.home, &["signer", "keys", "list"])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let host = format!("127.0.0.1:{}", sshd.port());
+    ok(
+        &s.signer.home,
+        &["signer", "keys", "policy", &fp, "--hosts", &host],
+    );
+    let h = background(ssh(&[]));
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["hostClaim"], host.as_str(), "{p:?}");
+    assert!(
+        p[0]["destination"].as_str().unwrap().contains(&host),
+        "{p:?}"
+    );
+    s.signer.approve_next();
+    assert!(
+        h.join().unwrap().success(),
+        "the --hosts policy let it through"
+    );
+}

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             if let Ok(b) = wire::parse_session_bind(rest) {
-                let binding = destination::Binding::check(b.clone(), &[]);
+                let binding = destination::Binding::check(b.clone(), &[], &[]);
                 let parsed = context::parse(rest);
                 let _ = destination::resolve(&[binding.clone(), binding], &parsed);
             }

@@ -23,11 +23,13 @@ pub struct Binding {
 }
 
 impl Binding {
-    pub fn check(bind: SessionBind, known_hosts: &[PathBuf]) -> Binding {
+    /// Check a binding once, when it arrives; `candidates` are names to try against
+    /// hashed known_hosts entries (from the requesting ssh's command line).
+    pub fn check(bind: SessionBind, known_hosts: &[PathBuf], candidates: &[String]) -> Binding {
         let signature_ok = verify(&bind);
         let name = match signature_ok {
             Some(false) => None,
-            _ => host_name(&bind.host_key, known_hosts),
+            _ => host_name(&bind.host_key, known_hosts, candidates),
         };
         Binding {
             bind,
@@ -134,16 +136,17 @@ fn fingerprint(blob: &[u8]) -> String {
 }
 
 /// The first name `known_hosts` gives `host_key`: plain entries by their first literal
-/// pattern (`[host]:port` shown as `host:port`), hashed entries as "hashed entry, FILE
-/// line N" (the name cannot be recovered from the hash). `@cert-authority` and
-/// `@revoked` lines never name a host.
-pub fn host_name(host_key: &[u8], files: &[PathBuf]) -> Option<String> {
+/// pattern (`[host]:port` shown as `host:port`); hashed entries by the first of
+/// `candidates` whose HMAC matches, else "hashed entry, name not recovered".
+/// `@cert-authority` and `@revoked` lines never name a host.
+pub fn host_name(host_key: &[u8], files: &[PathBuf], candidates: &[String]) -> Option<String> {
     let key = KeyData::decode(&mut &host_key[..]).ok()?;
+    let mut hashed_unnamed = false;
     for f in files {
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
         };
-        for (n, line) in text.lines().enumerate() {
+        for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
                 continue;
@@ -160,13 +163,19 @@ pub fn host_name(host_key: &[u8], files: &[PathBuf]) -> Option<String> {
                         return Some(name);
                     }
                 }
-                ssh_key::known_hosts::HostPatterns::HashedName { .. } => {
-                    return Some(format!("hashed entry, {} line {}", f.display(), n + 1));
+                ssh_key::known_hosts::HostPatterns::HashedName { salt, hash } => {
+                    let found = candidates.iter().find(|c| {
+                        crate::hostnames::hashed_matches(salt.as_slice(), hash.as_slice(), c)
+                    });
+                    match found.and_then(|c| literal(c)) {
+                        Some(name) => return Some(name),
+                        None => hashed_unnamed = true,
+                    }
                 }
             }
         }
     }
-    None
+    hashed_unnamed.then(|| "hashed entry, name not recovered".into())
 }
 
 /// A pattern that names one host: no negation, no wildcard.

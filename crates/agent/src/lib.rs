@@ -10,6 +10,7 @@ pub mod context;
 pub mod destination;
 pub mod error;
 pub mod forward;
+pub mod hostnames;
 pub mod link;
 pub mod pair;
 pub mod requester;

@@ -10,6 +10,8 @@ pub struct Session {
     agent: Arc<Agent>,
     pub caller: Caller,
     pub bindings: Vec<Binding>,
+    /// Names for hashed known_hosts entries, from the caller's command line (once).
+    candidates: Option<Vec<String>>,
 }
 
 /// Extensions this agent answers. The `@vmux.dev` ones are how `vmux agent
@@ -31,6 +33,7 @@ impl Session {
             agent,
             caller,
             bindings: vec![],
+            candidates: None,
         }
     }
 
@@ -140,7 +143,11 @@ impl Session {
                     }
                     // A binding that does not verify is kept: every signature on this
                     // connection is then refused (ssh goes on after a failed bind).
-                    let b = Binding::check(b, &self.agent.config.known_hosts);
+                    let candidates = self
+                        .candidates
+                        .get_or_insert_with(|| crate::hostnames::candidates(self.caller.pid))
+                        .clone();
+                    let b = Binding::check(b, &self.agent.config.known_hosts, &candidates);
                     let ok = b.signature_ok != Some(false);
                     self.bindings.push(b);
                     if ok {
