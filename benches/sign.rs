@@ -738,9 +738,9 @@ fn run() -> anyhow::Result<()> {
     println!(
         "  (keystore = SoftwareKeystore::sign alone; link ping = Ping/Pong over a fresh Noise link to the\n   signer; Agent::sign = in-process, no Unix socket; via socket = the full path from the client.)"
     );
-    let (cfg, journal, fp, kh) = pieces(&home, &vmux_blobs[0], n.max(500))?;
+    let (cfg, journal, fp, kh, durable) = pieces(&home, &vmux_blobs[0], n.max(500))?;
     println!(
-        "  per-request pieces alone: signer config.toml read+parse {cfg:.1}, journal append {journal:.1} (x2: agent and signer logs),\n  key_fingerprint {fp:.1}; with a session binding (real ssh, not this client) also known_hosts lookup {kh:.1}\n  (200 entries, match on the last)"
+        "  per-request pieces alone: signer config.toml read+parse {cfg:.1}, journal append {journal:.1} (x2: agent and signer logs),\n  key_fingerprint {fp:.1}; with a session binding (real ssh, not this client) also known_hosts lookup {kh:.1}\n  (200 entries, match on the last)\n  journal append made durable (fsync + anchor, done by the flusher thread off the request path) {durable:.1}"
     );
     let (plain, bound, pins_parse) = signer_checks(&home, &vmux_blobs[0], n.max(500))?;
     println!(
@@ -789,7 +789,7 @@ fn p50_of(samples: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
 }
 
 /// Small things the signing path does on every request, each timed alone.
-fn pieces(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
+fn pieces(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f64, f64, f64, f64, f64)> {
     let shome = SignerHome::new(home);
     let cfg = p50_of(samples, || {
         std::hint::black_box(shome.load_config()?);
@@ -806,11 +806,22 @@ fn pieces(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f64, f64,
         j.append(m)?;
         Ok(())
     })?;
+    // The same append waited until durable (fsync of the line + the anchor written):
+    // what the flusher thread spends per record when requests come one at a time.
+    j.sync();
+    let durable = p50_of(samples.min(300), || {
+        let serde_json::Value::Object(m) = record.clone() else {
+            unreachable!()
+        };
+        j.append(m)?;
+        j.sync();
+        Ok(())
+    })?;
     let fp = p50_of(samples, || {
         std::hint::black_box(vmux_proto::identity::key_fingerprint(blob));
         Ok(())
     })?;
-    Ok((cfg, journal, fp, known_hosts_lookup(home, samples)?))
+    Ok((cfg, journal, fp, known_hosts_lookup(home, samples)?, durable))
 }
 
 /// The agent's known_hosts name lookup, which runs on every sign request of a

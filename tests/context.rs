@@ -503,3 +503,99 @@ fn hashed_known_hosts_name_the_host_on_a_non_default_port() {
         "the --hosts policy let it through"
     );
 }
+
+/// One approved SSHSIG through the agent (a line in both logs).
+fn one_signature(s: &Setup, name: &str) {
+    let msg = s.path(name);
+    std::fs::write(&msg, name).unwrap();
+    let h = background(sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "file"));
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+}
+
+/// Wait until `--verify` on `home`'s `side` log succeeds and says `needle`.
+fn verify_says(home: &Path, side: &str, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let out = try_vmux(home, &[side, "log", "--verify"]);
+        if out.success() && out.stdout.contains(needle) {
+            return out.stdout;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{side} log --verify never said {needle:?}: {out:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn logs_survive_rotation_and_report_truncation_rewrites_and_deletion() {
+    let mut s = Setup::new();
+    one_signature(&s, "m1");
+    // Rotated while the agent runs: new entries go to a new file, which verifies and
+    // names the earlier chain.
+    let log = s.agent.home.join("agent/requests.log");
+    std::fs::rename(&log, s.path("requests.log.1")).unwrap();
+    one_signature(&s, "m2");
+    let said = verify_says(&s.agent.home, "agent", "chain intact");
+    assert!(said.contains("continues an earlier log"), "{said}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("chainStart"));
+
+    // The signer's log, tampered with after its daemon wrote it.
+    one_signature(&s, "m3");
+    verify_says(&s.signer.home, "signer", "tail matches its anchor");
+    let dlog = s.signer.home.join("signer/decisions.log");
+    let original = std::fs::read_to_string(&dlog).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    // Tail cut off.
+    std::fs::write(&dlog, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let out = try_vmux(&s.signer.home, &["signer", "log", "--verify"]);
+    assert!(
+        !out.success() && out.stderr.contains("tail was cut off"),
+        "{out:?}"
+    );
+    // A line rewritten and everything after it rehashed: a consistent chain, but not
+    // the one the anchor recorded.
+    let mut rehashed = vec![];
+    let mut prev = "0".repeat(64);
+    for (i, l) in lines.iter().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if i == 1 {
+            v["decision"] = serde_json::json!("userDenied");
+        }
+        v["prev"] = serde_json::json!(prev);
+        let text = v.to_string();
+        use sha2::Digest;
+        prev = vmux_proto::identity::hex(&sha2::Sha256::digest(text.as_bytes()));
+        rehashed.push(text);
+    }
+    std::fs::write(&dlog, rehashed.join("\n") + "\n").unwrap();
+    let out = try_vmux(&s.signer.home, &["signer", "log", "--verify"]);
+    assert!(
+        !out.success() && out.stderr.contains("rewritten"),
+        "{out:?}"
+    );
+    // Deleted.
+    std::fs::remove_file(&dlog).unwrap();
+    let out = try_vmux(&s.signer.home, &["signer", "log", "--verify"]);
+    assert!(!out.success() && out.stderr.contains("deleted"), "{out:?}");
+
+    // A torn last line (a crash mid-write) is cut at the next start; the chain goes on.
+    std::fs::write(&dlog, &original).unwrap();
+    let addr = s.signer.addr.clone();
+    s.signer.stop();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&dlog)
+        .unwrap();
+    use std::io::Write;
+    f.write_all(b"{\"event\":\"sign\",\"se").unwrap();
+    drop(f);
+    s.signer = Signer::start(&s.signer.home, &addr);
+    s.agent.wait_connected();
+    one_signature(&s, "m4");
+    verify_says(&s.signer.home, "signer", "chain intact");
+}

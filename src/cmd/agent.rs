@@ -510,9 +510,28 @@ pub fn print_log(path: &Path, verify: bool) -> anyhow::Result<ExitCode> {
         Err(e) => bail!("{}: {e}", path.display()),
     };
     if verify {
-        return match vmux_proto::journal::verify(&text) {
-            Ok(n) => {
-                println!("{}: {n} lines, chain intact", path.display());
+        return match vmux_proto::journal::verify_file(path) {
+            Ok(v) if v.lines == 0 => {
+                println!("{}: no log yet", path.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(v) => {
+                println!(
+                    "{}: {} lines, chain intact{}",
+                    path.display(),
+                    v.lines,
+                    if v.anchored {
+                        ", tail matches its anchor"
+                    } else {
+                        " (no anchor yet: lines after the last one cannot be vouched for)"
+                    }
+                );
+                if let Some(h) = v.continues {
+                    println!(
+                        "note: this chain continues an earlier log that was moved or replaced (rotated); \
+                         that log's last line hashed to {h}; verify it on its own"
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(t) => {

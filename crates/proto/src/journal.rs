@@ -1,25 +1,119 @@
 //! Append-only JSON-lines logs whose every line carries `seq` and the SHA-256 of the
 //! line before it (`prev`), so that an edited, removed or reordered line is detectable.
+//!
+//! Beside each log an anchor (`<log>.anchor`: the last sequence number and the hash of
+//! that line, written atomically) lets `--verify` also report what a chain alone cannot:
+//! a truncated tail, a deleted log, a log rewritten from scratch. Appends reach the
+//! kernel at once (a process crash loses nothing) and are made durable by a flusher
+//! thread that fsyncs and moves the anchor forward, several appends per fsync when they
+//! come together (measured in benches/sign.rs). A torn last line (a crash mid-write) is
+//! cut off when the log is opened, and the chain goes on from the last whole line. A log
+//! that was moved or replaced while open (logrotate, an editor) is reopened and starts a
+//! new chain whose first record names the previous chain's last hash.
 
 use crate::identity::hex;
 use crate::ProtoError;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Where the chain stood at its last durable append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Anchor {
+    /// Sequence number of the last line made durable.
+    pub seq: u64,
+    /// SHA-256 of that line.
+    pub hash: String,
+}
+
+pub fn anchor_path(log: &Path) -> PathBuf {
+    let mut s = log.as_os_str().to_owned();
+    s.push(".anchor");
+    PathBuf::from(s)
+}
+
+pub fn read_anchor(log: &Path) -> Option<Anchor> {
+    let text = std::fs::read_to_string(anchor_path(log)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+struct Pending {
+    /// The latest appended line's anchor, not yet durable.
+    anchor: Option<Anchor>,
+    file: Option<Arc<std::fs::File>>,
+    stop: bool,
+}
+
+struct Flusher {
+    state: Mutex<Pending>,
+    wake: Condvar,
+    /// Signalled after each durable round (for `sync`).
+    done: Condvar,
+}
+
 pub struct Journal {
     path: PathBuf,
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
+    /// (device, inode) of the file we write, to notice rotation.
+    ident: (u64, u64),
     seq: u64,
     prev: String,
+    flusher: Arc<Flusher>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 fn line_hash(line: &str) -> String {
     hex(&Sha256::digest(line.as_bytes()))
+}
+
+/// Cut a torn last line off `path` (a crash mid-write); returns the whole lines' text.
+fn repair(path: &Path, text: String) -> Result<String, ProtoError> {
+    let whole_end = match text.rfind('\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    let mut keep = whole_end;
+    // The last complete line must be a record too; a half-written one is dropped.
+    if let Some(last) = text[..whole_end].lines().next_back() {
+        if serde_json::from_str::<Value>(last).is_err() {
+            keep = whole_end - last.len() - 1;
+        }
+    }
+    if keep == text.len() {
+        return Ok(text);
+    }
+    let torn = &text[keep..];
+    tracing::warn!(
+        "{}: cut off a torn last line ({} bytes) left by a crash; the chain goes on from the line before",
+        path.display(),
+        torn.len()
+    );
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| ProtoError::file(path, e))?;
+    f.set_len(keep as u64)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| ProtoError::file(path, e))?;
+    Ok(text[..keep].to_string())
+}
+
+fn open_append(path: &Path) -> Result<(std::fs::File, (u64, u64)), ProtoError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ProtoError::file(path, e))?;
+    let m = file.metadata().map_err(|e| ProtoError::file(path, e))?;
+    Ok((file, (m.dev(), m.ino())))
 }
 
 impl Journal {
@@ -30,6 +124,7 @@ impl Journal {
         let (mut seq, mut prev) = (0, GENESIS.to_string());
         match std::fs::read_to_string(path) {
             Ok(text) => {
+                let text = repair(path, text)?;
                 if let Some(last) = text.lines().rfind(|l| !l.trim().is_empty()) {
                     prev = line_hash(last);
                     seq = serde_json::from_str::<Value>(last)
@@ -42,37 +137,164 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(ProtoError::file(path, e)),
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| ProtoError::file(path, e))?;
+        let (file, ident) = open_append(path)?;
+        let file = Arc::new(file);
+        let flusher = Arc::new(Flusher {
+            state: Mutex::new(Pending {
+                anchor: None,
+                file: None,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let thread = {
+            let (f, anchor) = (flusher.clone(), anchor_path(path));
+            std::thread::Builder::new()
+                .name("journal-flush".into())
+                .spawn(move || flush_loop(&f, &anchor))
+                .map_err(|e| ProtoError::file(path, e))?
+        };
         Ok(Journal {
             path: path.to_path_buf(),
             file,
+            ident,
             seq,
             prev,
+            flusher,
+            thread: Some(thread),
         })
     }
 
     /// Append one record (a JSON object); `seq` and `prev` are added here.
     pub fn append(&mut self, mut record: Map<String, Value>) -> Result<(), ProtoError> {
+        self.follow_rotation()?;
         record.insert("seq".into(), Value::from(self.seq));
         record.insert("prev".into(), Value::from(self.prev.clone()));
         let line = Value::Object(record).to_string();
         let mut bytes = line.clone().into_bytes();
         bytes.push(b'\n');
-        self.file
+        (&*self.file)
             .write_all(&bytes)
             .map_err(|e| ProtoError::file(&self.path, e))?;
-        self.seq += 1;
         self.prev = line_hash(&line);
+        let anchor = Anchor {
+            seq: self.seq,
+            hash: self.prev.clone(),
+        };
+        self.seq += 1;
+        let mut p = self.flusher.state.lock().unwrap();
+        p.anchor = Some(anchor);
+        p.file = Some(self.file.clone());
+        self.flusher.wake.notify_one();
         Ok(())
+    }
+
+    /// Wait until everything appended so far is durable (fsynced, anchored).
+    pub fn sync(&self) {
+        let mut p = self.flusher.state.lock().unwrap();
+        while p.anchor.is_some() {
+            p = self.flusher.done.wait(p).unwrap();
+        }
+    }
+
+    /// The log at our path is no longer the file we write (moved aside, replaced):
+    /// write to a fresh file there, starting a new chain that names the old one.
+    fn follow_rotation(&mut self) -> Result<(), ProtoError> {
+        let now = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if now == Some(self.ident) {
+            return Ok(());
+        }
+        self.sync();
+        let (last_seq, last_hash) = (self.seq.checked_sub(1), self.prev.clone());
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let text = if text.is_empty() {
+            text
+        } else {
+            repair(&self.path, text)?
+        };
+        let (file, ident) = open_append(&self.path)?;
+        self.file = Arc::new(file);
+        self.ident = ident;
+        match text.lines().rfind(|l| !l.trim().is_empty()) {
+            // Someone put a log there: go on from its last line.
+            Some(last) => {
+                self.prev = line_hash(last);
+                self.seq = serde_json::from_str::<Value>(last)
+                    .ok()
+                    .and_then(|v| v.get("seq").and_then(Value::as_u64))
+                    .map(|s| s + 1)
+                    .unwrap_or(text.lines().count() as u64);
+            }
+            None => {
+                self.seq = 0;
+                self.prev = GENESIS.to_string();
+            }
+        }
+        tracing::info!(
+            "{}: the log was moved or replaced; writing a new chain there",
+            self.path.display()
+        );
+        let mut start = Map::new();
+        start.insert("time".into(), Value::from(crate::now_unix()));
+        start.insert("event".into(), Value::from("chainStart"));
+        start.insert(
+            "previousChain".into(),
+            serde_json::json!({"lastSeq": last_seq, "lastHash": last_hash}),
+        );
+        // Appending re-checks the file: it is ours now.
+        self.append(start)
     }
 }
 
-/// What `verify` found wrong, with the 1-based line number a person should look at.
+impl Drop for Journal {
+    fn drop(&mut self) {
+        {
+            let mut p = self.flusher.state.lock().unwrap();
+            p.stop = true;
+            self.flusher.wake.notify_one();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn flush_loop(f: &Flusher, anchor_path: &Path) {
+    loop {
+        let (anchor, file) = {
+            let mut p = f.state.lock().unwrap();
+            while p.anchor.is_none() && !p.stop {
+                p = f.wake.wait(p).unwrap();
+            }
+            if p.anchor.is_none() && p.stop {
+                return;
+            }
+            (p.anchor.clone(), p.file.clone())
+        };
+        if let Some(file) = file {
+            if let Err(e) = file.sync_data() {
+                tracing::error!("{}: fsync failed: {e}", anchor_path.display());
+            }
+        }
+        if let Some(a) = &anchor {
+            let text = serde_json::to_vec(a).expect("anchor serializes");
+            if let Err(e) = crate::store::write_atomic(anchor_path, &text, 0o600) {
+                tracing::error!("{e}");
+            }
+        }
+        let mut p = f.state.lock().unwrap();
+        if p.anchor == anchor {
+            p.anchor = None;
+        }
+        f.done.notify_all();
+    }
+}
+
+/// What `verify` found wrong, with the 1-based line number a person should look at
+/// (0: the file as a whole).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Tampered {
     pub line: usize,
@@ -81,15 +303,34 @@ pub struct Tampered {
 
 impl std::fmt::Display for Tampered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
+        if self.line == 0 {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "line {}: {}", self.line, self.reason)
+        }
     }
+}
+
+/// A chain that verified.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub lines: usize,
+    /// Set when the chain starts where an earlier (rotated) chain ended: its last hash.
+    pub continues: Option<String>,
+    /// Whether an anchor confirmed the tail.
+    pub anchored: bool,
 }
 
 /// Check the chain of a journal's text; `Ok(lines)` when every line is intact.
 pub fn verify(text: &str) -> Result<usize, Tampered> {
+    verify_chain(text).map(|v| v.lines)
+}
+
+fn verify_chain(text: &str) -> Result<Verified, Tampered> {
     let mut prev_hash = GENESIS.to_string();
     let mut prev_line: Option<&str> = None;
     let mut n = 0;
+    let mut continues = None;
     for (i, line) in text.lines().enumerate() {
         let lineno = i + 1;
         let v: Value = serde_json::from_str(line).map_err(|e| Tampered {
@@ -118,11 +359,77 @@ pub fn verify(text: &str) -> Result<usize, Tampered> {
                         .into(),
             });
         }
+        if i == 0 && v.get("event").and_then(Value::as_str) == Some("chainStart") {
+            continues = v
+                .pointer("/previousChain/lastHash")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
         prev_hash = line_hash(line);
         prev_line = Some(line);
         n += 1;
     }
-    Ok(n)
+    Ok(Verified {
+        lines: n,
+        continues,
+        anchored: false,
+    })
+}
+
+/// Verify the log at `path` against its chain and its anchor: besides edited, removed
+/// or reordered lines, a cut tail, a deleted log and a full rewrite are reported.
+pub fn verify_file(path: &Path) -> Result<Verified, Tampered> {
+    let anchor = read_anchor(path);
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match anchor {
+                Some(a) => Err(Tampered {
+                    line: 0,
+                    reason: format!(
+                        "the log is gone, but its anchor says it had {} lines: it was deleted",
+                        a.seq + 1
+                    ),
+                }),
+                None => Ok(Verified {
+                    lines: 0,
+                    continues: None,
+                    anchored: false,
+                }),
+            };
+        }
+        Err(e) => {
+            return Err(Tampered {
+                line: 0,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let mut v = verify_chain(&text)?;
+    if let Some(a) = anchor {
+        let lines: Vec<&str> = text.lines().collect();
+        match lines.get(a.seq as usize) {
+            None => {
+                return Err(Tampered {
+                    line: lines.len(),
+                    reason: format!(
+                        "the log ends at line {} but its anchor says it had {} lines: its tail was cut off",
+                        lines.len(),
+                        a.seq + 1
+                    ),
+                })
+            }
+            Some(l) if line_hash(l) != a.hash => {
+                return Err(Tampered {
+                    line: a.seq as usize + 1,
+                    reason: "this line is not the one the anchor recorded: the log was rewritten"
+                        .into(),
+                })
+            }
+            Some(_) => v.anchored = true,
+        }
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -135,10 +442,16 @@ mod tests {
         m
     }
 
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vmux-journal-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("x.log")
+    }
+
     #[test]
     fn chain_detects_edit_delete_reorder() {
-        let p = std::env::temp_dir().join(format!("vmux-journal-{}.log", std::process::id()));
-        let _ = std::fs::remove_file(&p);
+        let p = tmp("chain");
         {
             let mut j = Journal::open(&p).unwrap();
             j.append(rec("a")).unwrap();
@@ -147,8 +460,10 @@ mod tests {
         let mut j = Journal::open(&p).unwrap();
         j.append(rec("c")).unwrap();
         j.append(rec("d")).unwrap();
+        j.sync();
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(verify(&text), Ok(4));
+        assert!(verify_file(&p).unwrap().anchored);
         let lines: Vec<&str> = text.lines().collect();
 
         let edited = text.replacen("\"k\":\"b\"", "\"k\":\"B\"", 1);
@@ -157,6 +472,72 @@ mod tests {
         assert_eq!(verify(&deleted).unwrap_err().line, 2);
         let reordered = [lines[0], lines[2], lines[1], lines[3]].join("\n");
         assert_eq!(verify(&reordered).unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn anchor_reports_truncation_rewrite_and_deletion() {
+        let p = tmp("anchor");
+        let mut j = Journal::open(&p).unwrap();
+        for k in ["a", "b", "c"] {
+            j.append(rec(k)).unwrap();
+        }
+        j.sync();
+        drop(j);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let two: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&p, &two).unwrap();
+        assert!(verify_file(&p)
+            .unwrap_err()
+            .reason
+            .contains("tail was cut off"));
+        // A whole new, self-consistent chain.
         std::fs::remove_file(&p).unwrap();
+        let anchor = std::fs::read(anchor_path(&p)).unwrap();
+        {
+            let mut j = Journal::open(&p).unwrap();
+            for k in ["x", "y", "z"] {
+                j.append(rec(k)).unwrap();
+            }
+            j.sync();
+        }
+        std::fs::write(anchor_path(&p), &anchor).unwrap();
+        assert!(verify_file(&p).unwrap_err().reason.contains("rewritten"));
+        std::fs::remove_file(&p).unwrap();
+        assert!(verify_file(&p).unwrap_err().reason.contains("deleted"));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_the_chain_goes_on() {
+        let p = tmp("torn");
+        {
+            let mut j = Journal::open(&p).unwrap();
+            j.append(rec("a")).unwrap();
+            j.append(rec("b")).unwrap();
+        }
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"k\":\"c\",\"se").unwrap();
+        drop(f);
+        let mut j = Journal::open(&p).unwrap();
+        j.append(rec("c")).unwrap();
+        j.sync();
+        assert_eq!(verify(&std::fs::read_to_string(&p).unwrap()), Ok(3));
+    }
+
+    #[test]
+    fn a_moved_log_starts_a_new_chain_naming_the_old_one() {
+        let p = tmp("rotate");
+        let mut j = Journal::open(&p).unwrap();
+        j.append(rec("a")).unwrap();
+        j.sync();
+        std::fs::rename(&p, p.with_extension("log.1")).unwrap();
+        j.append(rec("b")).unwrap();
+        j.sync();
+        let v = verify_file(&p).unwrap();
+        assert_eq!(v.lines, 2);
+        assert!(v.continues.is_some());
+        assert_eq!(
+            verify(&std::fs::read_to_string(p.with_extension("log.1")).unwrap()),
+            Ok(1)
+        );
     }
 }
