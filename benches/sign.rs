@@ -821,7 +821,13 @@ fn pieces(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f64, f64,
         std::hint::black_box(vmux_proto::identity::key_fingerprint(blob));
         Ok(())
     })?;
-    Ok((cfg, journal, fp, known_hosts_lookup(home, samples)?, durable))
+    Ok((
+        cfg,
+        journal,
+        fp,
+        known_hosts_lookup(home, samples)?,
+        durable,
+    ))
 }
 
 /// The agent's known_hosts name lookup, which runs on every sign request of a

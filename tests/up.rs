@@ -73,3 +73,59 @@ fn the_up_prompt_needs_a_live_person() {
         started.elapsed()
     );
 }
+
+#[test]
+fn vmux_up_twice_after_a_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let sock = tmp.path().join("sock/agent.sock");
+    let bin = env!("CARGO_BIN_EXE_vmux");
+    let cmd = format!(
+        "env VMUX_HOME={} {bin} up --socket {}; echo VMUX-EXITED",
+        home.display(),
+        sock.display()
+    );
+    // Day one: the sheet asks for the session certificate first; approve it with `a`.
+    let t = Tmux::start(&format!("{cmd}; sleep 60"));
+    t.wait_for("Session certificate request", 1);
+    let screen = t.wait_for("without asking you again", 1);
+    assert!(screen.contains("Grants"), "{screen}");
+    t.keys(&["a"]);
+    t.wait_for("Approved session certificate", 1);
+    let listed = std::process::Command::new("ssh-add")
+        .arg("-L")
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("-cert-v01@openssh.com"),
+        "{listed:?}"
+    );
+    t.keys(&["q"]);
+    t.wait_for("VMUX-EXITED", 1);
+    drop(t);
+
+    // Day two: the same command starts again on what day one left, and serves.
+    let t = Tmux::start(&format!("{cmd}; sleep 60"));
+    t.wait_for("Session certificate request", 1);
+    t.keys(&["d"]);
+    t.wait_for("Denied", 1);
+    let listed = std::process::Command::new("ssh-add")
+        .arg("-l")
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("ECDSA"),
+        "{listed:?}"
+    );
+    // The signer it wrote listens on loopback only and does not advertise.
+    let config = std::fs::read_to_string(home.join("signer/config.toml")).unwrap();
+    assert!(
+        config.contains("listen = \"127.0.0.1:7227\"") && config.contains("discovery = \"off\""),
+        "{config}"
+    );
+    t.keys(&["q"]);
+    t.wait_for("VMUX-EXITED", 1);
+}
