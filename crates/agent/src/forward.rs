@@ -494,7 +494,10 @@ impl Agent {
         let dest = match dest {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!("refused a signature for {:?}: {e}", caller.requester);
+                tracing::warn!(
+                    "refused a signature for {}: {e}",
+                    caller.requester.as_deref().unwrap_or("an unknown process")
+                );
                 self.record(json!({
                     "time": now_unix(),
                     "requestId": request_id.to_string(),

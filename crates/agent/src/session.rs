@@ -67,8 +67,11 @@ impl Session {
                 Ok(sig) => Response::Signature(sig),
                 Err(code) => {
                     tracing::info!(
-                        "sign request from {:?} failed: {code}",
-                        self.caller.requester
+                        "sign request from {} failed: {code}",
+                        self.caller
+                            .requester
+                            .as_deref()
+                            .unwrap_or("an unknown process")
                     );
                     Response::Failure
                 }

@@ -50,8 +50,9 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result
         let cred = stream.peer_cred().ok();
         if cred.map(|c| c.uid()) != Some(me) {
             tracing::warn!(
-                "refused agent connection from uid {:?}",
-                cred.map(|c| c.uid())
+                "refused agent connection from uid {}",
+                cred.map(|c| c.uid().to_string())
+                    .unwrap_or_else(|| "unknown".into())
             );
             continue;
         }

@@ -342,8 +342,8 @@ fn verify_chain(text: &str) -> Result<Verified, Tampered> {
             return Err(Tampered {
                 line: lineno,
                 reason: format!(
-                    "sequence number {:?} where {i} was expected: a line before it is missing or lines were reordered",
-                    seq
+                    "sequence number {} where {i} was expected: a line before it is missing or lines were reordered",
+                    seq.map(|s| s.to_string()).unwrap_or_else(|| "missing".into())
                 ),
             });
         }

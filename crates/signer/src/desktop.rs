@@ -106,7 +106,8 @@ async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
             };
             match signer.queue.decide(&p.id, &p.digest, d) {
                 Ok((_, delivered)) => {
-                    tracing::info!("request {}: {:?} from a desktop notification", p.id, d);
+                    let word = if d == Decision::Approve { "approved" } else { "denied" };
+                    tracing::info!("request {}: {word} from a desktop notification", p.id);
                     if !delivered {
                         signer.delivery_failed(&p.id, &p.from_id);
                     }
