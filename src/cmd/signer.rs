@@ -478,6 +478,15 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                     "no key {key} here; `vmux signer keys list` shows the fingerprints"
                 );
                 config.policy.retain(|p| p.key != key);
+                let what = if clear {
+                    format!("{key} cleared")
+                } else {
+                    format!(
+                        "{key} namespaces={} hosts={}",
+                        namespaces.clone().unwrap_or_default(),
+                        hosts.clone().unwrap_or_default()
+                    )
+                };
                 if !clear {
                     config.policy.push(vmux_signer::state::KeyPolicy {
                         key,
@@ -487,6 +496,7 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                     });
                 }
                 home.save_config(&config)?;
+                changed(home, "policy", &what);
             }
             if config.policy.is_empty() {
                 println!("no key policies: every request is shown to a person");
@@ -555,14 +565,23 @@ fn key_state(
 /// Keys changed on disk: the running signer reloads them and pushes the new list to
 /// its devices, and records the change; with no signer running, it is recorded here.
 fn changed_keys(home: &SignerHome, change: &str) {
+    changed(home, "keys", change)
+}
+
+/// Record a change of keys or policy in the decision log (through the running signer,
+/// which also reloads its keys; directly when none runs).
+fn changed(home: &SignerHome, event: &str, change: &str) {
     let req = ControlRequest::ReloadKeys {
-        change: Some(change.to_string()),
+        change: Some(format!("{event}: {change}")),
     };
     let reached = tokio::task::block_in_place(|| {
         tokio::runtime::Handle::current().block_on(control_call(&home.control_socket(), &req))
     });
     match reached {
-        Ok(r) if r.ok => println!("the running signer now offers the new key list"),
+        Ok(r) if r.ok && event == "keys" => {
+            println!("the running signer now offers the new key list")
+        }
+        Ok(r) if r.ok => {}
         Ok(r) => eprintln!(
             "the running signer could not reload its keys: {}",
             r.error.unwrap_or_default()
@@ -570,7 +589,7 @@ fn changed_keys(home: &SignerHome, change: &str) {
         Err(_) => {
             let logged = vmux_proto::journal::Journal::open(&home.log()).and_then(|mut j| {
                 let serde_json::Value::Object(m) = serde_json::json!({
-                    "time": vmux_proto::now_unix(), "event": "keys", "change": change})
+                    "time": vmux_proto::now_unix(), "event": event, "change": change})
                 else {
                     unreachable!("a JSON object")
                 };
@@ -754,6 +773,7 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
             }
             if changed {
                 home.save_config(&config)?;
+                self::changed(home, "caPolicy", &serde_json::to_string(&config.ca)?);
             }
             let p = &config.ca;
             println!("issue: {}", if p.issue { "on" } else { "off" });

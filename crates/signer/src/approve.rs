@@ -180,8 +180,10 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
         ControlRequest::ReloadKeys { change } => match signer.reload_keys().await {
             Ok(_) => {
                 if let Some(c) = change {
+                    let (event, what) = c.split_once(": ").unwrap_or(("keys", &c));
                     signer.record(crate::serve::obj(serde_json::json!({
-                        "event": "keys", "change": vmux_proto::text::field(&c)})));
+                        "event": vmux_proto::text::field(event),
+                        "change": vmux_proto::text::field(what)})));
                 }
                 ControlResponse {
                     ok: true,
