@@ -6,8 +6,8 @@ use crate::state::{AgentHome, PairedSigner};
 use crate::AgentError;
 use std::time::Duration;
 use vmux_proto::envelope::*;
-use vmux_proto::identity::{device_id, pairing_code};
-use vmux_proto::{noise, now_unix, Identity};
+use vmux_proto::identity::device_id;
+use vmux_proto::{noise, now_unix, pairing, Identity};
 
 /// Pair with the signer at `addr`. `show_code` is called with the 6-digit code as soon
 /// as it is known, before waiting for the person on the signer (bounded by `wait`).
@@ -30,12 +30,11 @@ pub async fn pair(
         .await
         .map_err(|_| not_vmux("no Noise handshake within 10s".into()))?
         .map_err(|e| not_vmux(e.to_string()))?;
-    let code = pairing_code(&link.handshake_hash);
     let noise::Link {
         mut reader,
         mut writer,
         remote_static,
-        ..
+        handshake_hash,
     } = link;
     writer
         .send(&Envelope::new(hello(identity, my_name)))
@@ -45,6 +44,32 @@ pub async fn pair(
             device_name: my_name.into(),
         })))
         .await?;
+    // The commitment round (vmux_proto::pairing): the signer commits to Nb before it
+    // sees our Na, then opens it; the code depends on both and on this handshake.
+    let tampered = |why: &str| AgentError::Refused(
+        ErrorCode::PairingInvalid,
+        format!("pairing aborted: {why} (someone may be in the middle; try again on a network you trust)"),
+    );
+    let commitment = match next_message(&mut reader).await? {
+        Message::PairCommit(c) => c.commitment,
+        Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
+        _ => return Err(tampered("the signer did not commit first")),
+    };
+    let na = pairing::nonce();
+    writer
+        .send(&Envelope::new(Message::PairReveal(PairNonce {
+            nonce: na.to_vec(),
+        })))
+        .await?;
+    let nb = match next_message(&mut reader).await? {
+        Message::PairOpen(o) => o.nonce,
+        Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
+        _ => return Err(tampered("the signer did not open its commitment")),
+    };
+    if !pairing::opens(&commitment, &handshake_hash, &nb) {
+        return Err(tampered("the signer's nonce does not open its commitment"));
+    }
+    let code = pairing::code(&handshake_hash, &na, &nb);
     show_code(&code);
     let answer = async {
         loop {
@@ -79,4 +104,19 @@ pub async fn pair(
     all.push(signer.clone());
     home.save_signers(&all)?;
     Ok(signer)
+}
+
+/// The next message of the pairing exchange (Hello skipped), within 15 s.
+async fn next_message<S: noise::Stream>(
+    reader: &mut noise::LinkReader<S>,
+) -> Result<Message, AgentError> {
+    let step = Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout(step, reader.recv()).await {
+            Ok(Ok(e)) if matches!(e.message, Message::Hello(_)) => continue,
+            Ok(Ok(e)) => return Ok(e.message),
+            Ok(Err(e)) => return Err(AgentError::from(e)),
+            Err(_) => return Err(AgentError::Timeout(step.as_secs())),
+        }
+    }
 }

@@ -50,6 +50,26 @@ pub enum Message {
     Error(LinkError),
     Ping,
     Pong,
+    /// Pairing, signer → agent: a commitment to the signer's nonce (see `pairing`).
+    PairCommit(PairCommit),
+    /// Pairing, agent → signer: the agent's nonce.
+    PairReveal(PairNonce),
+    /// Pairing, signer → agent: the committed nonce.
+    PairOpen(PairNonce),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairCommit {
+    #[serde(with = "b64")]
+    pub commitment: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairNonce {
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

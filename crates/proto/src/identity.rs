@@ -85,14 +85,6 @@ pub fn fingerprint(public: &[u8]) -> String {
     )
 }
 
-/// The 6-digit code both screens show during pairing, derived from the Noise handshake
-/// hash: equal on both sides only if no one sits in the middle.
-pub fn pairing_code(handshake_hash: &[u8]) -> String {
-    let d = Sha256::digest([b"vmux pairing code v1".as_slice(), handshake_hash].concat());
-    let n = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 1_000_000;
-    format!("{n:06}")
-}
-
 pub use crate::keys::key_fingerprint;
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -131,12 +123,6 @@ mod tests {
         let again = Identity::from_private(id.private()).unwrap();
         assert_eq!(id.public(), again.public());
         assert_eq!(id.device_id().len(), 16);
-    }
-
-    #[test]
-    fn code_is_six_digits() {
-        assert_eq!(pairing_code(&[0u8; 32]).len(), 6);
-        assert_ne!(pairing_code(&[0u8; 32]), pairing_code(&[1u8; 32]));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod journal;
 pub mod keys;
 pub mod noise;
+pub mod pairing;
 pub mod sshdata;
 pub mod store;
 pub mod text;

@@ -7,11 +7,24 @@ use crate::state::PairedDevice;
 use serde_json::json;
 use std::time::Duration;
 use vmux_proto::envelope::*;
-use vmux_proto::identity::pairing_code;
 use vmux_proto::noise::{self, Outbox};
+use vmux_proto::pairing;
 use vmux_proto::{now_unix, ProtoError};
 
+/// How long each step of the commitment round may take.
+const PAIR_STEP: Duration = Duration::from_secs(10);
+
 impl Signer {
+    /// A pairing that ended before anyone could approve it: say so in the log.
+    fn pairing_failed(&self, peer_id: &str, name: &str, why: &str) {
+        tracing::warn!(
+            "pairing with {} ({peer_id}) failed: {why}",
+            vmux_proto::text::field(name)
+        );
+        self.record(obj(json!({"event": "pair", "deviceId": peer_id,
+            "device": vmux_proto::text::field(name), "decision": "failed", "reason": why})));
+    }
+
     pub(crate) async fn pair<S: noise::Stream>(
         &self,
         mut reader: noise::LinkReader<S>,
@@ -21,7 +34,26 @@ impl Signer {
         public: Vec<u8>,
         handshake_hash: &[u8],
     ) -> Result<(), ProtoError> {
-        let code = pairing_code(handshake_hash);
+        // The commitment round (vmux_proto::pairing): commit to Nb, learn Na, open Nb.
+        let nb = pairing::nonce();
+        out.send(Message::PairCommit(PairCommit {
+            commitment: pairing::commitment(handshake_hash, &nb),
+        }))
+        .await?;
+        let reveal = tokio::time::timeout(PAIR_STEP, reader.recv()).await;
+        let na = match reveal {
+            Ok(Ok(Envelope {
+                message: Message::PairReveal(r),
+                ..
+            })) if r.nonce.len() == 32 => r.nonce,
+            _ => {
+                self.pairing_failed(&peer_id, &name, "the device did not reveal its nonce");
+                return Ok(());
+            }
+        };
+        out.send(Message::PairOpen(PairNonce { nonce: nb.to_vec() }))
+            .await?;
+        let code = pairing::code(handshake_hash, &na, &nb);
         let now = now_unix();
         let ticket = self.queue.submit(PendingInfo {
             kind: "pair".into(),

@@ -1,0 +1,206 @@
+//! Issue 10: an attacker on the network. A man in the middle of a pairing, replays
+//! across restarts, oversized fields, floods; every hostile side is driven by the test.
+
+mod common;
+
+use common::proc::{run, Daemon};
+use common::vmux::*;
+use std::time::{Duration, Instant};
+use vmux_proto::envelope::*;
+use vmux_proto::{noise, pairing, Identity};
+
+/// What the man in the middle saw: both codes.
+struct Mitm {
+    agent_code: String,
+    signer_code: String,
+}
+
+/// Sit between an agent (which dials `listen`) and the signer at `signer_addr`, playing
+/// the signer toward the agent and the agent toward the signer. With `honest_open`
+/// false it also lies when opening its commitment.
+async fn man_in_the_middle(
+    listen: tokio::net::TcpListener,
+    signer_addr: String,
+    honest_open: bool,
+) -> Option<Mitm> {
+    let (me_a, me_s) = (Identity::generate(), Identity::generate());
+    let (stream, _) = listen.accept().await.ok()?;
+    let a = noise::accept(stream, &me_a).await.ok()?;
+    let s = noise::connect(tokio::net::TcpStream::connect(&signer_addr).await.ok()?, &me_s)
+        .await
+        .ok()?;
+    let (h1, h2) = (a.handshake_hash.clone(), s.handshake_hash.clone());
+    let (mut ar, mut aw, mut sr, mut sw) = (a.reader, a.writer, s.reader, s.writer);
+    // Relay Hello and PairRequest to the signer.
+    for _ in 0..2 {
+        let m = ar.recv().await.ok()?;
+        sw.send(&m).await.ok()?;
+    }
+    let c2 = loop {
+        if let Message::PairCommit(c) = sr.recv().await.ok()?.message {
+            break c;
+        }
+    };
+    let _ = c2;
+    // Toward the agent he must commit before he sees its nonce.
+    let nb1 = pairing::nonce();
+    aw.send(&Envelope::new(Message::PairCommit(PairCommit {
+        commitment: pairing::commitment(&h1, &nb1),
+    })))
+    .await
+    .ok()?;
+    let na1 = match ar.recv().await.ok()?.message {
+        Message::PairReveal(r) => r.nonce,
+        _ => return None,
+    };
+    // Toward the signer he must reveal before he sees the signer's nonce: the best
+    // grinding can do is try many Na2 against a code it cannot compute yet.
+    let na2 = na1.clone();
+    sw.send(&Envelope::new(Message::PairReveal(PairNonce { nonce: na2.clone() })))
+        .await
+        .ok()?;
+    let nb2 = match sr.recv().await.ok()?.message {
+        Message::PairOpen(o) => o.nonce,
+        _ => return None,
+    };
+    let opened = if honest_open { nb1.to_vec() } else { nb2.clone() };
+    aw.send(&Envelope::new(Message::PairOpen(PairNonce { nonce: opened })))
+        .await
+        .ok()?;
+    let found = Mitm {
+        agent_code: pairing::code(&h1, &na1, &nb1),
+        signer_code: pairing::code(&h2, &na2, &nb2),
+    };
+    // Hold both links for a while, as an attacker waiting for a careless approval.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Some(found)
+}
+
+#[test]
+fn a_man_in_the_middle_of_a_pairing_cannot_match_the_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shome, ahome) = (tmp.path().join("s"), tmp.path().join("a"));
+    Signer::init(&shome, "real-signer");
+    let signer = Signer::start(&shome, "127.0.0.1:0");
+    agent_config(&ahome, "session_certs = false\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for honest_open in [true, false] {
+        let listen = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let mitm_addr = listen.local_addr().unwrap().to_string();
+        let mitm = rt.spawn(man_in_the_middle(listen, signer.addr.clone(), honest_open));
+        let pairing = Daemon::spawn_named(
+            "vmux agent pair",
+            vmux(&ahome).args(["agent", "pair", &mitm_addr, "--wait", "20"]),
+        );
+        if !honest_open {
+            // A commitment that does not open: the agent aborts and says why.
+            let line = pairing
+                .wait_for_line(|l| l.contains("pairing aborted"), T)
+                .unwrap_or_else(|| panic!("no abort: {}", pairing.output()));
+            assert!(line.contains("does not open its commitment"), "{line}");
+            let _ = rt.block_on(mitm);
+            continue;
+        }
+        let line = pairing
+            .wait_for_line(|l| l.starts_with("pairing code "), T)
+            .unwrap_or_else(|| panic!("no code: {}", pairing.output()));
+        let shown = line.split_whitespace().nth(2).unwrap().trim_end_matches(':');
+        let pending = signer.wait_pending(1);
+        let signer_code = pending[0]["code"].as_str().unwrap().to_string();
+        let m = rt.block_on(mitm).unwrap().expect("the MITM ran");
+        assert_eq!(m.agent_code, shown);
+        assert_eq!(m.signer_code, signer_code);
+        assert_ne!(shown, signer_code, "the man in the middle matched the codes");
+        // The person types the code the workstation shows: nothing pairs.
+        let typed = try_vmux(&shome, &["signer", "approve", "--code", shown]);
+        assert!(!typed.success(), "{typed:?}");
+        // The middleman gives up: the signer drops the pairing and says so.
+        let deadline = Instant::now() + T;
+        while !signer.pending().is_empty() {
+            assert!(Instant::now() < deadline, "the abandoned pairing stayed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(signer.log().contains("\"event\":\"pair\""), "{}", signer.log());
+        drop(pairing);
+    }
+    assert!(ok(&shome, &["signer", "devices"]).contains("no paired devices"));
+    assert!(!ahome.join("agent/signers.json").exists()
+        || !std::fs::read_to_string(ahome.join("agent/signers.json"))
+            .unwrap()
+            .contains("address"));
+}
+
+/// A raw link to the signer as `identity`, with Hello sent.
+fn raw(addr: &str, identity: Identity, name: &str) -> common::peer::Peer {
+    common::peer::Peer::connect(identity, addr, name)
+}
+
+#[test]
+fn replays_oversized_nonces_and_long_windows_are_refused_across_restarts() {
+    let mut s = Setup::new();
+    s.agent.stop();
+    let key = common::peer::signer_key_blob(&s.agent.home);
+    let mut peer = common::peer::Peer::as_agent(&s.agent.home, &s.signer.addr, "w");
+    let label = uuid::Uuid::new_v4();
+    let data = common::peer::sshsig_blob("git", b"x");
+    let captured = peer.sign_request(label, &key, &data);
+    peer.submit(captured.clone());
+    s.signer.approve_next();
+    assert!(peer.sign_response(label).approved);
+    // The signer restarts; the captured request is replayed byte for byte.
+    drop(peer);
+    let addr = s.signer.addr.clone();
+    s.signer.stop();
+    s.signer = Signer::start(&s.signer.home, &addr);
+    let mut peer = common::peer::Peer::as_agent(&s.agent.home, &s.signer.addr, "w");
+    peer.submit(captured.clone());
+    assert_eq!(
+        peer.sign_response(label).error,
+        Some(ErrorCode::ReplayDetected)
+    );
+    // A 300 s window, a 200 KB nonce, a short nonce: refused before anyone is asked.
+    let mut long = peer.sign_request(uuid::Uuid::new_v4(), &key, &data);
+    long.expires = long.issued + 300;
+    let mut big = peer.sign_request(uuid::Uuid::new_v4(), &key, &data);
+    big.nonce = vec![7; 200_000];
+    let mut short = peer.sign_request(uuid::Uuid::new_v4(), &key, &data);
+    short.nonce = vec![7; 8];
+    for (r, want) in [
+        (long, ErrorCode::RequestExpired),
+        (big, ErrorCode::ReplayDetected),
+        (short, ErrorCode::ReplayDetected),
+    ] {
+        let l = r.request_id;
+        peer.submit(r);
+        assert_eq!(peer.sign_response(l).error, Some(want));
+    }
+    assert!(s.signer.pending().is_empty());
+    let _ = raw;
+}
+
+#[test]
+fn huge_device_names_never_reach_the_logs_whole() {
+    let s = Setup::new();
+    let huge = "A".repeat(1 << 20);
+    // Unpaired peers with 1 MB names, again and again.
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(5) && n < 200 {
+        let mut p = raw(&s.signer.addr, Identity::generate(), &huge);
+        let _ = p.recv_where(|m| matches!(m, Message::Error(_)).then_some(()));
+        n += 1;
+    }
+    let log = s.signer.log();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a log line of {longest} bytes");
+    assert!(log.len() < 200_000, "{n} refused peers grew the log by {} bytes", log.len());
+    // The signer still serves its paired agent.
+    let msg = s.path("m");
+    std::fs::write(&msg, "m").unwrap();
+    let h = background(sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "file"));
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+    let _ = run;
+}
