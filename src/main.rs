@@ -41,6 +41,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: take the passphrase out of the environment, so it is
+    // not readable in /proc/PID/environ for as long as the process lives.
+    cmd::take_passphrase_from_env();
     let cli = Cli::parse();
     // One-shot commands end quietly when their reader goes away (`vmux signer log |
     // head`), as Unix tools do; daemons keep Rust's default (EPIPE as an error) so a
@@ -51,7 +54,9 @@ fn main() -> ExitCode {
             | Command::Agent(cmd::agent::AgentCmd::Run { .. })
             | Command::Signer(cmd::signer::SignerCmd::Run { .. })
     );
-    if !daemon {
+    if daemon {
+        cmd::harden_daemon();
+    } else {
         // SAFETY: restoring the default SIGPIPE disposition before any thread starts.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

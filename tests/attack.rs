@@ -26,9 +26,12 @@ async fn man_in_the_middle(
     let (me_a, me_s) = (Identity::generate(), Identity::generate());
     let (stream, _) = listen.accept().await.ok()?;
     let a = noise::accept(stream, &me_a).await.ok()?;
-    let s = noise::connect(tokio::net::TcpStream::connect(&signer_addr).await.ok()?, &me_s)
-        .await
-        .ok()?;
+    let s = noise::connect(
+        tokio::net::TcpStream::connect(&signer_addr).await.ok()?,
+        &me_s,
+    )
+    .await
+    .ok()?;
     let (h1, h2) = (a.handshake_hash.clone(), s.handshake_hash.clone());
     let (mut ar, mut aw, mut sr, mut sw) = (a.reader, a.writer, s.reader, s.writer);
     // Relay Hello and PairRequest to the signer.
@@ -56,17 +59,25 @@ async fn man_in_the_middle(
     // Toward the signer he must reveal before he sees the signer's nonce: the best
     // grinding can do is try many Na2 against a code it cannot compute yet.
     let na2 = na1.clone();
-    sw.send(&Envelope::new(Message::PairReveal(PairNonce { nonce: na2.clone() })))
-        .await
-        .ok()?;
+    sw.send(&Envelope::new(Message::PairReveal(PairNonce {
+        nonce: na2.clone(),
+    })))
+    .await
+    .ok()?;
     let nb2 = match sr.recv().await.ok()?.message {
         Message::PairOpen(o) => o.nonce,
         _ => return None,
     };
-    let opened = if honest_open { nb1.to_vec() } else { nb2.clone() };
-    aw.send(&Envelope::new(Message::PairOpen(PairNonce { nonce: opened })))
-        .await
-        .ok()?;
+    let opened = if honest_open {
+        nb1.to_vec()
+    } else {
+        nb2.clone()
+    };
+    aw.send(&Envelope::new(Message::PairOpen(PairNonce {
+        nonce: opened,
+    })))
+    .await
+    .ok()?;
     let found = Mitm {
         agent_code: pairing::code(&h1, &na1, &nb1),
         signer_code: pairing::code(&h2, &na2, &nb2),
@@ -106,13 +117,20 @@ fn a_man_in_the_middle_of_a_pairing_cannot_match_the_codes() {
         let line = pairing
             .wait_for_line(|l| l.starts_with("pairing code "), T)
             .unwrap_or_else(|| panic!("no code: {}", pairing.output()));
-        let shown = line.split_whitespace().nth(2).unwrap().trim_end_matches(':');
+        let shown = line
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .trim_end_matches(':');
         let pending = signer.wait_pending(1);
         let signer_code = pending[0]["code"].as_str().unwrap().to_string();
         let m = rt.block_on(mitm).unwrap().expect("the MITM ran");
         assert_eq!(m.agent_code, shown);
         assert_eq!(m.signer_code, signer_code);
-        assert_ne!(shown, signer_code, "the man in the middle matched the codes");
+        assert_ne!(
+            shown, signer_code,
+            "the man in the middle matched the codes"
+        );
         // The person types the code the workstation shows: nothing pairs.
         let typed = try_vmux(&shome, &["signer", "approve", "--code", shown]);
         assert!(!typed.success(), "{typed:?}");
@@ -122,14 +140,20 @@ fn a_man_in_the_middle_of_a_pairing_cannot_match_the_codes() {
             assert!(Instant::now() < deadline, "the abandoned pairing stayed");
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(signer.log().contains("\"event\":\"pair\""), "{}", signer.log());
+        assert!(
+            signer.log().contains("\"event\":\"pair\""),
+            "{}",
+            signer.log()
+        );
         drop(pairing);
     }
     assert!(ok(&shome, &["signer", "devices"]).contains("no paired devices"));
-    assert!(!ahome.join("agent/signers.json").exists()
-        || !std::fs::read_to_string(ahome.join("agent/signers.json"))
-            .unwrap()
-            .contains("address"));
+    assert!(
+        !ahome.join("agent/signers.json").exists()
+            || !std::fs::read_to_string(ahome.join("agent/signers.json"))
+                .unwrap()
+                .contains("address")
+    );
 }
 
 /// A raw link to the signer as `identity`, with Hello sent.
@@ -183,7 +207,7 @@ fn replays_oversized_nonces_and_long_windows_are_refused_across_restarts() {
 #[test]
 fn huge_device_names_never_reach_the_logs_whole() {
     let s = Setup::new();
-    let huge = "A".repeat(1 << 20);
+    let huge = "A".repeat(900_000);
     // Unpaired peers with 1 MB names, again and again.
     let started = Instant::now();
     let mut n = 0;
@@ -195,7 +219,11 @@ fn huge_device_names_never_reach_the_logs_whole() {
     let log = s.signer.log();
     let longest = log.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 2048, "a log line of {longest} bytes");
-    assert!(log.len() < 200_000, "{n} refused peers grew the log by {} bytes", log.len());
+    assert!(
+        log.len() < 200_000,
+        "{n} refused peers grew the log by {} bytes",
+        log.len()
+    );
     // The signer still serves its paired agent.
     let msg = s.path("m");
     std::fs::write(&msg, "m").unwrap();
@@ -203,4 +231,122 @@ fn huge_device_names_never_reach_the_logs_whole() {
     s.signer.approve_next();
     assert!(h.join().unwrap().success());
     let _ = run;
+}
+
+/// Run `args` as uid 65534 with `VMUX_HOME=home` (and `extra` env).
+fn as_nobody(
+    home: &std::path::Path,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "env"])
+        .arg(format!("VMUX_HOME={}", home.display()))
+        .arg("VMUX_LOG=info");
+    for (k, v) in extra {
+        c.arg(format!("{k}={v}"));
+    }
+    c.arg(env!("CARGO_BIN_EXE_vmux")).args(args);
+    c
+}
+
+#[test]
+fn daemon_memory_and_environment_stay_private() {
+    assert!(
+        common::proc::is_root(),
+        "this test runs the daemons as uid 65534 with setpriv and needs root (CI runs as root)"
+    );
+    let dir = std::path::PathBuf::from(format!("/run/vmux-dump-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let chown = run(
+        std::process::Command::new("chown")
+            .args(["65534:65534"])
+            .arg(&dir),
+        T,
+    );
+    assert!(chown.success());
+    let secret = "dump-test-passphrase-42";
+    let out = run(
+        &mut as_nobody(
+            &dir,
+            &["signer", "init", "--name", "n", "--passphrase"],
+            &[("VMUX_PASSPHRASE", secret)],
+        ),
+        T,
+    );
+    assert!(out.success(), "{out:?}");
+    set_signer_config(&dir, "discovery", "\"off\"");
+    let _ = run(
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&dir),
+        T,
+    );
+    let signer = Daemon::spawn_named(
+        "signer as nobody",
+        &mut as_nobody(
+            &dir,
+            &["signer", "run", "--listen", "127.0.0.1:0", "--no-ui"],
+            &[("VMUX_PASSPHRASE", secret)],
+        ),
+    );
+    signer
+        .wait_for_line(|l| l.contains("listening on"), T)
+        .unwrap_or_else(|| panic!("signer: {}", signer.output()));
+    let sockdir = dir.join("sock");
+    std::fs::create_dir_all(&sockdir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sockdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let _ = run(
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&dir),
+        T,
+    );
+    let agent = Daemon::spawn_named(
+        "agent as nobody",
+        &mut as_nobody(
+            &dir,
+            &[
+                "agent",
+                "run",
+                "--socket",
+                &format!("{}/a.sock", sockdir.display()),
+            ],
+            &[],
+        ),
+    );
+    agent
+        .wait_for_line(|l| l.contains("listening on"), T)
+        .unwrap_or_else(|| panic!("agent: {}", agent.output()));
+    // The daemon processes themselves (setpriv execs env, env execs vmux: same pid).
+    for (what, d) in [("signer", &signer), ("agent", &agent)] {
+        let pid = d.pid();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&environ).contains(secret),
+            "{what}: the passphrase is readable in /proc/{pid}/environ"
+        );
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(format!("/proc/{pid}/mem")).unwrap().uid();
+        assert_eq!(
+            owner, 0,
+            "{what} is dumpable: /proc/{pid}/mem belongs to uid {owner}"
+        );
+        // The same uid cannot read its memory or environment.
+        let peek = run(
+            std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+                .arg(format!("/proc/{pid}/environ")),
+            T,
+        );
+        assert!(
+            !peek.success(),
+            "{what}: uid 65534 read its environment: {peek:?}"
+        );
+    }
+    drop(signer);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,10 +7,71 @@ use anyhow::Context;
 use std::io::IsTerminal;
 use zeroize::Zeroizing;
 
-/// The keystore passphrase: `VMUX_PASSPHRASE`, else asked on the terminal, else none.
+static PASSPHRASE: std::sync::OnceLock<Zeroizing<String>> = std::sync::OnceLock::new();
+
+/// Read `VMUX_PASSPHRASE` once, keep it in memory, and remove it from the environment
+/// including the original bytes (which `/proc/PID/environ` shows even after
+/// `remove_var`). Call before any thread starts.
+pub fn take_passphrase_from_env() {
+    const NAME: &[u8] = b"VMUX_PASSPHRASE=";
+    let Some(value) = std::env::var_os("VMUX_PASSPHRASE") else {
+        return;
+    };
+    let _ = PASSPHRASE.set(Zeroizing::new(value.to_string_lossy().into_owned()));
+    extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY: single-threaded at this point; `environ` is a NULL-terminated array of
+    // NUL-terminated strings; we overwrite the value bytes in place, within each string.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let s = *p;
+            let len = libc::strlen(s);
+            let bytes = std::slice::from_raw_parts_mut(s as *mut u8, len);
+            if bytes.starts_with(NAME) {
+                for b in &mut bytes[NAME.len()..] {
+                    std::ptr::write_volatile(b, b'*');
+                }
+            }
+            p = p.add(1);
+        }
+    }
+    std::env::remove_var("VMUX_PASSPHRASE");
+}
+
+/// Daemons keep secrets in memory: no core dumps, no ptrace or /proc/PID/mem by other
+/// processes of the same user (PR_SET_DUMPABLE=0), key memory locked when the limits
+/// allow it, and enough file descriptors for their caps to matter before the OS's.
+pub fn harden_daemon() {
+    // SAFETY: prctl/setrlimit/mlockall with constant arguments on this process.
+    unsafe {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        #[cfg(target_os = "linux")]
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            tracing::warn!("could not make this process non-dumpable");
+        }
+        // Locking all memory with a small RLIMIT_MEMLOCK would make allocations fail:
+        // only when the limit is generous.
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut l) == 0
+            && (l.rlim_cur == libc::RLIM_INFINITY || l.rlim_cur >= 1 << 30)
+        {
+            libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE);
+        }
+    }
+    vmux_signer::guard::raise_nofile_limit();
+}
+
+/// The keystore passphrase: `VMUX_PASSPHRASE` (taken at start), else asked on the
+/// terminal, else none.
 pub fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<Option<Zeroizing<String>>> {
-    if let Ok(p) = std::env::var("VMUX_PASSPHRASE") {
-        return Ok(Some(Zeroizing::new(p)));
+    if let Some(p) = PASSPHRASE.get() {
+        return Ok(Some(p.clone()));
     }
     if !std::io::stdin().is_terminal() {
         return Ok(None);

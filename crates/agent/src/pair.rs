@@ -46,10 +46,12 @@ pub async fn pair(
         .await?;
     // The commitment round (vmux_proto::pairing): the signer commits to Nb before it
     // sees our Na, then opens it; the code depends on both and on this handshake.
-    let tampered = |why: &str| AgentError::Refused(
+    let tampered = |why: &str| {
+        AgentError::Refused(
         ErrorCode::PairingInvalid,
         format!("pairing aborted: {why} (someone may be in the middle; try again on a network you trust)"),
-    );
+    )
+    };
     let commitment = match next_message(&mut reader).await? {
         Message::PairCommit(c) => c.commitment,
         Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),

@@ -42,11 +42,31 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AgentError> {
     Ok(listener)
 }
 
-/// Serve connections until the listener fails.
+/// At most this many client connections at once; more are closed as they arrive, so a
+/// flood of idle connections cannot use up the agent's file descriptors.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Serve connections. A failing `accept()` (out of file descriptors) is retried with
+/// back-off, never fatal.
 pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result<()> {
     let me = unsafe { libc::geteuid() };
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut backoff = std::time::Duration::from_millis(10);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("agent socket: accept failed ({e}); retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = std::time::Duration::from_millis(10);
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
+            tracing::warn!("agent socket: {MAX_CONNECTIONS} connections open; closing a new one");
+            continue;
+        }
         let cred = stream.peer_cred().ok();
         if cred.map(|c| c.uid()) != Some(me) {
             tracing::warn!(
@@ -62,7 +82,12 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result
             requester: crate::requester::describe(pid, 4),
         };
         let session = Session::new(agent.clone(), caller);
-        tokio::spawn(connection(session, stream));
+        let open = open.clone();
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(async move {
+            connection(session, stream).await;
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
     }
 }
 

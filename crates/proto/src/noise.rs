@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 
 const PROLOGUE: &[u8] = b"vmux link v1";
 const MAX_NOISE_MSG: usize = 65_535;
+/// Handshake messages carry keys and empty payloads: a few hundred bytes at most. Before
+/// a peer is authenticated nothing bigger is read or allocated.
+const MAX_HANDSHAKE_MSG: usize = 1024;
 const TAG_LEN: usize = 16;
 const MAX_PLAINTEXT: usize = MAX_NOISE_MSG - TAG_LEN;
 
@@ -46,11 +49,11 @@ pub struct LinkWriter<S: Stream> {
 /// Run XX as the initiator (the agent or client side).
 pub async fn connect<S: Stream>(mut io: S, me: &Identity) -> Result<Link<S>, ProtoError> {
     let mut hs = builder(me)?.build_initiator()?;
-    let mut buf = vec![0u8; MAX_NOISE_MSG];
-    let mut payload = vec![0u8; MAX_NOISE_MSG];
+    let mut buf = [0u8; MAX_HANDSHAKE_MSG];
+    let mut payload = [0u8; MAX_HANDSHAKE_MSG];
     let n = hs.write_message(&[], &mut buf)?; // -> e
     write_msg(&mut io, &buf[..n]).await?;
-    let m = read_msg(&mut io).await?; // <- e, ee, s, es
+    let m = read_handshake_msg(&mut io).await?; // <- e, ee, s, es
     hs.read_message(&m, &mut payload)?;
     let n = hs.write_message(&[], &mut buf)?; // -> s, se
     write_msg(&mut io, &buf[..n]).await?;
@@ -60,13 +63,13 @@ pub async fn connect<S: Stream>(mut io: S, me: &Identity) -> Result<Link<S>, Pro
 /// Run XX as the responder (the signer side).
 pub async fn accept<S: Stream>(mut io: S, me: &Identity) -> Result<Link<S>, ProtoError> {
     let mut hs = builder(me)?.build_responder()?;
-    let mut buf = vec![0u8; MAX_NOISE_MSG];
-    let mut payload = vec![0u8; MAX_NOISE_MSG];
-    let m = read_msg(&mut io).await?;
+    let mut buf = [0u8; MAX_HANDSHAKE_MSG];
+    let mut payload = [0u8; MAX_HANDSHAKE_MSG];
+    let m = read_handshake_msg(&mut io).await?;
     hs.read_message(&m, &mut payload)?;
     let n = hs.write_message(&[], &mut buf)?;
     write_msg(&mut io, &buf[..n]).await?;
-    let m = read_msg(&mut io).await?;
+    let m = read_handshake_msg(&mut io).await?;
     hs.read_message(&m, &mut payload)?;
     finish(io, hs)
 }
@@ -109,6 +112,25 @@ async fn write_msg<W: AsyncWrite + Unpin>(io: &mut W, msg: &[u8]) -> Result<(), 
     out.extend_from_slice(msg);
     io.write_all(&out).await?;
     Ok(())
+}
+
+/// A handshake message: refused unread when it announces more than a handshake needs.
+async fn read_handshake_msg<R: AsyncRead + Unpin>(io: &mut R) -> Result<Vec<u8>, ProtoError> {
+    let mut len = [0u8; 2];
+    match io.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ProtoError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let n = u16::from_be_bytes(len) as usize;
+    if n > MAX_HANDSHAKE_MSG {
+        return Err(ProtoError::Noise(format!(
+            "a handshake message of {n} bytes (at most {MAX_HANDSHAKE_MSG})"
+        )));
+    }
+    let mut msg = vec![0u8; n];
+    io.read_exact(&mut msg).await?;
+    Ok(msg)
 }
 
 async fn read_msg<R: AsyncRead + Unpin>(io: &mut R) -> Result<Vec<u8>, ProtoError> {

@@ -39,7 +39,10 @@ pub fn commitment(h: &[u8], nb: &[u8]) -> Vec<u8> {
 pub fn opens(commitment_sent: &[u8], h: &[u8], nb: &[u8]) -> bool {
     let c = commitment(h, nb);
     c.len() == commitment_sent.len()
-        && c.iter().zip(commitment_sent).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+        && c.iter()
+            .zip(commitment_sent)
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0
 }
 
 /// The six-digit code both screens show.

@@ -88,7 +88,16 @@ pub async fn serve_control(signer: Arc<Signer>, path: &Path) -> Result<(), Signe
         .map_err(|e| ctl_err(e.to_string()))?;
     let me = unsafe { libc::geteuid() };
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    crate::guard::accept_failed("control socket", &e, &mut backoff).await;
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(10);
             if stream.peer_cred().map(|c| c.uid()).ok() != Some(me) {
                 continue;
             }

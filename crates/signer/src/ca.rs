@@ -237,7 +237,7 @@ impl Signer {
             if self.paired_device(&device.public_key).is_none() {
                 return Err(ErrorCode::PairingInvalid);
             }
-            self.check_window_and_nonce(req.issued, req.expires, &req.nonce)?;
+            self.check_window_and_nonce(&device.id, req.issued, req.expires, &req.nonce)?;
             // The policy is read per request so that `vmux signer ca policy` applies at once.
             let config = self.home.load_config().map_err(|e| {
                 tracing::error!("{e}");

@@ -10,6 +10,7 @@ pub mod askpass;
 pub mod ca;
 pub mod desktop;
 pub mod error;
+pub mod guard;
 pub mod hosts;
 pub mod inspect;
 pub mod keys;

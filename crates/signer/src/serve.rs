@@ -16,7 +16,9 @@ use vmux_proto::journal::Journal;
 use vmux_proto::noise::{self, Outbox};
 use vmux_proto::{now_unix, Identity, ProtoError};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an unauthenticated connection may take to finish its handshake and say
+/// who it is.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const AGENT_SILENCE: Duration = Duration::from_secs(30);
 const MAX_PENDING_PER_DEVICE: usize = 16;
 
@@ -39,6 +41,8 @@ pub struct Signer {
     log: Mutex<Journal>,
     /// The link of each connected device, to push key-list changes to.
     outboxes: Mutex<HashMap<String, Outbox>>,
+    /// Bounds on what unauthenticated peers cost.
+    pub(crate) gate: crate::guard::Gate,
     /// The host-key pins (`signer/known_hosts`), re-read when the file changes.
     pub(crate) pins: crate::hosts::PinCache,
 }
@@ -58,6 +62,7 @@ impl Signer {
         let paired = Mutex::new(home.load_paired()?);
         let log = Mutex::new(Journal::open(&home.log())?);
         let states = crate::keys::load_states(&home)?;
+        let seen = crate::replay::SeenNonces::load(&home)?;
         Ok(Arc::new(Signer {
             home,
             config,
@@ -66,11 +71,12 @@ impl Signer {
             ca,
             queue: Queue::default(),
             paired,
-            seen: Mutex::new(Default::default()),
+            seen: Mutex::new(seen),
             sessions: Mutex::new(HashMap::new()),
             log,
             pins: Default::default(),
             outboxes: Default::default(),
+            gate: Default::default(),
         }))
     }
 
@@ -84,16 +90,48 @@ impl Signer {
     }
 
     /// Accept links until the listener fails.
+    /// Accept links; a failing `accept()` is retried with back-off, never fatal. A
+    /// connection beyond the unauthenticated caps is closed at once.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let mut backoff = Duration::from_millis(10);
         loop {
-            let (stream, peer) = listener.accept().await?;
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    crate::guard::accept_failed("link listener", &e, &mut backoff).await;
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(10);
+            let Some(permit) = self.gate.admit(peer.ip()) else {
+                self.refusal(peer.ip(), "", "too many unauthenticated connections");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let s = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = s.handle(stream).await {
-                    tracing::info!("link from {peer}: {e}");
+                if let Err(e) = s.clone().handle(stream, peer.ip(), permit).await {
+                    s.refusal(peer.ip(), "", &e.to_string());
                 }
             });
+        }
+    }
+
+    /// A refused or failed connection from `addr`: logged at most once a minute per
+    /// address, the rest summarised ("37 refused connections from 10.0.0.5 in the last
+    /// minute"), so a peer cannot grow the log faster than that.
+    pub(crate) fn refusal(&self, addr: std::net::IpAddr, device: &str, why: &str) {
+        let (note, summary) = self.gate.refused(addr);
+        for (a, n) in summary {
+            self.record(obj(json!({"event": "refusedSummary", "address": a,
+                "count": n, "window": "1m"})));
+            tracing::info!("{n} more refused connections from {a} in the last minute");
+        }
+        if matches!(note, crate::guard::Note::Log) {
+            let why = vmux_proto::text::inert(why, 200);
+            tracing::info!("link from {addr}: {why}");
+            self.record(obj(json!({"event": "refused", "address": addr.to_string(),
+                "device": vmux_proto::text::inert(device, 64), "reason": why})));
         }
     }
 
@@ -189,7 +227,12 @@ impl Signer {
         }
     }
 
-    async fn handle(self: Arc<Self>, stream: TcpStream) -> Result<(), ProtoError> {
+    async fn handle(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: std::net::IpAddr,
+        permit: crate::guard::Permit,
+    ) -> Result<(), ProtoError> {
         let link = tokio::time::timeout(HANDSHAKE_TIMEOUT, noise::accept(stream, &self.identity))
             .await
             .map_err(|_| ProtoError::Noise("handshake timed out".into()))??;
@@ -208,6 +251,8 @@ impl Signer {
             })) => h,
             _ => return Err(ProtoError::BadEnvelope("expected Hello first".into())),
         };
+        // Peer text is capped where it arrives.
+        let hello_name = vmux_proto::text::inert(&hello.device_name, 64);
         // An unpaired peer learns nothing but `pairingInvalid` (or, once a person approves
         // its pairing, this signer's name in the PairResponse): no Hello for it.
         let Some(device) = self.paired_device(&remote_static) else {
@@ -218,16 +263,28 @@ impl Signer {
             })) = first
             {
                 let name = if p.device_name.is_empty() {
-                    hello.device_name
+                    hello_name
                 } else {
-                    p.device_name
+                    vmux_proto::text::inert(&p.device_name, 64)
                 };
-                return self
+                drop(permit);
+                let Some(waiting) = self.gate.pairing(addr) else {
+                    self.refusal(addr, &name, "too many pairings are waiting");
+                    out.send(Message::Error(LinkError {
+                        code: ErrorCode::Busy,
+                        message: "too many pairings are waiting on this signer; try again later"
+                            .into(),
+                    }))
+                    .await?;
+                    return Ok(());
+                };
+                let r = self
                     .pair(reader, out, peer_id, name, remote_static, &handshake_hash)
                     .await;
+                drop(waiting);
+                return r;
             }
-            self.record(obj(json!({"event": "refused", "deviceId": peer_id,
-                "device": hello.device_name, "error": ErrorCode::PairingInvalid})));
+            self.refusal(addr, &hello_name, "not paired (pairingInvalid)");
             out.send(Message::Error(LinkError {
                 code: ErrorCode::PairingInvalid,
                 message: "this device is not paired with this signer; run `vmux agent pair`".into(),
@@ -235,8 +292,13 @@ impl Signer {
             .await?;
             return Ok(());
         };
+        drop(permit);
         self.touch(&device.id);
-        tracing::info!("{} ({}) connected", device.name, device.id);
+        tracing::info!(
+            "{} ({}) connected",
+            vmux_proto::text::field(&device.name),
+            device.id
+        );
         out.send(Message::Hello(Hello {
             device_id: self.identity.device_id(),
             device_name: self.config.name.clone(),
@@ -449,7 +511,7 @@ impl Signer {
             if self.paired_device(&device.public_key).is_none() {
                 return Err(ErrorCode::PairingInvalid);
             }
-            self.check_window_and_nonce(req.issued, req.expires, &req.nonce)?;
+            self.check_window_and_nonce(&device.id, req.issued, req.expires, &req.nonce)?;
             let seen = self.inspect(device, &req)?;
             let info = &seen.info;
             fields.insert("purpose".into(), json!(info.purpose));

@@ -31,6 +31,10 @@ impl SignerHome {
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca")
     }
+    /// Per-device replay floors (the latest `issued` seen), kept across restarts.
+    pub fn replay(&self) -> PathBuf {
+        self.dir.join("replay.json")
+    }
     /// Per-key state (enabled, name), beside the key directory.
     pub fn key_states(&self) -> PathBuf {
         self.dir.join("keys.json")
@@ -108,7 +112,8 @@ pub struct SignerConfig {
     pub listen: String,
     /// How long a pairing request waits for a decision, in seconds.
     pub pair_timeout_secs: u64,
-    /// The longest request window (expires − issued) accepted, in seconds.
+    /// The longest request window (expires − issued) accepted, in seconds (never more
+    /// than 60, whatever this says).
     pub max_window_secs: u64,
     /// Clock skew tolerated on `issued`, in seconds.
     pub max_skew_secs: u64,
@@ -310,8 +315,8 @@ impl Default for SignerConfig {
             name: "vmux-signer".into(),
             listen: "0.0.0.0:7227".into(),
             pair_timeout_secs: 120,
-            max_window_secs: 300,
-            max_skew_secs: 60,
+            max_window_secs: 60,
+            max_skew_secs: 30,
             wake_url: None,
             discovery: "auto".into(),
             ca: CaPolicy::default(),
