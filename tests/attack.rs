@@ -350,3 +350,147 @@ fn daemon_memory_and_environment_stay_private() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A stranger asking to pair from `source`, going as far as the commitment round so its
+/// pairing waits for a person; holds the link open until dropped.
+async fn hostile_pairing(source: &str, signer: &str, name: &str) -> Option<noise::LinkReader<tokio::net::TcpStream>> {
+    let sock = tokio::net::TcpSocket::new_v4().ok()?;
+    sock.bind(format!("{source}:0").parse().ok()?).ok()?;
+    let stream = sock.connect(signer.parse().ok()?).await.ok()?;
+    let me = Identity::generate();
+    let link = noise::connect(stream, &me).await.ok()?;
+    let (mut r, mut w) = (link.reader, link.writer);
+    w.send(&Envelope::new(Message::Hello(Hello {
+        device_id: me.device_id(),
+        device_name: name.into(),
+        role: Role::Agent,
+        software: "flood".into(),
+    })))
+    .await
+    .ok()?;
+    w.send(&Envelope::new(Message::PairRequest(PairRequest {
+        device_name: name.into(),
+    })))
+    .await
+    .ok()?;
+    match tokio::time::timeout(Duration::from_secs(10), r.recv()).await {
+        Ok(Ok(Envelope {
+            message: Message::PairCommit(_),
+            ..
+        })) => {}
+        _ => return None,
+    }
+    w.send(&Envelope::new(Message::PairReveal(PairNonce {
+        nonce: pairing::nonce().to_vec(),
+    })))
+    .await
+    .ok()?;
+    // Keep the writer alive with the reader: leak it into a task that holds it.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(w);
+    });
+    Some(r)
+}
+
+#[test]
+fn a_pairing_flood_from_one_address_leaves_room_for_the_real_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shome, ahome) = (tmp.path().join("s"), tmp.path().join("a"));
+    Signer::init(&shome, "s");
+    let signer = Signer::start(&shome, "127.0.0.1:0");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held: Vec<_> = rt.block_on(async {
+        let mut v = vec![];
+        for i in 0..30 {
+            v.push(hostile_pairing("127.0.0.2", &signer.addr, &format!("flood-{i}")).await);
+        }
+        v
+    });
+    let admitted = held.iter().filter(|h| h.is_some()).count();
+    assert!(admitted <= 2, "{admitted} pairings from one address were let in");
+    let pending = signer.pending();
+    assert!(pending.len() <= 2, "{pending:?}");
+    // The real user, from another address, still pairs.
+    agent_config(&ahome, "session_certs = false\n");
+    pair(&ahome, &signer);
+    let devices = ok(&shome, &["signer", "devices"]);
+    assert_eq!(devices.lines().count(), 1, "{devices}");
+    assert!(!devices.contains("flood-"), "{devices}");
+    drop(held);
+}
+
+#[test]
+fn connection_floods_at_1024_descriptors_do_not_stop_either_daemon() {
+    // The signer and the agent at the usual soft and hard limit of 1024 descriptors.
+    let tmp = tempfile::tempdir().unwrap();
+    let (shome, ahome) = (tmp.path().join("s"), tmp.path().join("a"));
+    agent_config(&ahome, "session_certs = false\n");
+    let pubkey = Signer::init(&shome, "s");
+    let sd = Daemon::spawn_named(
+        "signer at 1024 fds",
+        std::process::Command::new("prlimit")
+            .arg("--nofile=1024:1024")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_vmux"))
+            .args(["signer", "run", "--listen", "127.0.0.1:0", "--no-ui"])
+            .env("VMUX_HOME", &shome),
+    );
+    let line = sd
+        .wait_for_line(|l| l.contains("listening on"), T)
+        .unwrap_or_else(|| panic!("{}", sd.output()));
+    let signer = Signer {
+        home: shome.clone(),
+        addr: line.rsplit(' ').next().unwrap().to_string(),
+        daemon: Some(sd),
+    };
+    pair(&ahome, &signer);
+    let ad = Daemon::spawn_named(
+        "agent at 1024 fds",
+        std::process::Command::new("prlimit")
+            .arg("--nofile=1024:1024")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_vmux"))
+            .args(["agent", "run"])
+            .env("VMUX_HOME", &ahome)
+            .env("VMUX_LOG", "info"),
+    );
+    ad.wait_for_line(|l| l.contains("listening on"), T)
+        .unwrap_or_else(|| panic!("{}", ad.output()));
+    let agent = Agent {
+        home: ahome.clone(),
+        daemon: Some(ad),
+        sock: ahome.join("agent.sock"),
+    };
+    agent.wait_connected();
+    let keyfile = tmp.path().join("k.pub");
+    std::fs::write(&keyfile, &pubkey).unwrap();
+    let sign = |name: &str| {
+        let msg = tmp.path().join(name);
+        std::fs::write(&msg, name).unwrap();
+        let h = background(sshsig(&agent.sock, &keyfile, &msg, "file"));
+        signer.approve_next();
+        h.join().unwrap()
+    };
+    // 1500 idle TCP connections to the signer: the paired agent's link is served
+    // throughout.
+    let idle_tcp: Vec<_> = (0..1500)
+        .filter_map(|_| std::net::TcpStream::connect(&signer.addr).ok())
+        .collect();
+    let out = sign("during");
+    assert!(out.success(), "during the flood: {out:?}");
+    drop(idle_tcp);
+    // 1500 idle connections to the agent socket: beyond its cap they are closed as
+    // they arrive, so its descriptors never run out.
+    let idle_unix: Vec<_> = (0..1500)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&agent.sock).ok())
+        .collect();
+    assert!(!idle_unix.is_empty());
+    drop(idle_unix);
+    std::thread::sleep(Duration::from_millis(500));
+    // Both alive afterwards, and serving new connections.
+    assert!(agent.ssh_add(&["-l"]).success());
+    let out = sign("after");
+    assert!(out.success(), "after the flood: {out:?}");
+    assert!(ok(&ahome, &["agent", "status"]).contains("connected"));
+}

@@ -142,7 +142,10 @@ pub fn pair_in(
     let deadline = std::time::Instant::now() + T;
     let pairing = loop {
         let pending = signer.wait_pending(1);
-        if let Some(p) = pending.iter().find(|p| p["kind"] == "pair") {
+        if let Some(p) = pending
+            .iter()
+            .find(|p| p["kind"] == "pair" && p["code"] == code.as_str())
+        {
             break p.clone();
         }
         assert!(std::time::Instant::now() < deadline, "no pairing pending");
