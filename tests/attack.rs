@@ -353,7 +353,11 @@ fn daemon_memory_and_environment_stay_private() {
 
 /// A stranger asking to pair from `source`, going as far as the commitment round so its
 /// pairing waits for a person; holds the link open until dropped.
-async fn hostile_pairing(source: &str, signer: &str, name: &str) -> Option<noise::LinkReader<tokio::net::TcpStream>> {
+async fn hostile_pairing(
+    source: &str,
+    signer: &str,
+    name: &str,
+) -> Option<noise::LinkReader<tokio::net::TcpStream>> {
     let sock = tokio::net::TcpSocket::new_v4().ok()?;
     sock.bind(format!("{source}:0").parse().ok()?).ok()?;
     let stream = sock.connect(signer.parse().ok()?).await.ok()?;
@@ -408,7 +412,10 @@ fn a_pairing_flood_from_one_address_leaves_room_for_the_real_user() {
         v
     });
     let admitted = held.iter().filter(|h| h.is_some()).count();
-    assert!(admitted <= 2, "{admitted} pairings from one address were let in");
+    assert!(
+        admitted <= 2,
+        "{admitted} pairings from one address were let in"
+    );
     let pending = signer.pending();
     assert!(pending.len() <= 2, "{pending:?}");
     // The real user, from another address, still pairs.

@@ -209,8 +209,10 @@ fn wake_post_starts_the_signer_and_the_login_succeeds() {
     let request = posted.recv_timeout(T).expect("no wake POST");
     let body = request.rsplit('\n').next().unwrap();
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
-    let name = v["from"].as_str().unwrap().to_string();
-    assert_eq!(v, serde_json::json!({"vmux": "wake", "from": name}));
+    let token = v["token"].as_str().unwrap().to_string();
+    assert_eq!(v, serde_json::json!({"vmux": "wake", "token": token}));
+    assert_eq!(token.len(), 32, "a random per-pairing token: {body}");
+    assert!(stored_token(&ahome).as_deref() == Some(token.as_str()));
     assert!(request.starts_with("POST /wake/topic"), "{request}");
     for secret in [
         &pubkey.split_whitespace().nth(1).unwrap()[20..40],
@@ -411,4 +413,41 @@ fn faults_between_test_hosts_fail_cleanly_within_the_bound() {
     signer.approve_next();
     let out = h.join().unwrap();
     assert!(out.success(), "{out:?}\n{}", ok(&ahome, &["agent", "log"]));
+}
+
+/// The wake token the agent keeps for its (only) signer.
+fn stored_token(ahome: &std::path::Path) -> Option<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ahome.join("agent/signers.json")).ok()?)
+            .ok()?;
+    v[0]["wakeToken"].as_str().map(String::from)
+}
+
+#[test]
+fn wake_urls_are_https_except_to_this_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = try_vmux(
+        &tmp.path().join("s"),
+        &[
+            "signer",
+            "init",
+            "--name",
+            "x",
+            "--wake-url",
+            "http://ntfy.example/topic",
+        ],
+    );
+    assert!(!out.success() && out.stderr.contains("https"), "{out:?}");
+    let out = try_vmux(
+        &tmp.path().join("s"),
+        &[
+            "signer",
+            "init",
+            "--name",
+            "x",
+            "--wake-url",
+            "https://ntfy.example/topic",
+        ],
+    );
+    assert!(out.success(), "{out:?}");
 }

@@ -275,7 +275,7 @@ fn spawn_discovery(agent: &std::sync::Arc<Agent>) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while let Some(f) = found.recv().await {
             if let Some(addr) = f.addrs.first() {
-                agent.set_address(&f.id, &addr.to_string());
+                agent.try_address(&f.id, &addr.to_string()).await;
             }
         }
     });

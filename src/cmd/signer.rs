@@ -354,6 +354,9 @@ pub fn init(
     comment: &str,
     passphrase: Option<&str>,
 ) -> anyhow::Result<String> {
+    if let Some(url) = &wake_url {
+        vmux_agent::wake::url_allowed(url).map_err(|e| anyhow::anyhow!(e))?;
+    }
     if home.exists() {
         return Err(SignerError::AlreadyInitialized(home.dir.clone()).into());
     }

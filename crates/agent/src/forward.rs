@@ -263,6 +263,41 @@ impl Agent {
         asked
     }
 
+    /// An address discovery reported for a paired signer: dialled, and kept only if the
+    /// pinned key answers there (the handshake stops before our key is sent otherwise).
+    /// A spoofed record costs one failed dial, logged.
+    pub async fn try_address(&self, signer_id: &str, address: &str) -> bool {
+        let Some(s) = self.signers().into_iter().find(|s| s.id == signer_id) else {
+            return false;
+        };
+        if s.address == address {
+            return true;
+        }
+        let probe = async {
+            let stream = crate::link::dial(address, Duration::from_secs(3)).await?;
+            vmux_proto::noise::connect_pinned(stream, &self.identity, Some(&s.public_key))
+                .await
+                .map_err(AgentError::from)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), probe).await {
+            Ok(Ok(_)) => self.set_address(signer_id, address),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "discovery said signer {} is at {address}, but the pinned key did not answer there ({e}); ignored",
+                    s.name
+                );
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "discovery: no answer from {address} for signer {}; ignored",
+                    s.name
+                );
+                false
+            }
+        }
+    }
+
     /// A new address for a paired signer (from discovery or `--signer`): used from the
     /// next connection on, and kept as the address hint in signers.json.
     pub fn set_address(&self, signer_id: &str, address: &str) -> bool {
@@ -332,13 +367,20 @@ impl Agent {
             }
             if !woken {
                 woken = true;
-                let url = self
-                    .signers()
-                    .into_iter()
-                    .find(|s| s.id == signer_id)
-                    .and_then(|s| s.wake_url);
-                if let Some(url) = url {
-                    let woke = crate::wake::post(&url, &self.name).await;
+                let s = self.signers().into_iter().find(|s| s.id == signer_id);
+                if let Some((url, token)) = s.and_then(|s| Some((s.wake_url?, s.wake_token))) {
+                    // Pairings from before tokens existed get one now.
+                    let token = match token {
+                        Some(t) => t,
+                        None => {
+                            let t = crate::wake::new_token();
+                            self.update_signer(signer_id, |s| {
+                                s.wake_token.get_or_insert_with(|| t.clone());
+                            });
+                            t
+                        }
+                    };
+                    let woke = crate::wake::post(&url, &token).await;
                     self.record(
                         json!({"time": now_unix(), "kind": "wake", "signer": signer_id,
                         "decision": if woke.is_ok() { "sent" } else { "failed" }}),

@@ -69,7 +69,17 @@ impl SignerLink {
     ) -> Result<(SignerLink, Vec<KeyRecord>), AgentError> {
         let setup = async {
             let stream = dial(addr, timeout).await?;
-            let link = noise::connect(stream, identity).await?;
+            let link = match noise::connect_pinned(stream, identity, Some(pinned)).await {
+                Ok(l) => l,
+                Err(ProtoError::PinMismatch(got)) => {
+                    return Err(AgentError::PinMismatch {
+                        addr: addr.to_string(),
+                        got,
+                        pinned: fingerprint(pinned),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
             if link.remote_static != pinned {
                 return Err(AgentError::PinMismatch {
                     addr: addr.to_string(),

@@ -100,6 +100,7 @@ pub async fn pair(
         address: addr.to_string(),
         paired_at: now_unix(),
         wake_url: None,
+        wake_token: Some(crate::wake::new_token()),
     };
     let mut all = home.load_signers()?;
     all.retain(|s| s.id != signer.id);

@@ -154,6 +154,9 @@ pub struct PairedSigner {
     /// The signer's wake URL, from its last DeviceToken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_url: Option<String>,
+    /// The random token this agent's wake messages carry for this signer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_token: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtoError {
+    #[error("the peer presented key {0}, not the pinned one")]
+    PinMismatch(String),
     #[error("link I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("Noise handshake or decryption failed: {0}")]

@@ -47,7 +47,18 @@ pub struct LinkWriter<S: Stream> {
 }
 
 /// Run XX as the initiator (the agent or client side).
-pub async fn connect<S: Stream>(mut io: S, me: &Identity) -> Result<Link<S>, ProtoError> {
+pub async fn connect<S: Stream>(io: S, me: &Identity) -> Result<Link<S>, ProtoError> {
+    connect_pinned(io, me, None).await
+}
+
+/// Run XX as the initiator, and when `pinned` is given, stop before our own static key
+/// is sent (message 3) if the responder's is not the pinned one: a spoofed address
+/// learns nothing about us.
+pub async fn connect_pinned<S: Stream>(
+    mut io: S,
+    me: &Identity,
+    pinned: Option<&[u8]>,
+) -> Result<Link<S>, ProtoError> {
     let mut hs = builder(me)?.build_initiator()?;
     let mut buf = [0u8; MAX_HANDSHAKE_MSG];
     let mut payload = [0u8; MAX_HANDSHAKE_MSG];
@@ -55,6 +66,13 @@ pub async fn connect<S: Stream>(mut io: S, me: &Identity) -> Result<Link<S>, Pro
     write_msg(&mut io, &buf[..n]).await?;
     let m = read_handshake_msg(&mut io).await?; // <- e, ee, s, es
     hs.read_message(&m, &mut payload)?;
+    if let Some(pin) = pinned {
+        if hs.get_remote_static() != Some(pin) {
+            return Err(ProtoError::PinMismatch(crate::identity::fingerprint(
+                hs.get_remote_static().unwrap_or_default(),
+            )));
+        }
+    }
     let n = hs.write_message(&[], &mut buf)?; // -> s, se
     write_msg(&mut io, &buf[..n]).await?;
     finish(io, hs)
