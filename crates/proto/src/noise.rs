@@ -235,6 +235,11 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.0.is_closed()
     }
+
+    /// Whether both handles feed the same link.
+    pub fn same(&self, other: &Outbox) -> bool {
+        self.0.same_channel(&other.0)
+    }
 }
 
 #[cfg(test)]

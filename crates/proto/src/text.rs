@@ -32,6 +32,12 @@ pub fn inert(s: &str, max: usize) -> String {
     out
 }
 
+/// `s` cut to `max` characters, nothing escaped: for peer text kept as it came (and
+/// escaped when shown).
+pub fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
 /// [`inert`] with the default cap.
 pub fn field(s: &str) -> String {
     inert(s, MAX_FIELD)

@@ -2,19 +2,13 @@
 //! signer refuses expired windows and nonces it has seen (DESIGN.md invariant 6).
 
 use crate::serve::Signer;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use vmux_proto::{now_unix, ErrorCode};
 
 /// The longest request window any configuration may allow (DESIGN.md: at most 60 s).
 pub const MAX_WINDOW_SECS: u64 = 60;
 /// Nonce sizes accepted, in bytes.
 pub const NONCE_LEN: std::ops::RangeInclusive<usize> = 16..=64;
-
-/// Per device, the latest `issued` time seen, kept on disk (`signer/replay.json`) so
-/// that after a restart a request from before it is refused: the in-memory nonces are
-/// gone then, the floor is not.
-#[derive(Default, Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Floors(pub HashMap<String, u64>);
 
 impl Signer {
     /// Refuse expired windows and nonces seen before (DESIGN.md invariant 6), also
@@ -38,26 +32,17 @@ impl Signer {
         if !NONCE_LEN.contains(&nonce.len()) {
             return Err(ErrorCode::ReplayDetected);
         }
+        // Nonces are remembered per device (a hash of device and nonce).
+        let key = nonce_key(device, nonce);
         let mut seen = self.seen.lock().unwrap();
-        if seen
-            .floor_at_start
-            .get(device)
-            .is_some_and(|f| issued <= *f)
-        {
+        if !seen.insert(&key, expires, now.saturating_sub(c.max_skew_secs)) {
             return Err(ErrorCode::ReplayDetected);
         }
-        if !seen.insert(nonce, expires, now.saturating_sub(c.max_skew_secs)) {
-            return Err(ErrorCode::ReplayDetected);
-        }
-        // Move the device's floor on disk when a new second starts (at most one
-        // write a second per device).
-        let stored = seen.floors.0.get(device).copied().unwrap_or(0);
-        if issued > stored {
-            seen.floors.0.insert(device.to_string(), issued);
-            if let Err(e) = vmux_proto::store::write_json(&self.home.replay(), &seen.floors) {
-                tracing::error!("{e}");
-                return Err(ErrorCode::Internal);
-            }
+        // Written before the request goes on, so a restart (or a killed process: the
+        // bytes are in the kernel) still knows it.
+        if let Err(e) = seen.persist(&key, expires) {
+            tracing::error!("{}: {e}", self.home.replay().display());
+            return Err(ErrorCode::Internal);
         }
         Ok(())
     }
@@ -69,20 +54,56 @@ impl Signer {
 pub(crate) struct SeenNonces {
     set: HashSet<Vec<u8>>,
     order: std::collections::VecDeque<(u64, Vec<u8>)>,
-    /// What `replay.json` said when the signer started: requests issued at or before
-    /// these times were (or could have been) seen by an earlier run.
-    pub(crate) floor_at_start: HashMap<String, u64>,
-    pub(crate) floors: Floors,
+    /// `signer/replay.log`: `EXPIRES HEX` per accepted nonce, so that a request from
+    /// before a restart is still refused after it (until its window closes).
+    file: Option<std::fs::File>,
+}
+
+/// SHA-256 of device id and nonce: what is remembered of a nonce.
+fn nonce_key(device: &str, nonce: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest([device.as_bytes(), b"\0", nonce].concat()).to_vec()
 }
 
 impl SeenNonces {
+    /// The nonces of earlier runs whose windows are still open; the file is rewritten
+    /// with only those, then appended to.
     pub(crate) fn load(home: &crate::state::SignerHome) -> Result<Self, crate::SignerError> {
-        let floors: Floors = vmux_proto::store::read_json(&home.replay())?.unwrap_or_default();
-        Ok(SeenNonces {
-            floor_at_start: floors.0.clone(),
-            floors,
-            ..Default::default()
-        })
+        let path = home.replay();
+        let now = now_unix();
+        let mut seen = SeenNonces::default();
+        let mut keep = String::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                let Some((exp, key)) = line.split_once(' ') else {
+                    continue;
+                };
+                let (Ok(exp), Some(key)) = (exp.parse::<u64>(), vmux_proto::identity::unhex(key))
+                else {
+                    continue;
+                };
+                if exp >= now && seen.insert(&key, exp, 0) {
+                    keep += &format!("{line}\n");
+                }
+            }
+        }
+        vmux_proto::store::write_atomic(&path, keep.as_bytes(), 0o600)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| vmux_proto::ProtoError::file(&path, e))?;
+        seen.file = Some(file);
+        Ok(seen)
+    }
+
+    fn persist(&mut self, key: &[u8], expires: u64) -> std::io::Result<()> {
+        use std::io::Write;
+        match self.file.as_mut() {
+            Some(f) => {
+                f.write_all(format!("{expires} {}\n", vmux_proto::identity::hex(key)).as_bytes())
+            }
+            None => Ok(()),
+        }
     }
 }
 

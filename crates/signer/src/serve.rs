@@ -202,6 +202,7 @@ impl Signer {
         if let Some(session) = self.sessions.lock().unwrap().remove(id) {
             session.notify_one();
         }
+        self.outboxes.lock().unwrap().remove(id);
         self.record(obj(
             json!({"event": "revoke", "deviceId": id, "denied": denied}),
         ));
@@ -252,7 +253,7 @@ impl Signer {
             _ => return Err(ProtoError::BadEnvelope("expected Hello first".into())),
         };
         // Peer text is capped where it arrives.
-        let hello_name = vmux_proto::text::inert(&hello.device_name, 64);
+        let hello_name = vmux_proto::text::clip(&hello.device_name, 64);
         // An unpaired peer learns nothing but `pairingInvalid` (or, once a person approves
         // its pairing, this signer's name in the PairResponse): no Hello for it.
         let Some(device) = self.paired_device(&remote_static) else {
@@ -265,7 +266,7 @@ impl Signer {
                 let name = if p.device_name.is_empty() {
                     hello_name
                 } else {
-                    vmux_proto::text::inert(&p.device_name, 64)
+                    vmux_proto::text::clip(&p.device_name, 64)
                 };
                 drop(permit);
                 let Some(waiting) = self.gate.pairing(addr) else {
@@ -430,7 +431,12 @@ impl Signer {
                 .is_some_and(|s| Arc::ptr_eq(s, &superseded))
             {
                 sessions.remove(&device.id);
-                self.outboxes.lock().unwrap().remove(&device.id);
+            }
+        }
+        {
+            let mut outboxes = self.outboxes.lock().unwrap();
+            if outboxes.get(&device.id).is_some_and(|o| o.same(&out)) {
+                outboxes.remove(&device.id);
             }
         }
         // The requester is gone: its requests leave the queue, and say so in the log.

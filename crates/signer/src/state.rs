@@ -31,9 +31,9 @@ impl SignerHome {
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca")
     }
-    /// Per-device replay floors (the latest `issued` seen), kept across restarts.
+    /// Nonces of requests whose windows are still open, kept across restarts.
     pub fn replay(&self) -> PathBuf {
-        self.dir.join("replay.json")
+        self.dir.join("replay.log")
     }
     /// Per-key state (enabled, name), beside the key directory.
     pub fn key_states(&self) -> PathBuf {
