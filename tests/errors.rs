@@ -43,7 +43,7 @@ fn control_socket_missing_says_what_to_run() {
     Signer::init(tmp.path(), "s");
     one_line_error(
         &try_vmux(tmp.path(), &["signer", "pending"]),
-        "is `vmux signer run` running?",
+        "is the signer running (`vmux signer run`, or `vmux up`)?",
     );
 }
 
@@ -227,7 +227,11 @@ fn up_runs_everything_and_asks_in_the_terminal() {
     };
     assert!(sign("y", &mut stdin).success());
     assert!(!sign("n", &mut stdin).success());
-    assert!(lines.lock().unwrap().contains("requester: ssh-keygen"));
+    let shown = lines.lock().unwrap().clone();
+    assert!(
+        shown.contains("requester:   ssh-keygen") && shown.contains("(claimed by the device)"),
+        "{shown}"
+    );
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();

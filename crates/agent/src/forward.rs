@@ -683,7 +683,23 @@ impl Agent {
         };
         // A little past the window: the signer answers requestExpired itself at expiry.
         let wait = Duration::from_secs(window + 5);
-        let resp = link.sign(req, wait).await.map_err(|e| e.code())?;
+        let sent = std::time::Instant::now();
+        let resp = match link.sign(req.clone(), wait).await {
+            // The link died under the request before the signer could have seen it (a
+            // restart, a revocation): once more on a fresh link, with a fresh nonce.
+            Err(AgentError::LinkLost(_) | AgentError::Proto(_))
+                if sent.elapsed() < Duration::from_secs(2) =>
+            {
+                let link = self.link_or_wake(&signer_id).await.map_err(|e| match e {
+                    AgentError::Refused(code @ ErrorCode::PairingInvalid, _) => code,
+                    _ => ErrorCode::SignerUnavailable,
+                })?;
+                let mut again = req;
+                again.nonce = random_bytes::<16>().to_vec();
+                link.sign(again, wait).await.map_err(|e| e.code())?
+            }
+            r => r.map_err(|e| e.code())?,
+        };
         match (resp.approved, resp.signature) {
             (true, Some(sig)) => Ok(sig),
             _ => Err(resp.error.unwrap_or(ErrorCode::Internal)),
