@@ -451,3 +451,83 @@ fn wake_urls_are_https_except_to_this_machine() {
     );
     assert!(out.success(), "{out:?}");
 }
+
+/// Advertise a signer record for `id` at `addr` from inside the network namespace `ns`
+/// (a spoofer on the local network), until the returned handle is dropped.
+fn spoof_mdns(ns: &Netns, id: &str, addr: std::net::SocketAddr) -> std::sync::mpsc::Sender<()> {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (path, id) = (format!("/var/run/netns/{}", ns.name), id.to_string());
+    std::thread::spawn(move || {
+        // Join the namespace on this thread only; mdns-sd's threads inherit it.
+        let f = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            let _ = ready_tx.send(Err(format!("setns: {}", std::io::Error::last_os_error())));
+            return;
+        }
+        let advert = vmux_proto::discovery::advertise(
+            vmux_proto::discovery::Scope::Loopback,
+            &id,
+            "spoofed-signer",
+            addr,
+        );
+        let _ = ready_tx.send(advert.as_ref().map(|_| ()).map_err(|e| e.clone()));
+        let _ = stop_rx.recv();
+        drop(advert);
+    });
+    ready_rx.recv().unwrap().expect("spoofed advert");
+    stop_tx
+}
+
+#[test]
+fn a_spoofed_mdns_record_cannot_move_a_pin() {
+    let ns = Netns::new("spoof");
+    let tmp = tempfile::tempdir().unwrap();
+    let (shome, ahome, ehome) = (
+        tmp.path().join("s"),
+        tmp.path().join("a"),
+        tmp.path().join("evil"),
+    );
+    let pubkey = Signer::init(&shome, "real");
+    set_signer_config(&shome, "discovery", "\"auto\"");
+    let signer = Signer::start_in(Some(&ns), &shome, "127.0.0.1:0");
+    agent_config(&ahome, "discovery = \"loopback\"\nsession_certs = false\n");
+    pair_in(Some(&ns), &ahome, &signer, &["agent", "pair", &signer.addr]);
+    let real_id = {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(ahome.join("agent/signers.json")).unwrap(),
+        )
+        .unwrap();
+        v[0]["id"].as_str().unwrap().to_string()
+    };
+    // The attacker runs a signer of his own (another key) and advertises it under the
+    // real signer's id.
+    Signer::init(&ehome, "evil");
+    let evil = Signer::start_in(Some(&ns), &ehome, "127.0.0.1:0");
+    let _spoof = spoof_mdns(&ns, &real_id, evil.addr.parse().unwrap());
+    let before = std::fs::read_to_string(ahome.join("agent/signers.json")).unwrap();
+    let agent = Agent::start_in(Some(&ns), &ahome, &[]);
+    wait_until("the link", T, || connected(&ahome));
+    let d = agent.daemon.as_ref().unwrap();
+    d.wait_for_line(
+        |l| l.contains("did not answer there") && l.contains("ignored"),
+        T,
+    )
+    .unwrap_or_else(|| panic!("the spoof was not noticed: {}", d.output()));
+    let after = std::fs::read_to_string(ahome.join("agent/signers.json")).unwrap();
+    assert_eq!(before, after, "a spoofed record moved the pin");
+    assert!(
+        evil.pending().is_empty(),
+        "the agent paired or talked with the spoofer"
+    );
+    // The next login works, through the real signer.
+    let sshd = Sshd::start(&pubkey);
+    let mut c = sshd.ssh_command(&agent.sock);
+    c.arg("true");
+    let h = background(c);
+    signer.wait_pending(1);
+    signer.approve_next();
+    assert!(h.join().unwrap().success());
+}
