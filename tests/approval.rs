@@ -362,14 +362,7 @@ fn a_dead_cli_decides_nothing_and_pairings_need_their_code() {
         "vmux agent pair",
         vmux(&new_home).args(["agent", "pair", &s.signer.addr]),
     );
-    let line = pairing
-        .wait_for_line(|l| l.starts_with("pairing code "), T)
-        .unwrap_or_else(|| panic!("no code: {}", pairing.output()));
-    let code = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .trim_end_matches(':');
+    let code = pairing_code(&pairing);
     let p = s.signer.wait_pending(1);
     assert_eq!(p[0]["kind"], "pair");
     let next = try_vmux(&s.signer.home, &["signer", "approve", "--next"]);
@@ -390,7 +383,7 @@ fn a_dead_cli_decides_nothing_and_pairings_need_their_code() {
         "{bad:?}"
     );
     assert_eq!(s.signer.pending().len(), 1);
-    let good = ok(&s.signer.home, &["signer", "approve", "--code", code]);
+    let good = ok(&s.signer.home, &["signer", "approve", "--code", &code]);
     assert!(good.contains("paired"), "{good}");
     pairing
         .wait_for_line(|l| l.starts_with("paired with signer"), T)

@@ -114,14 +114,7 @@ fn a_man_in_the_middle_of_a_pairing_cannot_match_the_codes() {
             let _ = rt.block_on(mitm);
             continue;
         }
-        let line = pairing
-            .wait_for_line(|l| l.starts_with("pairing code "), T)
-            .unwrap_or_else(|| panic!("no code: {}", pairing.output()));
-        let shown = line
-            .split_whitespace()
-            .nth(2)
-            .unwrap()
-            .trim_end_matches(':');
+        let shown = pairing_code(&pairing);
         let pending = signer.wait_pending(1);
         let signer_code = pending[0]["code"].as_str().unwrap().to_string();
         let m = rt.block_on(mitm).unwrap().expect("the MITM ran");
@@ -132,7 +125,7 @@ fn a_man_in_the_middle_of_a_pairing_cannot_match_the_codes() {
             "the man in the middle matched the codes"
         );
         // The person types the code the workstation shows: nothing pairs.
-        let typed = try_vmux(&shome, &["signer", "approve", "--code", shown]);
+        let typed = try_vmux(&shome, &["signer", "approve", "--code", &shown]);
         assert!(!typed.success(), "{typed:?}");
         // The middleman gives up: the signer drops the pairing and says so.
         let deadline = Instant::now() + T;

@@ -279,23 +279,15 @@ fn an_imported_passphrase_protected_key_logs_in() {
         T,
     );
     assert!(out.success(), "{out:?}");
-    let mut c = vmux(&s.signer.home);
-    c.args(["signer", "keys", "import"])
-        .arg(&file)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"import me\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let out = common::proc::run_with_stdin(
+        vmux(&s.signer.home)
+            .args(["signer", "keys", "import"])
+            .arg(&file),
+        "import me\n",
+        T,
+    );
+    let stderr = &out.stderr;
+    assert!(out.success(), "{stderr}");
     assert!(
         stderr.contains("copies of this key still exist"),
         "{stderr}"

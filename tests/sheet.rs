@@ -29,15 +29,7 @@ fn the_sheet_shows_every_field_and_decides_only_on_deliberate_keys() {
         "vmux agent pair",
         vmux(&ahome).args(["agent", "pair", &addr]),
     );
-    let line = pairing
-        .wait_for_line(|l| l.starts_with("pairing code "), T)
-        .unwrap_or_else(|| panic!("no code: {}", pairing.output()));
-    let code = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    let code = pairing_code(&pairing);
     let screen = t.wait_for("Pairing request", 1);
     assert!(
         screen.contains(&code) && screen.contains("laptop"),

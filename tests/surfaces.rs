@@ -270,32 +270,18 @@ impl Drop for PamFixture {
 fn approve_with(s: &Setup, password: &str) -> common::proc::Output {
     let p = s.signer.wait_pending(1);
     assert_eq!(p[0]["verify"], "pam", "{p:?}");
-    let mut c = vmux(&s.signer.home);
-    c.args(["signer", "approve", p[0]["id"].as_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    common::proc::Output {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-        elapsed: Duration::ZERO,
-        timed_out: false,
-    }
+    common::proc::run_with_stdin(
+        vmux(&s.signer.home).args(["signer", "approve", p[0]["id"].as_str().unwrap()]),
+        &format!("{password}\n"),
+        T,
+    )
 }
 
-#[test]
-fn pam_verifies_after_approve_and_before_signing() {
-    let pam = PamFixture::new("auth required pam_unix.so\naccount required pam_permit.so\n");
+/// A signer that verifies with a PAM service whose auth is `module` (for a test user).
+fn with_pam(module: &str) -> (PamFixture, Setup) {
+    let pam = PamFixture::new(&format!(
+        "auth required {module}\naccount required pam_permit.so\n"
+    ));
     let s = setup_with(
         &[],
         &format!(
@@ -303,6 +289,12 @@ fn pam_verifies_after_approve_and_before_signing() {
             pam.service, pam.user
         ),
     );
+    (pam, s)
+}
+
+#[test]
+fn pam_verifies_after_approve_and_before_signing() {
+    let (_pam, s) = with_pam("pam_unix.so");
     // Approve + the right password: signed.
     let h = sign(&s, "m1");
     let out = approve_with(&s, "right horse battery");
@@ -334,14 +326,7 @@ fn pam_verifies_after_approve_and_before_signing() {
 
 #[test]
 fn pam_deny_refuses_every_approval() {
-    let pam = PamFixture::new("auth required pam_deny.so\naccount required pam_permit.so\n");
-    let s = setup_with(
-        &[],
-        &format!(
-            "verify = \"pam\"\npam_service = \"{}\"\npam_user = \"{}\"",
-            pam.service, pam.user
-        ),
-    );
+    let (_pam, s) = with_pam("pam_deny.so");
     let h = sign(&s, "m1");
     let out = approve_with(&s, "right horse battery");
     assert!(!out.success(), "{out:?}");

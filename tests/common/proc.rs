@@ -350,3 +350,33 @@ fn read_all(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     });
     rx
 }
+
+/// Run `cmd` with `input` on its standard input (then closed); bounded by `timeout`.
+pub fn run_with_stdin(cmd: &mut Command, input: &str, timeout: Duration) -> Output {
+    let started = Instant::now();
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(out)) => Output {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+            elapsed: started.elapsed(),
+            timed_out: false,
+        },
+        _ => {
+            send_signal(pid, SIGKILL);
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+    }
+}

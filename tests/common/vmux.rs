@@ -122,6 +122,18 @@ pub fn pair(agent_home: &Path, signer: &Signer) {
     pair_in(None, agent_home, signer, &["agent", "pair", &signer.addr]);
 }
 
+/// The code a running `vmux agent pair` printed (`pairing code NNNNNN: …`).
+pub fn pairing_code(pairing: &Daemon) -> String {
+    let line = pairing
+        .wait_for_line(|l| l.starts_with("pairing code "), T)
+        .unwrap_or_else(|| panic!("no pairing code: {}", pairing.output()));
+    line.split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string()
+}
+
 /// Pairing with explicit `vmux` arguments (e.g. no address: found by mDNS).
 pub fn pair_in(
     ns: Option<&super::netns::Netns>,
@@ -130,15 +142,7 @@ pub fn pair_in(
     args: &[&str],
 ) {
     let p = Daemon::spawn_named("vmux agent pair", vmux_in(ns, agent_home).args(args));
-    let line = p
-        .wait_for_line(|l| l.starts_with("pairing code "), T)
-        .unwrap_or_else(|| panic!("no pairing code: {}", p.output()));
-    let code = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    let code = pairing_code(&p);
     let deadline = std::time::Instant::now() + T;
     let pairing = loop {
         let pending = signer.wait_pending(1);
