@@ -76,8 +76,10 @@ async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
         .body(&body)
         .urgency(Urgency::Critical)
         .timeout(Timeout::Never);
-    // A pairing is approved only by typing its code on the signer: no Approve button.
-    if p.kind != "pair" {
+    // A pairing is approved only by typing its code on the signer, and a request that
+    // needs user verification only where the password can be typed: no Approve button.
+    let approvable = p.kind != "pair" && p.verify.is_none();
+    if approvable {
         n.action("approve", "Approve");
     }
     n.action("deny", "Deny");
@@ -99,7 +101,7 @@ async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
         _ = waiting => {
             let a = action.lock().unwrap().clone();
             let d = match a.as_deref() {
-                Some("approve") if p.kind != "pair" => Decision::Approve,
+                Some("approve") if approvable => Decision::Approve,
                 Some("deny") => Decision::Deny,
                 // Dismissed or closed: nothing is decided.
                 _ => return,
