@@ -165,6 +165,27 @@ fn desktop_notifications_show_approve_and_withdraw() {
             .iter()
             .any(|r| r["method"] == "CloseNotification" && r["id"] == second["id"])
     });
+
+    // A request that needs user verification is never approved from a notification:
+    // no Approve button, and a forged approve action is ignored.
+    set_signer_config(&s.signer.home, "verify", "\"pam\"");
+    let h = sign(&s, "m3");
+    wait_until("a third Notify", || signs().len() >= 3);
+    let third = signs().remove(2);
+    assert_eq!(
+        third["actions"],
+        serde_json::json!(["deny", "Deny"]),
+        "{third}"
+    );
+    invoke(&third["id"], "approve");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        s.signer.pending().len(),
+        1,
+        "an approve action bypassed verification"
+    );
+    s.signer.deny_next();
+    assert!(!h.join().unwrap().success());
     drop(server);
     bus.terminate(Duration::from_secs(2));
 }
