@@ -108,7 +108,7 @@ fn vmux_up_twice_after_a_certificate() {
     // Day two: the same command starts again on what day one left, and serves.
     let t = Tmux::start(&format!("{cmd}; sleep 60"));
     t.wait_for("Session certificate request", 1);
-    t.keys(&["d"]);
+    t.keys(&["n"]);
     t.wait_for("Denied", 1);
     let listed = std::process::Command::new("ssh-add")
         .arg("-l")

@@ -239,6 +239,12 @@ fn handle_key(
         }
         return None;
     }
+    // `a`/`d`, and `y`/`n` as the line prompt of `vmux up --no-ui` takes them.
+    let code = match code {
+        KeyCode::Char('y') => KeyCode::Char('a'),
+        KeyCode::Char('n') => KeyCode::Char('d'),
+        c => c,
+    };
     match code {
         KeyCode::Char('a') if p.verify.is_some() => {
             v.secret = Some(zeroize::Zeroizing::new(String::new()));
@@ -478,7 +484,7 @@ fn request_lines<'a>(p: &'a PendingInfo, v: &View, depth: usize) -> Vec<Line<'a>
         if p.kind == "pair" {
             "[digits] code  [Enter] pair  [Esc] deny  [?] details  [q] quit"
         } else {
-            "[a] approve  [d] deny  [?] details  [q] quit"
+            "[a] approve  [d] deny  [?] details  [q] quit   (y / n work too)"
         },
         Style::default().fg(Color::DarkGray),
     )));
