@@ -61,6 +61,26 @@ pub fn key_fingerprint(blob: &[u8]) -> String {
     }
 }
 
+/// Check a `session-bind@openssh.com` signature: the server's `host_key` signed
+/// `session_id` (PROTOCOL.agent §1). `Some(true)` verified, `Some(false)` wrong or
+/// unparseable, `None` when the key type cannot be checked in this build (RSA: no RSA
+/// code in the tree).
+pub fn verify_session_bind(host_key: &[u8], session_id: &[u8], signature: &[u8]) -> Option<bool> {
+    use signature::Verifier;
+    use ssh_key::encoding::Decode;
+    use ssh_key::public::KeyData;
+    let Ok(key) = KeyData::decode(&mut &host_key[..]) else {
+        return Some(false);
+    };
+    if matches!(key, KeyData::Rsa(_)) {
+        return None;
+    }
+    let Ok(sig) = Signature::decode(&mut &signature[..]) else {
+        return Some(false);
+    };
+    Some(key.verify(session_id, &sig).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,24 +102,4 @@ mod tests {
             key.public_key().key_data().verify(b"data", &sig).unwrap();
         }
     }
-}
-
-/// Check a `session-bind@openssh.com` signature: the server's `host_key` signed
-/// `session_id` (PROTOCOL.agent §1). `Some(true)` verified, `Some(false)` wrong or
-/// unparseable, `None` when the key type cannot be checked in this build (RSA: no RSA
-/// code in the tree).
-pub fn verify_session_bind(host_key: &[u8], session_id: &[u8], signature: &[u8]) -> Option<bool> {
-    use signature::Verifier;
-    use ssh_key::encoding::Decode;
-    use ssh_key::public::KeyData;
-    let Ok(key) = KeyData::decode(&mut &host_key[..]) else {
-        return Some(false);
-    };
-    if matches!(key, KeyData::Rsa(_)) {
-        return None;
-    }
-    let Ok(sig) = Signature::decode(&mut &signature[..]) else {
-        return Some(false);
-    };
-    Some(key.verify(session_id, &sig).is_ok())
 }

@@ -231,7 +231,6 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmux_proto::envelope::Context;
 
     #[test]
     fn globs() {
