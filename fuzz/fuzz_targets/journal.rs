@@ -6,13 +6,14 @@
 //! written with the real `Journal::append` from records taken from the input's lines
 //! (each a JSON object, or wrapped as `{"k": line}`): `verify` must accept it, and must
 //! reject it once two adjacent lines are swapped or a line other than the last is
-//! removed. Journal files live under `$TMPDIR`.
+//! removed. The anchor file beside the log is then replaced by the input's bytes and
+//! `verify_file` must not panic. Journal files live under `$TMPDIR`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use vmux_proto::journal::{verify, Journal};
+use vmux_proto::journal::{self, verify, Journal};
 
 /// One journal file per fuzzing process, rewritten on every input.
 fn journal_path() -> &'static PathBuf {
@@ -67,6 +68,18 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let written = std::fs::read_to_string(path).expect("read journal");
+    // The anchor beside it (written by the writer's flusher) vouches for the tail; an
+    // anchor file with the input's bytes in it is read without panicking, and never
+    // makes a log verify that the chain alone rejects.
+    let anchor = vmux_proto::journal::anchor_path(path);
+    if records.is_empty() {
+        assert!(journal::verify_file(path).is_ok());
+    } else {
+        assert!(journal::verify_file(path).unwrap().anchored, "own anchor rejected");
+    }
+    std::fs::write(&anchor, data).expect("write anchor");
+    let _ = journal::verify_file(path).map(|v| assert_eq!(v.lines, records.len()));
+    let _ = std::fs::remove_file(&anchor);
     let _ = std::fs::remove_file(path);
     assert_eq!(
         verify(&written),
