@@ -75,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
     if records.is_empty() {
         assert!(journal::verify_file(path).is_ok());
     } else {
-        assert!(journal::verify_file(path).unwrap().anchored, "own anchor rejected");
+        assert!(
+            journal::verify_file(path).unwrap().anchored,
+            "own anchor rejected"
+        );
     }
     std::fs::write(&anchor, data).expect("write anchor");
     let _ = journal::verify_file(path).map(|v| assert_eq!(v.lines, records.len()));

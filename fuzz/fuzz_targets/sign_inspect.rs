@@ -50,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
         flags: 0,
         device_id: String::new(),
         device_name: text(&p[4]),
-        origin: if flags & 0x20 != 0 { Origin::Client } else { Origin::Agent },
+        origin: if flags & 0x20 != 0 {
+            Origin::Client
+        } else {
+            Origin::Agent
+        },
         data: p[6].clone(),
         nonce: vec![],
         issued: 0,
@@ -66,10 +70,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(seen) = vmux_signer::inspect::examine(&req, &pins) {
         if let Some((shown, quality, warning)) = seen.destination() {
             for t in [shown, warning.unwrap_or("")] {
-                assert!(!t.chars().any(|c| c.is_control()), "control character shown: {t:?}");
+                assert!(
+                    !t.chars().any(|c| c.is_control()),
+                    "control character shown: {t:?}"
+                );
             }
             if quality == "verified" {
-                assert!(!pins.names_for(&req.bindings.last().unwrap().host_key).is_empty());
+                assert!(!pins
+                    .names_for(&req.bindings.last().unwrap().host_key)
+                    .is_empty());
             }
         }
     }
