@@ -25,6 +25,11 @@ enum Command {
     /// The workstation side: an ssh-agent that forwards signatures to a paired signer.
     #[command(subcommand)]
     Agent(cmd::agent::AgentCmd),
+    /// An SSH client for a device without keys: the paired signer signs each login.
+    Ssh(cmd::client::SshArgs),
+    /// `vmux ssh`'s pairing with a signer.
+    #[command(subcommand)]
+    Client(cmd::client::ClientCmd),
     /// The key-holding side: keys, approval queue, link server.
     #[command(subcommand)]
     Signer(cmd::signer::SignerCmd),
@@ -66,8 +71,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG").unwrap_or_else(|_| {
+                // An SSH client's stderr belongs to the session: warnings only.
+                let level = if matches!(cli.command, Command::Ssh(_)) {
+                    "warn"
+                } else {
+                    "info"
+                };
+                tracing_subscriber::EnvFilter::new(level)
+            }),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -81,6 +93,15 @@ fn main() -> ExitCode {
             Command::Up(a) => cmd::up::run(a).await,
             Command::Agent(c) => cmd::agent::run(c).await,
             Command::Signer(c) => cmd::signer::run(c).await,
+            Command::Client(c) => cmd::client::run(c).await,
+            Command::Ssh(a) => {
+                // The remote command's status, at once: a thread may still be blocked
+                // reading stdin, which no runtime shutdown can interrupt.
+                let code = cmd::client::ssh(a).await;
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(code);
+            }
             Command::Completions { shell } => {
                 cmd::service::completions::<Cli>(shell);
                 Ok(ExitCode::SUCCESS)

@@ -86,48 +86,7 @@ pub fn home() -> AgentHome {
 pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
     let home = home();
     match cmd {
-        AgentCmd::Pair { address, id, wait } => {
-            let config = home.load_config()?;
-            let address = match address {
-                Some(a) => with_default_port(&a),
-                None => discover_one(&config, id.as_deref()).await?,
-            };
-            let identity = vmux_proto::Identity::load_or_create(&home.identity())?;
-            let (shown_tx, shown_rx) = tokio::sync::oneshot::channel::<()>();
-            let countdown = tokio::spawn(async move {
-                if shown_rx.await.is_err() {
-                    return;
-                }
-                let started = std::time::Instant::now();
-                loop {
-                    tokio::time::sleep(Duration::from_secs(15)).await;
-                    let left = wait.saturating_sub(started.elapsed().as_secs());
-                    eprintln!("waiting for the signer to accept the code… {left}s left");
-                }
-            });
-            let paired = vmux_agent::pair::pair(
-                &home,
-                &identity,
-                &config.device_name(),
-                &address,
-                Duration::from_secs(wait),
-                |code| {
-                    println!("pairing code {code}: check that the signer shows the same code, then type it there (`vmux signer approve --code {code}`)");
-                    println!("waiting up to {wait}s…");
-                    let _ = shown_tx.send(());
-                },
-            )
-            .await;
-            countdown.abort();
-            let signer = paired?;
-            println!(
-                "paired with signer {:?} ({}) at {}; fingerprint {}",
-                signer.name,
-                signer.id,
-                signer.address,
-                vmux_proto::identity::fingerprint(&signer.public_key)
-            );
-        }
+        AgentCmd::Pair { address, id, wait } => pair(&home, address, id, wait).await?,
         AgentCmd::InstallService(args) => {
             let config = home.load_config()?;
             let socket = home.socket(&config);
@@ -239,6 +198,57 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pair the device whose state is in `home` (the agent's, or `vmux ssh`'s own) with a
+/// signer: show the code and wait for the person there to type it.
+pub async fn pair(
+    home: &AgentHome,
+    address: Option<String>,
+    id: Option<String>,
+    wait: u64,
+) -> anyhow::Result<()> {
+    let config = home.load_config()?;
+    let address = match address {
+        Some(a) => with_default_port(&a),
+        None => discover_one(&config, id.as_deref()).await?,
+    };
+    let identity = vmux_proto::Identity::load_or_create(&home.identity())?;
+    let (shown_tx, shown_rx) = tokio::sync::oneshot::channel::<()>();
+    let countdown = tokio::spawn(async move {
+        if shown_rx.await.is_err() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let left = wait.saturating_sub(started.elapsed().as_secs());
+            eprintln!("waiting for the signer to accept the code… {left}s left");
+        }
+    });
+    let paired = vmux_agent::pair::pair(
+            home,
+            &identity,
+            &home.device_name(&config),
+            &address,
+            Duration::from_secs(wait),
+            |code| {
+                println!("pairing code {code}: check that the signer shows the same code, then type it there (`vmux signer approve --code {code}`)");
+                println!("waiting up to {wait}s…");
+                let _ = shown_tx.send(());
+            },
+        )
+        .await;
+    countdown.abort();
+    let signer = paired?;
+    println!(
+        "paired with signer {:?} ({}) at {}; fingerprint {}",
+        signer.name,
+        signer.id,
+        signer.address,
+        vmux_proto::identity::fingerprint(&signer.public_key)
+    );
+    Ok(())
 }
 
 /// `HOST` → `HOST:7227` (the signer's default port); `HOST:PORT` and `[v6]:PORT` as given.

@@ -1,4 +1,5 @@
 pub mod agent;
+pub mod client;
 pub mod service;
 pub mod signer;
 pub mod up;

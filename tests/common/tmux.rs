@@ -44,6 +44,14 @@ impl Tmux {
         assert!(run(&mut c, T).success());
     }
 
+    /// Any other tmux command on this server (e.g. `resize-window -x 120`).
+    pub fn command(&self, args: &[&str]) {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]).args(args);
+        let out = run(&mut c, T);
+        assert!(out.success(), "tmux {args:?}: {out:?}");
+    }
+
     pub fn screen(&self) -> String {
         run(
             Command::new("tmux").args([

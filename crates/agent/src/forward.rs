@@ -98,7 +98,7 @@ impl Agent {
             .map(|s| (s.id.clone(), tokio::sync::Mutex::new(())))
             .collect();
         Ok(Arc::new(Agent {
-            name: config.device_name(),
+            name: home.device_name(&config),
             home,
             config,
             identity,
@@ -586,8 +586,15 @@ impl Agent {
                         is_forwarding: b.bind.is_forwarding,
                     })
                     .collect();
-                self.forward(request_id, key_blob, data, flags, context, bound)
-                    .await
+                self.forward(
+                    request_id,
+                    key_blob,
+                    data,
+                    flags,
+                    (Origin::Agent, context),
+                    bound,
+                )
+                .await
             }
         };
         let key = key_fingerprint(key_blob);
@@ -623,6 +630,63 @@ impl Agent {
         result
     }
 
+    /// One signature for `vmux ssh` (origin `client`): the caller is the SSH client
+    /// itself, so it knows the destination and hands over the session binding it
+    /// verified during key exchange; the signer checks that binding again. Logged like
+    /// an agent request.
+    pub async fn sign_direct(
+        &self,
+        key_blob: &[u8],
+        data: &[u8],
+        flags: u32,
+        context: Context,
+        binding: SessionBinding,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let started = Instant::now();
+        let request_id = Uuid::new_v4();
+        let rec = json!({
+            "time": now_unix(),
+            "requestId": request_id.to_string(),
+            "key": key_fingerprint(key_blob),
+            "pid": std::process::id(),
+            "requester": context.requester,
+            "kind": context.kind,
+            "user": context.user,
+            "host": context.host,
+            "quality": context.quality,
+        });
+        let result = self
+            .forward(
+                request_id,
+                key_blob,
+                data,
+                flags,
+                (Origin::Client, context),
+                vec![binding],
+            )
+            .await;
+        let mut rec = rec;
+        rec["decision"] = json!(match &result {
+            Ok(_) => "approved".to_string(),
+            Err(c) => c.to_string(),
+        });
+        rec["latencyMs"] = json!(started.elapsed().as_millis() as u64);
+        self.record(rec);
+        result
+    }
+
+    /// The paired signer that holds `key_blob`, from the cached key lists.
+    pub fn signer_of(&self, key_blob: &[u8]) -> Option<PairedSigner> {
+        let id = self
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|k| k.record.public_key == key_blob)
+            .map(|k| k.signer_id.clone())?;
+        self.signers().into_iter().find(|s| s.id == id)
+    }
+
     pub(crate) fn record(&self, rec: serde_json::Value) {
         if let serde_json::Value::Object(m) = rec {
             if let Err(e) = self.log.lock().unwrap().append(m) {
@@ -637,7 +701,7 @@ impl Agent {
         key_blob: &[u8],
         data: &[u8],
         flags: u32,
-        context: Context,
+        (origin, context): (Origin, Context),
         bindings: Vec<SessionBinding>,
     ) -> Result<Vec<u8>, ErrorCode> {
         if self.is_locked() {
@@ -673,7 +737,7 @@ impl Agent {
             flags,
             device_id: self.identity.device_id(),
             device_name: self.name.clone(),
-            origin: Origin::Agent,
+            origin,
             data: data.to_vec(),
             nonce: random_bytes::<16>().to_vec(),
             issued,

@@ -121,7 +121,8 @@ pub fn apply_config(t: &mut Target, config: &str) {
     }
 }
 
-fn host_matches(patterns: &str, host: &str) -> bool {
+/// An ssh_config `Host` line: whitespace-separated globs, `!` negates.
+pub fn host_matches(patterns: &str, host: &str) -> bool {
     let mut matched = false;
     for p in patterns.split_whitespace() {
         if let Some(neg) = p.strip_prefix('!') {
@@ -135,7 +136,8 @@ fn host_matches(patterns: &str, host: &str) -> bool {
     matched
 }
 
-fn glob(p: &str, t: &str) -> bool {
+/// `*` and `?` globbing, ASCII case-insensitive, as ssh_config and known_hosts match.
+pub fn glob(p: &str, t: &str) -> bool {
     fn go(p: &[u8], t: &[u8]) -> bool {
         match (p.first(), t.first()) {
             (None, None) => true,

@@ -13,6 +13,8 @@ pub struct AgentHome {
     pub dir: PathBuf,
     /// Set when `VMUX_HOME` is: then the socket lives there too.
     pub vmux_home_set: bool,
+    /// `vmux ssh`'s state rather than the agent's.
+    pub client: bool,
 }
 
 impl AgentHome {
@@ -20,6 +22,26 @@ impl AgentHome {
         AgentHome {
             dir: vmux_home.join("agent"),
             vmux_home_set: std::env::var_os("VMUX_HOME").is_some_and(|v| !v.is_empty()),
+            client: false,
+        }
+    }
+    /// `vmux ssh`'s own pairing: the same layout under `<vmux home>/client/`, with its
+    /// own link identity (a device of its own on the signer).
+    pub fn client(vmux_home: &Path) -> Self {
+        AgentHome {
+            dir: vmux_home.join("client"),
+            vmux_home_set: std::env::var_os("VMUX_HOME").is_some_and(|v| !v.is_empty()),
+            client: true,
+        }
+    }
+
+    /// The name signers show for this device: the config's `name`, else the host name
+    /// (`host (vmux ssh)` for the client, so the two devices of one machine differ).
+    pub fn device_name(&self, config: &AgentConfig) -> String {
+        match (&config.name, self.client) {
+            (Some(n), _) => n.clone(),
+            (None, false) => hostname(),
+            (None, true) => format!("{} (vmux ssh)", hostname()),
         }
     }
     pub fn config(&self) -> PathBuf {

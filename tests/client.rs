@@ -1,0 +1,456 @@
+//! `vmux ssh`: a real sshd on loopback, a real signer, the client paired as a device of
+//! its own. Every login is approved on the signer as a person would, naming the request.
+
+mod common;
+
+use common::proc::{run, run_with_input, Daemon};
+use common::sshd::Sshd;
+use common::tmux::Tmux;
+use common::vmux::{ok, pair_in, vmux, Signer, T};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct ClientSetup {
+    tmp: tempfile::TempDir,
+    signer: Signer,
+    /// The client device's VMUX_HOME.
+    home: PathBuf,
+    /// Every signer key, one authorized_keys line each.
+    keys: Vec<String>,
+}
+
+fn client_config(home: &Path, toml: &str) {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home.join("client"))
+        .unwrap();
+    std::fs::write(
+        home.join("client/config.toml"),
+        format!("discovery = \"off\"\n{toml}"),
+    )
+    .unwrap();
+}
+
+impl ClientSetup {
+    fn new() -> ClientSetup {
+        ClientSetup::with(0, "")
+    }
+
+    /// `extra_keys` more signer keys beyond the first; `config` for the client.
+    fn with(extra_keys: usize, config: &str) -> ClientSetup {
+        let tmp = tempfile::tempdir().unwrap();
+        let shome = tmp.path().join("signer-home");
+        let home = tmp.path().join("client-home");
+        client_config(&home, config);
+        Signer::init(&shome, "pi-signer");
+        for i in 0..extra_keys {
+            ok(
+                &shome,
+                &[
+                    "signer",
+                    "keys",
+                    "add",
+                    "--type",
+                    "ed25519",
+                    "--comment",
+                    &format!("extra-{i}"),
+                ],
+            );
+        }
+        let keys: Vec<String> = ok(&shome, &["signer", "keys", "pub"])
+            .lines()
+            .map(String::from)
+            .collect();
+        let signer = Signer::start(&shome, "127.0.0.1:0");
+        pair_in(None, &home, &signer, &["client", "pair", &signer.addr]);
+        ClientSetup {
+            tmp,
+            signer,
+            home,
+            keys,
+        }
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.tmp.path().join("known_hosts")
+    }
+
+    /// `vmux ssh` to `sshd` with the test's known_hosts (`accept-new` unless `-o` says).
+    fn ssh(&self, sshd: &Sshd, args: &[&str]) -> Command {
+        let mut c = vmux(&self.home);
+        c.env("HOME", self.tmp.path())
+            .env("VMUX_LOG", "warn")
+            .args([
+                "ssh",
+                "-F",
+                "none",
+                "-p",
+                &sshd.port().to_string(),
+                "-o",
+                &format!("UserKnownHostsFile={}", self.known_hosts().display()),
+            ]);
+        if !args.iter().any(|a| a.starts_with("StrictHostKeyChecking")) {
+            c.args(["-o", "StrictHostKeyChecking=accept-new"]);
+        }
+        c.args(args);
+        c
+    }
+
+    /// Approve the one pending login after checking what the signer shows.
+    fn approve_login(&self) -> serde_json::Value {
+        let p = self.signer.wait_pending(1);
+        assert_eq!(p.len(), 1, "{p:?}");
+        self.signer.approve_next();
+        p[0].clone()
+    }
+}
+
+fn dest(sshd: &Sshd) -> String {
+    format!("{}@127.0.0.1", sshd.user())
+}
+
+fn spawn(mut c: Command, input: &'static [u8]) -> std::thread::JoinHandle<common::proc::Output> {
+    std::thread::spawn(move || run_with_input(&mut c, input, Duration::from_secs(90)))
+}
+
+#[test]
+fn exit_status_after_one_approval_and_denial_is_permission_denied() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let d = dest(&sshd);
+    let h = spawn(s.ssh(&sshd, &[&d, "exit 3"]), b"");
+    let shown = s.approve_login();
+    let out = h.join().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("waiting for signer pi-signer"),
+        "{out:?}"
+    );
+    // What the person saw: a login from the client, for this user and host:port.
+    let text = shown.to_string();
+    assert_eq!(shown["origin"], "client", "{shown}");
+    assert!(
+        text.contains(&format!("{}@127.0.0.1:{}", sshd.user(), sshd.port())),
+        "{text}"
+    );
+    assert!(text.contains("verified"), "{text}");
+
+    let h = spawn(s.ssh(&sshd, &[&d, "true"]), b"");
+    s.signer.wait_pending(1);
+    s.signer.deny_next();
+    let out = h.join().unwrap();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains("Permission denied (publickey)"),
+        "{out:?}"
+    );
+    assert!(
+        s.signer.pending().is_empty(),
+        "a denial must not ask again for another key"
+    );
+}
+
+#[test]
+fn second_login_is_verified_by_the_signer_and_survives_restarts() {
+    let mut s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let d = dest(&sshd);
+    let h = spawn(s.ssh(&sshd, &[&d, "true"]), b"");
+    let first = s.approve_login();
+    assert_eq!(h.join().unwrap().status.code(), Some(0));
+    assert_eq!(first["destinationQuality"], "new", "{first}");
+    // Day two: the signer restarts with the pin it made; the client's state is reused.
+    s.signer.stop();
+    s.signer = Signer::start(&s.signer.home.clone(), &s.signer.addr.clone());
+    let h = spawn(s.ssh(&sshd, &[&d, "true"]), b"");
+    let second = s.approve_login();
+    assert_eq!(h.join().unwrap().status.code(), Some(0));
+    assert_eq!(second["destinationQuality"], "verified", "{second}");
+    assert!(
+        second.to_string().contains(&format!(
+            "{}@127.0.0.1:{} (verified by this signer)",
+            sshd.user(),
+            sshd.port()
+        )),
+        "{second}"
+    );
+    assert!(s.signer.log().contains("\"origin\":\"client\"") || s.signer.log().contains("client"));
+}
+
+#[test]
+fn stdin_and_stdout_are_piped() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let h = spawn(s.ssh(&sshd, &[&dest(&sshd), "cat"]), b"hi\n");
+    s.approve_login();
+    let out = h.join().unwrap();
+    assert_eq!(out.stdout, "hi\n", "{out:?}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn interactive_shell_in_a_terminal() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let cmd = s.ssh(&sshd, &[&dest(&sshd)]);
+    let line = format!(
+        "TERM=screen-256color {} ; echo CLIENT-EXIT=$? ; stty -a | grep -o '[-]icanon' ; echo DONE; sleep 60",
+        shell_words(&cmd)
+    );
+    let tmux = Tmux::start(&line);
+    s.approve_login();
+    tmux.wait_for("~", 1);
+    tmux.keys(&["echo TERM=$TERM; echo COLS=$(tput cols)", "Enter"]);
+    let screen = tmux.wait_for("COLS=200", 1);
+    assert!(screen.contains("TERM=screen-256color"), "{screen}");
+    // The window changes size: SIGWINCH reaches the remote PTY.
+    tmux.command(&["resize-window", "-t", "0", "-x", "150", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["echo COLS=$(tput cols) LINES=$(tput lines); exit", "Enter"]);
+    let screen = tmux.wait_for("DONE", 1);
+    assert!(screen.contains("COLS=150 LINES=40"), "{screen}");
+    assert!(screen.contains("CLIENT-EXIT=0"), "{screen}");
+    // The terminal is back in canonical mode (raw mode would show -icanon).
+    assert!(!screen.contains("-icanon"), "terminal left raw: {screen}");
+}
+
+/// `cmd` as a shell line (env and arguments quoted).
+fn shell_words(cmd: &Command) -> String {
+    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut parts = vec![];
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            parts.push(format!(
+                "{}={}",
+                k.to_string_lossy(),
+                q(&v.to_string_lossy())
+            ));
+        }
+    }
+    parts.push(q(&cmd.get_program().to_string_lossy()));
+    parts.extend(cmd.get_args().map(|a| q(&a.to_string_lossy())));
+    format!(
+        "env -u SSH_AUTH_SOCK -u VMUX_PASSPHRASE {}",
+        parts.join(" ")
+    )
+}
+
+#[test]
+fn local_port_forward_reaches_a_local_http_server() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut c in http.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhello-vmux\r\n");
+        }
+    });
+    let local = common::proc::free_port();
+    let spec = format!("{local}:127.0.0.1:{http_port}");
+    let mut fwd = Daemon::spawn_named(
+        "vmux ssh -L",
+        &mut s.ssh(&sshd, &["-N", "-L", &spec, &dest(&sshd)]),
+    );
+    s.approve_login();
+    let deadline = Instant::now() + T;
+    let body = loop {
+        let out = run(
+            Command::new("python3").args([
+                "-c",
+                &format!("import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{local}/',timeout=5).read().decode())"),
+            ]),
+            T,
+        );
+        if out.success() {
+            break out.stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forward never answered: {out:?} {}",
+            fwd.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("hello-vmux"), "{body}");
+    fwd.terminate(Duration::from_secs(5));
+}
+
+#[test]
+fn host_keys_are_checked_as_openssh_does() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let d = dest(&sshd);
+    // Unknown key with StrictHostKeyChecking=yes: refused before any signature.
+    let out = run(
+        &mut s.ssh(&sshd, &["-o", "StrictHostKeyChecking=yes", &d, "true"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains("Host key verification failed"),
+        "{out:?}"
+    );
+    assert!(s.signer.pending().is_empty());
+
+    // `ask` (the default) in a terminal: the fingerprint is shown and answered.
+    let cmd = s.ssh(
+        &sshd,
+        &["-o", "StrictHostKeyChecking=ask", &d, "echo", "ASKED-OK"],
+    );
+    let tmux = Tmux::start(&format!("{}; echo DONE; sleep 60", shell_words(&cmd)));
+    let screen = tmux.wait_for("(yes/no/[fingerprint])?", 1);
+    assert!(screen.contains("SHA256:"), "{screen}");
+    tmux.keys(&["yes", "Enter"]);
+    s.approve_login();
+    let screen = tmux.wait_for("DONE", 1);
+    assert!(screen.contains("ASKED-OK"), "{screen}");
+    let kh = std::fs::read_to_string(s.known_hosts()).unwrap();
+    assert!(kh.contains(&format!("[127.0.0.1]:{}", sshd.port())), "{kh}");
+
+    // The server's key changes: refused with the warning, nothing asked of the signer.
+    let other = Sshd::start(&s.keys.join("\n"));
+    std::fs::write(
+        s.known_hosts(),
+        format!("[127.0.0.1]:{} {}\n", other.port(), sshd.host_key_pub()),
+    )
+    .unwrap();
+    let out = run(
+        &mut s.ssh(
+            &other,
+            &[
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                &dest(&other),
+                "true",
+            ],
+        ),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("Host key verification failed"),
+        "{out:?}"
+    );
+    assert!(s.signer.pending().is_empty());
+}
+
+#[test]
+fn only_the_key_the_server_accepts_is_signed() {
+    let s = ClientSetup::with(1, "");
+    assert_eq!(s.keys.len(), 2, "{:?}", s.keys);
+    // The server trusts only the second key: the first is offered (a query, no
+    // signature) and refused; the signer sees exactly one request, for the second.
+    let sshd = Sshd::start(&s.keys[1]);
+    let h = spawn(s.ssh(&sshd, &[&dest(&sshd), "echo", "second"]), b"");
+    let p = s.signer.wait_pending(1);
+    let second_fp = run(
+        Command::new("sh").args([
+            "-c",
+            &format!("echo '{}' | ssh-keygen -lf - | cut -d' ' -f2", s.keys[1]),
+        ]),
+        T,
+    )
+    .stdout
+    .trim()
+    .to_string();
+    assert!(
+        p[0].to_string().contains(&second_fp),
+        "{p:?} vs {second_fp}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.signer.pending().len(), 1);
+    s.signer.approve_next();
+    let out = h.join().unwrap();
+    assert_eq!(out.stdout.trim(), "second", "{out:?}");
+    let log = s.signer.log();
+    assert_eq!(log.matches("\"event\":\"sign\"").count(), 1, "{log}");
+    assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+}
+
+#[test]
+fn no_signer_found_within_the_timeout() {
+    let mut s = ClientSetup::with(0, "connect_timeout_secs = 3\n");
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    s.signer.stop();
+    let started = Instant::now();
+    let out = run(&mut s.ssh(&sshd, &[&dest(&sshd), "true"]), T);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "vmux: no signer found (is vmux signer run running, and is this device paired?)"
+        ),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_unpaired_device_is_told_to_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(
+        vmux(tmp.path()).args(["ssh", "-F", "none", "somebody@127.0.0.1", "true"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(out.stderr.contains("vmux client pair"), "{out:?}");
+}
+
+#[test]
+fn a_revoked_client_is_told_to_pair_again() {
+    // The client is a device of its own on the signer: revoking it refuses the client.
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let devices = ok(&s.signer.home, &["signer", "devices"]);
+    assert!(devices.contains("(vmux ssh)"), "{devices}");
+    let id = devices.split_whitespace().next().unwrap();
+    ok(&s.signer.home, &["signer", "devices", "revoke", id]);
+    let out = run(&mut s.ssh(&sshd, &[&dest(&sshd), "true"]), T);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(out.stderr.contains("pair it again"), "{out:?}");
+}
+
+#[test]
+fn a_dropped_connection_says_so_and_reconnect_asks_again() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    // The remote shell kills its own sshd: the connection drops under the session.
+    let h = spawn(s.ssh(&sshd, &[&dest(&sshd), "kill -9 $PPID; sleep 5"]), b"");
+    s.approve_login();
+    let out = h.join().unwrap();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains("vmux: connection to 127.0.0.1 lost"),
+        "{out:?}"
+    );
+
+    // --reconnect: each new connection is a new signature the person approves.
+    let mut c = s.ssh(
+        &sshd,
+        &["--reconnect", &dest(&sshd), "kill -9 $PPID; sleep 5"],
+    );
+    let mut d = Daemon::spawn_named("vmux ssh --reconnect", &mut c);
+    s.approve_login();
+    d.wait_for_line(|l| l.contains("reconnecting in 1s"), T)
+        .unwrap_or_else(|| panic!("no reconnect: {}", d.output()));
+    s.approve_login();
+    d.wait_for_line(|l| l.contains("reconnecting in 2s"), T)
+        .unwrap_or_else(|| panic!("no second reconnect: {}", d.output()));
+    assert!(s.signer.log().matches("\"event\":\"sign\"").count() >= 2);
+    d.terminate(Duration::from_secs(5));
+}
