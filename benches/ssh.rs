@@ -60,7 +60,9 @@ fn run() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let tmp = tempfile::Builder::new().prefix("vmux-bench-ssh").tempdir()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("vmux-bench-ssh")
+        .tempdir()?;
     let home = tmp.path().join("home");
     let ref_sock = tmp.path().join("ref.sock");
     let kh = tmp.path().join("known_hosts");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::proc::{run, run_with_input, Daemon};
-use common::sshd::Sshd;
+use common::sshd::{Sshd, SshdOptions};
 use common::tmux::Tmux;
 use common::vmux::{ok, pair_in, vmux, Signer, T};
 use std::path::{Path, PathBuf};
@@ -453,4 +453,75 @@ fn a_dropped_connection_says_so_and_reconnect_asks_again() {
         .unwrap_or_else(|| panic!("no second reconnect: {}", d.output()));
     assert!(s.signer.log().matches("\"event\":\"sign\"").count() >= 2);
     d.terminate(Duration::from_secs(5));
+}
+
+#[test]
+fn a_session_certificate_for_this_process_is_approved_once() {
+    let s = ClientSetup::new();
+    let ca = ok(&s.signer.home, &["signer", "ca", "pub"]);
+    // The server trusts only the signer's CA: no authorized key at all.
+    let sshd = Sshd::start_with(SshdOptions {
+        authorized_keys: String::new(),
+        trusted_user_ca_keys: Some(ca),
+        extra_config: vec![],
+    });
+    let h = spawn(
+        s.ssh(&sshd, &["--cert", &dest(&sshd), "echo", "by-cert"]),
+        b"",
+    );
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["kind"], "cert", "{p:?}");
+    s.signer.approve_next();
+    let out = h.join().unwrap();
+    assert_eq!(out.stdout.trim(), "by-cert", "{out:?}");
+    assert!(
+        sshd.log().contains("Accepted publickey") && sshd.log().contains("CA "),
+        "{}",
+        sshd.log()
+    );
+    // Nothing of it on disk: the client's state holds no private key.
+    let files = run(
+        Command::new("grep")
+            .args(["-rl", "PRIVATE KEY"])
+            .arg(&s.home),
+        T,
+    );
+    assert!(files.stdout.is_empty(), "{files:?}");
+}
+
+#[test]
+fn a_hostile_banner_cannot_drive_the_terminal() {
+    let s = ClientSetup::new();
+    let banner = s.tmp.path().join("banner");
+    std::fs::write(&banner, "hello\x1b]0;owned\x07\x1b[2J\r\nline two\n").unwrap();
+    let sshd = Sshd::start_with(SshdOptions {
+        authorized_keys: s.keys.join("\n"),
+        trusted_user_ca_keys: None,
+        extra_config: vec![format!("Banner {}", banner.display())],
+    });
+    let h = spawn(s.ssh(&sshd, &[&dest(&sshd), "true"]), b"");
+    s.approve_login();
+    let out = h.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("hello"), "{out:?}");
+    assert!(
+        !out.stderr.contains('\x1b') && !out.stderr.contains('\x07'),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_server_going_away_while_the_person_decides() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let h = spawn(s.ssh(&sshd, &[&dest(&sshd), "true"]), b"");
+    s.signer.wait_pending(1);
+    drop(sshd);
+    s.signer.approve_next();
+    let out = h.join().unwrap();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains("vmux: connection to 127.0.0.1 lost"),
+        "{out:?}"
+    );
 }

@@ -98,6 +98,14 @@ pub struct SshArgs {
     /// signature, approved on the signer).
     #[arg(long)]
     reconnect: bool,
+    /// Log in with a session certificate of this process's own, from the signer's CA
+    /// (approved once, kept in memory only, for --cert-validity), when the server
+    /// trusts that CA; otherwise the signer's keys are used.
+    #[arg(long)]
+    cert: bool,
+    /// How long the --cert certificate is valid: 30m, 1h, … (the signer caps it).
+    #[arg(long, value_parser = super::parse_duration, default_value = "1h")]
+    cert_validity: u64,
     /// [user@]host or ssh://[user@]host[:port].
     destination: String,
     /// The command to run instead of a shell.
@@ -135,6 +143,7 @@ pub async fn ssh(a: SshArgs) -> i32 {
         local_forwards: a.local,
         signer: a.signer,
         reconnect: a.reconnect,
+        cert: a.cert.then_some(a.cert_validity),
         vmux_home: vmux_proto::store::vmux_home(),
         ssh_config,
     };

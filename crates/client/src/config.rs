@@ -198,7 +198,20 @@ pub fn resolve(cl: &CommandLine, config: Option<&str>) -> Result<Target, ClientE
 /// Set `k` if nothing set it before; `Ok(false)` for keys this client does not use.
 fn apply(f: &mut Found, k: &str, v: &str, alias: &str) -> Result<bool, ClientError> {
     let bad = |what: &str| ClientError::Config(format!("{k} {v:?}: {what}"));
-    match k.to_ascii_lowercase().as_str() {
+    let key = k.to_ascii_lowercase();
+    const OURS: [&str; 7] = [
+        "hostname",
+        "user",
+        "port",
+        "stricthostkeychecking",
+        "userknownhostsfile",
+        "hashknownhosts",
+        "connecttimeout",
+    ];
+    if OURS.contains(&key.as_str()) && v.trim().is_empty() {
+        return Err(ClientError::Config(format!("{k}: missing value")));
+    }
+    match key.as_str() {
         "hostname" => {
             f.host_name
                 .get_or_insert_with(|| v.replace("%h", alias).replace("%%", "%"));

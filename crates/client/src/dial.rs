@@ -229,12 +229,39 @@ pub async fn authenticate(
     t: &Target,
     signers: &Signers,
     offers: &[Offer],
+    cert: Option<&std::sync::Arc<vmux_agent::cert::SessionCert>>,
 ) -> Result<(), ClientError> {
     let denied = |why: String| ClientError::PermissionDenied {
         user: t.user.clone(),
         host: t.host.clone(),
         why,
     };
+    if let Some(c) = cert {
+        let certificate = ssh_key::Certificate::from_bytes(&c.blob)
+            .map_err(|e| ClientError::CertRefused(e.to_string()))?;
+        let r = conn
+            .handle
+            .authenticate_certificate_with(
+                &t.user,
+                certificate,
+                None,
+                &mut crate::signer::LocalCert(c.clone()),
+            )
+            .await;
+        match r {
+            Ok(AuthResult::Success) => return Ok(()),
+            Ok(AuthResult::Failure { .. }) => eprintln!(
+                "vmux ssh: {} does not accept the session certificate (is the signer's CA in its TrustedUserCAKeys?); trying the signer's keys",
+                t.host
+            ),
+            Err(_) => {
+                return Err(ClientError::Lost {
+                    host: t.host.clone(),
+                    reason: "the server closed the connection during authentication".into(),
+                })
+            }
+        }
+    }
     for offer in offers {
         let hash = match offer.key.algorithm() {
             ssh_key::Algorithm::Rsa { .. } => conn
@@ -259,6 +286,12 @@ pub async fn authenticate(
             .await;
         match result {
             Ok(AuthResult::Success) => return Ok(()),
+            Ok(AuthResult::Failure { .. }) if conn.handle.is_closed() => {
+                return Err(ClientError::Lost {
+                    host: t.host.clone(),
+                    reason: "the server closed the connection during authentication".into(),
+                })
+            }
             Ok(AuthResult::Failure { .. }) => {
                 tracing::debug!("the server does not accept key {}", offer.comment);
             }

@@ -31,6 +31,8 @@ pub enum ClientError {
     Lost { host: String, reason: String },
     #[error("{0}")]
     Forward(String),
+    #[error("the signer did not issue a session certificate ({0}); run without --cert to sign each login")]
+    CertRefused(String),
     #[error(transparent)]
     Agent(#[from] vmux_agent::AgentError),
 }

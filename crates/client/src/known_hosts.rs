@@ -23,47 +23,79 @@ pub enum HostStatus {
 }
 
 /// Check `key` for `name` (`host` or `[host]:port`) in `files` (missing files are empty).
+/// A revoked key anywhere wins; then a line holding this key; then another key.
 pub fn check(files: &[PathBuf], name: &str, key: &KeyData) -> HostStatus {
-    let mut changed = None;
+    let (mut changed, mut known) = (None, false);
     for f in files {
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
         };
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            // Lines that do not parse (other key types, typos) are skipped, as ssh does.
-            let Ok(entry) = line.parse::<Entry>() else {
-                continue;
-            };
-            let same_key = entry.public_key().key_data() == key;
-            match entry.marker() {
-                Some(Marker::Revoked) if same_key => {
-                    return HostStatus::Revoked {
-                        file: f.clone(),
-                        line: n + 1,
-                    }
+        match check_text(&text, name, key) {
+            Found::Known => known = true,
+            Found::Revoked(line) => {
+                return HostStatus::Revoked {
+                    file: f.clone(),
+                    line,
                 }
-                Some(_) => continue,
-                None => {}
             }
-            if !names_match(entry.host_patterns(), name) {
-                continue;
-            }
-            if same_key {
-                return HostStatus::Known;
-            }
-            if changed.is_none() && entry.public_key().algorithm() == key.algorithm() {
+            Found::Changed(line) if changed.is_none() => {
                 changed = Some(HostStatus::Changed {
                     file: f.clone(),
-                    line: n + 1,
-                });
+                    line,
+                })
             }
+            _ => {}
         }
     }
-    changed.unwrap_or(HostStatus::Unknown)
+    match (known, changed) {
+        (true, _) => HostStatus::Known,
+        (false, Some(c)) => c,
+        (false, None) => HostStatus::Unknown,
+    }
+}
+
+/// What one known_hosts file says about `name` and `key` (line numbers from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Known,
+    Revoked(usize),
+    Changed(usize),
+    Nothing,
+}
+
+/// One file's text: a revoked key wins, then a match, then another key of the type.
+pub fn check_text(text: &str, name: &str, key: &KeyData) -> Found {
+    let mut changed = None;
+    let mut known = false;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // Lines that do not parse (other key types, typos) are skipped, as ssh does.
+        let Ok(entry) = line.parse::<Entry>() else {
+            continue;
+        };
+        let same_key = entry.public_key().key_data() == key;
+        match entry.marker() {
+            Some(Marker::Revoked) if same_key => return Found::Revoked(n + 1),
+            Some(_) => continue,
+            None => {}
+        }
+        if !names_match(entry.host_patterns(), name) {
+            continue;
+        }
+        if same_key {
+            known = true;
+        } else if changed.is_none() && entry.public_key().algorithm() == key.algorithm() {
+            changed = Some(n + 1);
+        }
+    }
+    match (known, changed) {
+        (true, _) => Found::Known,
+        (false, Some(line)) => Found::Changed(line),
+        (false, None) => Found::Nothing,
+    }
 }
 
 fn names_match(p: &HostPatterns, name: &str) -> bool {

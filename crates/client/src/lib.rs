@@ -37,6 +37,8 @@ pub struct Options {
     pub signer: Option<String>,
     /// Reconnect with back-off when the connection drops.
     pub reconnect: bool,
+    /// Log in with a session certificate of this process's own (`Some(validity)`).
+    pub cert: Option<u64>,
     /// The vmux home (state under `client/`).
     pub vmux_home: PathBuf,
     /// ssh config text (`None`: none).
@@ -105,7 +107,11 @@ async fn once(
     };
     let mut conn = dial::connect(target).await?;
     let offers = offers.await.map_err(|_| ClientError::NoSigner)??;
-    dial::authenticate(&mut conn, target, signers, &offers).await?;
+    let cert = match opts.cert {
+        Some(validity) => Some(signers.session_cert(validity).await?),
+        None => None,
+    };
+    dial::authenticate(&mut conn, target, signers, &offers, cert.as_ref()).await?;
     let handle = Arc::new(conn.handle);
     let mut tasks = vec![];
     for f in forwards {

@@ -226,3 +226,56 @@ impl russh::Signer for Approval<'_> {
 pub fn connect_timeout(signers: &Signers) -> Duration {
     Duration::from_secs(signers.agent.config.connect_timeout_secs)
 }
+
+/// Signs with this process's session certificate key, locally: the person approved the
+/// certificate once, on the signer. The key lives only in this process's memory.
+pub struct LocalCert(pub Arc<vmux_agent::cert::SessionCert>);
+
+impl russh::Signer for LocalCert {
+    type Error = SignFailed;
+
+    async fn auth_sign(
+        &mut self,
+        _key: &AgentIdentity,
+        _hash_alg: Option<HashAlg>,
+        mut to_sign: Vec<u8>,
+    ) -> Result<Vec<u8>, SignFailed> {
+        let sig = self.0.sign(&to_sign).map_err(SignFailed::Refused)?;
+        to_sign.extend_from_slice(&(sig.len() as u32).to_be_bytes());
+        to_sign.extend_from_slice(&sig);
+        Ok(to_sign)
+    }
+}
+
+impl Signers {
+    /// A session certificate for this process (`--cert`): one approval on the signer,
+    /// then every login of this process signs locally until it expires.
+    pub async fn session_cert(
+        &self,
+        validity_secs: u64,
+    ) -> Result<Arc<vmux_agent::cert::SessionCert>, ClientError> {
+        if let Some(c) = self.agent.valid_cert() {
+            return Ok(c);
+        }
+        let names: Vec<String> = self
+            .agent
+            .signers()
+            .iter()
+            .map(|s| vmux_proto::text::field(&s.name))
+            .collect();
+        eprintln!(
+            "waiting for signer {}… approve a session certificate for this vmux ssh on the signer",
+            names.join(" or ")
+        );
+        match self.agent.request_cert(validity_secs).await {
+            Ok(()) => self.agent.valid_cert().ok_or(ClientError::NoSigner),
+            Err(AgentError::Refused(code @ ErrorCode::PairingInvalid, _)) => {
+                Err(ClientError::Revoked(code))
+            }
+            Err(AgentError::Refused(code, why)) => {
+                Err(ClientError::CertRefused(format!("{code}: {why}")))
+            }
+            Err(_) => Err(ClientError::NoSigner),
+        }
+    }
+}
