@@ -9,7 +9,7 @@
 //! Environment: `VMUX_BENCH_SSH_N` logins per client (default 30).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use anyhow::{bail, Context as _};
