@@ -2,6 +2,7 @@ pub mod agent;
 pub mod client;
 pub mod service;
 pub mod signer;
+pub mod stores;
 pub mod up;
 
 use anyhow::Context;

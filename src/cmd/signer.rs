@@ -30,6 +30,9 @@ pub enum SignerCmd {
         /// Where agents POST a wake message when they need this signer (ntfy/UnifiedPush).
         #[arg(long)]
         wake_url: Option<String>,
+        /// Where the first key and the CA key are made (software, tpm or pkcs11).
+        #[command(flatten)]
+        store: super::stores::StoreArgs,
     },
     /// Keys: `pub` prints authorized_keys lines, `list` shows fingerprints, `add` makes one.
     #[command(subcommand)]
@@ -132,14 +135,27 @@ pub enum KeysCmd {
         /// standard input).
         file: std::path::PathBuf,
     },
-    /// Make a new signing key (a running signer offers it from its next key list).
+    /// Make a new signing key (a running signer offers it from its next key list), in
+    /// software, inside the TPM, or on a PKCS#11 token.
     Add {
-        /// ecdsa (ecdsa-sha2-nistp256) or ed25519.
+        /// ecdsa (ecdsa-sha2-nistp256) or ed25519; in a TPM ecdsa or rsa; on a token
+        /// ecdsa, ecdsa-p384 or rsa.
         #[arg(long = "type", default_value = "ecdsa")]
         key_type: String,
         /// The key's comment, shown on every request it signs.
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        store: super::stores::StoreArgs,
+        /// Use a key pair already on the token (--store pkcs11) instead of making one.
+        #[arg(long, requires = "token")]
+        use_existing: bool,
+        /// With --use-existing: the key's CKA_LABEL.
+        #[arg(long, requires = "use_existing")]
+        label: Option<String>,
+        /// With --use-existing: the key's CKA_ID, hex.
+        #[arg(long, requires = "use_existing")]
+        id: Option<String>,
     },
 }
 
@@ -217,6 +233,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             comment,
             passphrase,
             wake_url,
+            store,
         } => {
             let pass = if passphrase {
                 let p = super::passphrase("Passphrase for the keystore: ", true)?;
@@ -234,6 +251,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
                 &key_type,
                 &comment,
                 pass.as_deref().map(|s| s.as_str()),
+                &store,
             )?;
             println!("initialized signer {name:?} in {}", home.dir.display());
             println!("{public}");
@@ -353,6 +371,7 @@ pub fn init(
     key_type: &str,
     comment: &str,
     passphrase: Option<&str>,
+    store: &super::stores::StoreArgs,
 ) -> anyhow::Result<String> {
     if let Some(url) = &wake_url {
         vmux_agent::wake::url_allowed(url).map_err(|e| anyhow::anyhow!(e))?;
@@ -360,26 +379,57 @@ pub fn init(
     if home.exists() {
         return Err(SignerError::AlreadyInitialized(home.dir.clone()).into());
     }
-    let algorithm = software::parse_algorithm(key_type)?;
+    if store.store == "software" {
+        software::parse_algorithm(key_type)?;
+    }
+    let config = SignerConfig {
+        name: name.to_string(),
+        wake_url,
+        ..Default::default()
+    };
+    let fresh = !home.dir.exists();
     vmux_proto::store::ensure_dir(&home.dir, 0o700)?;
-    vmux_proto::Identity::load_or_create(&home.identity())?;
     let comment = if comment.is_empty() {
         format!("vmux@{name}")
     } else {
         comment.to_string()
     };
-    let public = software::generate(&home.keys(), algorithm, &comment, passphrase)?;
-    software::generate(
-        &home.ca(),
-        software::parse_algorithm("ed25519")?,
-        &format!("vmux-ca@{name}"),
-        passphrase,
-    )?;
-    home.save_config(&SignerConfig {
-        name: name.to_string(),
-        wake_url,
-        ..Default::default()
-    })?;
+    let made = (|| {
+        let public = super::stores::generate(
+            &config,
+            &home.keys(),
+            store,
+            key_type,
+            &comment,
+            passphrase,
+        )?;
+        let ca_type = if store.store == "software" {
+            "ed25519"
+        } else {
+            "ecdsa"
+        };
+        super::stores::generate(
+            &config,
+            &home.ca(),
+            store,
+            ca_type,
+            &format!("vmux-ca@{name}"),
+            passphrase,
+        )?;
+        anyhow::Ok(public)
+    })();
+    let public = match made {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing half-made stays behind: `init` can simply be run again.
+            if fresh {
+                let _ = std::fs::remove_dir_all(&home.dir);
+            }
+            return Err(e);
+        }
+    };
+    vmux_proto::Identity::load_or_create(&home.identity())?;
+    home.save_config(&config)?;
     Ok(public.to_openssh()?)
 }
 
@@ -471,7 +521,6 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
             };
             if let Some(key) = key {
                 let ks = open_keystore(home)?;
-                use vmux_signer::keystore::Keystore;
                 let known = ks
                     .keys()
                     .iter()
@@ -523,7 +572,51 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                 );
             }
         }
-        KeysCmd::Add { key_type, comment } => {
+        KeysCmd::Add {
+            comment,
+            store,
+            use_existing: true,
+            label,
+            id,
+            ..
+        } => {
+            let config = home.load_config()?;
+            let public = super::stores::use_existing(
+                &config,
+                &home.keys(),
+                &store,
+                label.as_deref(),
+                id.as_deref(),
+                &comment,
+            )?;
+            println!("{}", public.to_openssh()?);
+            changed_keys(
+                home,
+                &format!("added {} (pkcs11)", public.fingerprint(ssh_key::HashAlg::Sha256)),
+            );
+        }
+        KeysCmd::Add {
+            key_type,
+            comment,
+            store,
+            ..
+        } if store.store != "software" => {
+            let config = home.load_config()?;
+            let public =
+                super::stores::generate(&config, &home.keys(), &store, &key_type, &comment, None)?;
+            println!("{}", public.to_openssh()?);
+            changed_keys(
+                home,
+                &format!(
+                    "added {} ({})",
+                    public.fingerprint(ssh_key::HashAlg::Sha256),
+                    store.store
+                ),
+            );
+        }
+        KeysCmd::Add {
+            key_type, comment, ..
+        } => {
             let algorithm = software::parse_algorithm(&key_type)?;
             let pass = if software::any_encrypted(&home.keys())? {
                 let p = super::passphrase("Keystore passphrase: ", false)?
@@ -671,12 +764,10 @@ fn public_lines_in(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
-pub fn open_keystore(home: &SignerHome) -> anyhow::Result<SoftwareKeystore> {
+pub fn open_keystore(home: &SignerHome) -> anyhow::Result<Box<dyn vmux_signer::keystore::Keystore>> {
     let pass = keystore_passphrase(home)?;
-    Ok(SoftwareKeystore::open(
-        &home.keys(),
-        pass.as_deref().map(|s| s.as_str()),
-    )?)
+    let how = super::stores::open_how(&home.load_config()?, pass);
+    super::stores::open_dir(&home.keys(), &how)
 }
 
 /// The passphrase, asked only when a key is encrypted.
@@ -691,31 +782,21 @@ fn keystore_passphrase(home: &SignerHome) -> anyhow::Result<Option<zeroize::Zero
 }
 
 pub fn open(home: &SignerHome) -> anyhow::Result<Arc<Signer>> {
-    home.load_config()?;
+    let config = home.load_config()?;
     home.migrate()?;
     let pass = keystore_passphrase(home)?;
-    let pass = pass.as_deref().map(|s| s.as_str());
-    let ks = SoftwareKeystore::open(&home.keys(), pass)?;
-    let ca = SoftwareKeystore::open(&home.ca(), pass)?;
-    use vmux_signer::keystore::Keystore;
-    let ca: Option<Box<dyn Keystore>> = if ca.keys().is_empty() {
-        None
-    } else {
-        Some(Box::new(ca))
-    };
-    let signer = Signer::open_with_ca(home.clone(), Box::new(ks), ca)?;
-    // Keys added or imported while the signer runs are opened with the same passphrase,
-    // kept in this process only (as the decrypted keys already are).
-    let (dir, pass) = (
-        home.keys(),
-        pass.map(|p| zeroize::Zeroizing::new(p.to_string())),
-    );
-    signer.keystore.set_reopen(Box::new(move || {
-        Ok(Box::new(SoftwareKeystore::open(
-            &dir,
-            pass.as_deref().map(|s| s.as_str()),
-        )?) as Box<dyn Keystore>)
-    }));
+    super::stores::ask_pins(home, &config)?;
+    let how = super::stores::open_how(&config, pass);
+    let ks = super::stores::open_dir(&home.keys(), &how)?;
+    let ca = super::stores::open_dir(&home.ca(), &how)?;
+    let ca = if ca.keys().is_empty() { None } else { Some(ca) };
+    let signer = Signer::open_with_ca(home.clone(), ks, ca)?;
+    // Keys added or imported while the signer runs are opened with the same passphrase
+    // and PINs, kept in this process only (as the decrypted keys already are).
+    let dir = home.keys();
+    signer
+        .keystore
+        .set_reopen(Box::new(move || vmux_signer::keystore::open_dir(&dir, &how)));
     Ok(signer)
 }
 

@@ -31,8 +31,14 @@ pub enum SignerError {
     PairingNeedsCode,
     #[error("no pending pairing has that code; compare it with the code the other device shows (`vmux signer pending` lists pairings)")]
     NoPairingWithCode,
-    #[error("unsupported key type {0}: use ed25519 or ecdsa (ecdsa-sha2-nistp256)")]
+    #[error("unsupported key type {0}: use ed25519 or ecdsa (ecdsa-sha2-nistp256); rsa only on a token or the TPM")]
     UnsupportedKeyType(String),
+    #[error("PKCS#11: {0}")]
+    Token(String),
+    #[error("TPM: {0}")]
+    Tpm(String),
+    #[error("this vmux was built without TPM support: rebuild with `cargo build --release --features tpm` (needs libtss2-dev)")]
+    NoTpmSupport,
     #[error(
         "control socket {path}: {reason}; is the signer running (`vmux signer run`, or `vmux up`)?"
     )]

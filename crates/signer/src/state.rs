@@ -140,6 +140,15 @@ pub struct SignerConfig {
     /// The user PAM verifies; unset: the user the signer runs as.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pam_user: Option<String>,
+    /// The TPM to use (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`); unset:
+    /// `TPM2TOOLS_TCTI`, `TCTI`, else the kernel's resource manager.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcti: Option<String>,
+    /// PINs for unattended tokens, by PKCS#11 token label (`tpm` for TPM keys with a
+    /// PIN). Anyone who can read this file has them: prefer typing them when the
+    /// signer starts on a terminal.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pins: std::collections::BTreeMap<String, String>,
 }
 
 /// What one key may be used for. Lists that are absent do not restrict.
@@ -325,6 +334,8 @@ impl Default for SignerConfig {
             verify: None,
             pam_service: "vmux".into(),
             pam_user: None,
+            tcti: None,
+            pins: Default::default(),
         }
     }
 }

@@ -1,7 +1,14 @@
 //! Where private keys live and sign. Backends implement [`Keystore`]; the rest of the
-//! signer never touches key material.
+//! signer never touches key material. A key directory may mix stores: OpenSSH files
+//! (`software`), PKCS#11 references (`*.pkcs11`) and TPM-wrapped blobs (`*.tpm`);
+//! [`Stores`] puts them behind one keystore.
 
+pub mod blob;
+pub mod pkcs11;
 pub mod software;
+#[cfg(feature = "tpm")]
+pub mod tpm;
+pub mod tss2;
 
 use vmux_proto::envelope::KeyRecord;
 use vmux_proto::ErrorCode;
@@ -13,4 +20,92 @@ pub trait Keystore: Send + Sync {
     /// Sign `data` with the key whose public blob is `key_blob`; the result is an SSH
     /// signature blob. `flags` are the agent protocol's RSA hash flags.
     fn sign(&self, key_blob: &[u8], data: &[u8], flags: u32) -> Result<Vec<u8>, ErrorCode>;
+
+    /// Signing with this key may block on a device (a token, the TPM): the signer runs
+    /// it off the async runtime.
+    fn blocking(&self, _key_blob: &[u8]) -> bool {
+        false
+    }
+
+    /// Where the key lives, for `keys list` (`pkcs11 (token T, module)`, `tpm`, …).
+    fn location(&self, _key_blob: &[u8]) -> Option<String> {
+        None
+    }
+}
+
+/// What opening a key directory needs besides the directory.
+#[derive(Clone)]
+pub struct Open {
+    /// For encrypted software keys.
+    pub passphrase: Option<zeroize::Zeroizing<String>>,
+    /// PINs of PKCS#11 tokens, by token label.
+    pub pins: pkcs11::PinSource,
+    /// The TPM's TCTI (`device:/dev/tpmrm0`, `swtpm:host=…,port=…`).
+    pub tcti: Option<String>,
+}
+
+/// Every key in `dir`, whatever store holds it.
+pub fn open_dir(dir: &std::path::Path, how: &Open) -> Result<Box<dyn Keystore>, crate::SignerError> {
+    let mut stores: Vec<Box<dyn Keystore>> = vec![Box::new(software::SoftwareKeystore::open(
+        dir,
+        how.passphrase.as_deref().map(|s| s.as_str()),
+    )?)];
+    if !pkcs11::ref_files(dir).is_empty() {
+        stores.push(Box::new(pkcs11::Pkcs11Keystore::open(dir, how.pins.clone())));
+    }
+    if !tss2_files(dir).is_empty() {
+        #[cfg(feature = "tpm")]
+        stores.push(Box::new(tpm::TpmKeystore::open(dir, how)?));
+        #[cfg(not(feature = "tpm"))]
+        tracing::warn!(
+            "{}: TPM keys are skipped: {}",
+            dir.display(),
+            crate::SignerError::NoTpmSupport
+        );
+    }
+    Ok(Box::new(Stores(stores)))
+}
+
+/// The `*.tpm` files (TSS2 PEM blobs) in `dir`.
+pub fn tss2_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "tpm"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Several keystores as one: keys in order, each signature routed to its owner.
+pub struct Stores(pub Vec<Box<dyn Keystore>>);
+
+impl Stores {
+    fn owner(&self, key_blob: &[u8]) -> Option<&dyn Keystore> {
+        self.0
+            .iter()
+            .find(|s| s.keys().iter().any(|k| k.public_key == key_blob))
+            .map(|s| s.as_ref())
+    }
+}
+
+impl Keystore for Stores {
+    fn keys(&self) -> Vec<KeyRecord> {
+        self.0.iter().flat_map(|s| s.keys()).collect()
+    }
+
+    fn sign(&self, key_blob: &[u8], data: &[u8], flags: u32) -> Result<Vec<u8>, ErrorCode> {
+        self.owner(key_blob)
+            .ok_or(ErrorCode::KeyNotFound)?
+            .sign(key_blob, data, flags)
+    }
+
+    fn blocking(&self, key_blob: &[u8]) -> bool {
+        self.owner(key_blob).is_some_and(|s| s.blocking(key_blob))
+    }
+
+    fn location(&self, key_blob: &[u8]) -> Option<String> {
+        self.owner(key_blob)?.location(key_blob)
+    }
 }

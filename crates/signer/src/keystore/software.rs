@@ -115,7 +115,11 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, SignerError> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && !name.ends_with(".pub") && p.is_file()
+            !name.starts_with('.')
+                && !name.ends_with(".pub")
+                && !name.ends_with(".pkcs11")
+                && !name.ends_with(".tpm")
+                && p.is_file()
         })
         .collect();
     files.sort();
@@ -154,12 +158,27 @@ pub fn public_keys(dir: &Path) -> Result<Vec<PublicInfo>, SignerError> {
             tracing::warn!("{}: not an OpenSSH public key, skipped", p.display());
             continue;
         };
-        let private = p.with_extension("");
+        // The private half: an OpenSSH file, a PKCS#11 reference or a TPM blob.
+        let (private, store) = [
+            (p.with_extension("pkcs11"), "pkcs11"),
+            (p.with_extension("tpm"), "tpm"),
+        ]
+        .into_iter()
+        .find(|(f, _)| f.is_file())
+        .unwrap_or((p.with_extension(""), "software"));
+        let store = match store {
+            "pkcs11" => std::fs::read_to_string(&private)
+                .ok()
+                .and_then(|t| super::pkcs11::parse_ref(&t).ok())
+                .map(|r| format!("pkcs11: token {}, {}", r.token, r.module.display()))
+                .unwrap_or_else(|| "pkcs11: unreadable reference".into()),
+            other => other.to_string(),
+        };
         out.push(PublicInfo {
             fingerprint: k.fingerprint(HashAlg::Sha256).to_string(),
             algorithm: k.algorithm().as_str().to_string(),
             comment: k.comment().to_string(),
-            store: "software".into(),
+            store,
             private_present: private.is_file(),
             private,
         });
