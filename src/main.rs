@@ -49,6 +49,11 @@ fn main() -> ExitCode {
     // Before any thread exists: take the passphrase out of the environment, so it is
     // not readable in /proc/PID/environ for as long as the process lives.
     cmd::take_passphrase_from_env();
+    // libtss2 prints its own warnings for every failed TCTI; vmux says what failed and
+    // what to do. `TSS2_LOG=all+warning` brings them back.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
     let cli = Cli::parse();
     // One-shot commands end quietly when their reader goes away (`vmux signer log |
     // head`), as Unix tools do; daemons keep Rust's default (EPIPE as an error) so a

@@ -409,6 +409,7 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
                 "algorithm": k.record.algorithm,
                 "comment": k.record.comment,
                 "provider": k.record.provider,
+                "providerKind": k.record.provider,
                 "signer": k.signer_id,
             })).collect::<Vec<_>>(),
         });

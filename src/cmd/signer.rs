@@ -181,6 +181,20 @@ pub enum DevicesCmd {
 pub enum CaCmd {
     /// The CA public key line, for sshd's TrustedUserCAKeys.
     Pub,
+    /// Make the CA key: in software, inside the TPM or on a PKCS#11 token. With --force
+    /// an existing CA key is moved to signer/removed-keys/ first (servers that trust it
+    /// must then be given the new one). Restart the signer to use it.
+    Init {
+        #[command(flatten)]
+        store: super::stores::StoreArgs,
+        /// ed25519 or ecdsa in software; ecdsa or rsa in the TPM; ecdsa, ecdsa-p384 or
+        /// rsa on a token. Default: ed25519 in software, ecdsa elsewhere.
+        #[arg(long = "type")]
+        key_type: Option<String>,
+        /// Replace an existing CA key.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show the issuance policy; with options, change it (applies to the next request).
     Policy {
         /// Longest validity granted, e.g. 8h, 30m, 90s.
@@ -395,14 +409,8 @@ pub fn init(
         comment.to_string()
     };
     let made = (|| {
-        let public = super::stores::generate(
-            &config,
-            &home.keys(),
-            store,
-            key_type,
-            &comment,
-            passphrase,
-        )?;
+        let public =
+            super::stores::generate(&config, &home.keys(), store, key_type, &comment, passphrase)?;
         let ca_type = if store.store == "software" {
             "ed25519"
         } else {
@@ -592,7 +600,10 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
             println!("{}", public.to_openssh()?);
             changed_keys(
                 home,
-                &format!("added {} (pkcs11)", public.fingerprint(ssh_key::HashAlg::Sha256)),
+                &format!(
+                    "added {} (pkcs11)",
+                    public.fingerprint(ssh_key::HashAlg::Sha256)
+                ),
             );
         }
         KeysCmd::Add {
@@ -764,7 +775,9 @@ fn public_lines_in(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
-pub fn open_keystore(home: &SignerHome) -> anyhow::Result<Box<dyn vmux_signer::keystore::Keystore>> {
+pub fn open_keystore(
+    home: &SignerHome,
+) -> anyhow::Result<Box<dyn vmux_signer::keystore::Keystore>> {
     let pass = keystore_passphrase(home)?;
     let how = super::stores::open_how(&home.load_config()?, pass);
     super::stores::open_dir(&home.keys(), &how)
@@ -794,9 +807,9 @@ pub fn open(home: &SignerHome) -> anyhow::Result<Arc<Signer>> {
     // Keys added or imported while the signer runs are opened with the same passphrase
     // and PINs, kept in this process only (as the decrypted keys already are).
     let dir = home.keys();
-    signer
-        .keystore
-        .set_reopen(Box::new(move || vmux_signer::keystore::open_dir(&dir, &how)));
+    signer.keystore.set_reopen(Box::new(move || {
+        vmux_signer::keystore::open_dir(&dir, &how)
+    }));
     Ok(signer)
 }
 
@@ -804,6 +817,56 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
     let mut config = home.load_config()?;
     home.migrate()?;
     match cmd {
+        CaCmd::Init {
+            store,
+            key_type,
+            force,
+        } => {
+            let existing = public_lines_in(&home.ca())?;
+            if !existing.is_empty() {
+                anyhow::ensure!(
+                    force,
+                    "this signer already has a CA key ({}); --force replaces it, and every server that trusts it must then be given the new one",
+                    existing[0]
+                );
+                let dest = home.dir.join("removed-keys");
+                vmux_proto::store::ensure_dir(&dest, 0o700)?;
+                let stamp = vmux_proto::now_unix();
+                for f in std::fs::read_dir(home.ca())?.flatten() {
+                    let to = dest.join(format!("ca-{stamp}-{}", f.file_name().to_string_lossy()));
+                    std::fs::rename(f.path(), &to)
+                        .with_context(|| format!("moving {}", f.path().display()))?;
+                }
+            }
+            let key_type = key_type.unwrap_or_else(|| {
+                if store.store == "software" {
+                    "ed25519"
+                } else {
+                    "ecdsa"
+                }
+                .into()
+            });
+            let pass = keystore_passphrase(home)?;
+            let public = super::stores::generate(
+                &config,
+                &home.ca(),
+                &store,
+                &key_type,
+                &format!("vmux-ca@{}", config.name),
+                pass.as_deref().map(|s| s.as_str()),
+            )?;
+            changed(
+                home,
+                "ca",
+                &format!(
+                    "new CA key {} ({})",
+                    public.fingerprint(ssh_key::HashAlg::Sha256),
+                    store.store
+                ),
+            );
+            println!("{}", public.to_openssh()?);
+            println!("restart the signer to issue certificates with it; servers trust it with TrustedUserCAKeys");
+        }
         CaCmd::Pub => {
             let lines = public_lines_in(&home.ca())?;
             anyhow::ensure!(!lines.is_empty(), "no CA key in {}", home.ca().display());

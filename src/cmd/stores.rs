@@ -61,14 +61,20 @@ pub fn pin_source(config: &SignerConfig) -> pkcs11::PinSource {
 }
 
 /// A PIN for `token` now: configured, `VMUX_PIN`, or asked on the terminal.
-pub fn pin_for(config: &SignerConfig, token: &str, prompt: &str) -> anyhow::Result<Zeroizing<String>> {
+pub fn pin_for(
+    config: &SignerConfig,
+    token: &str,
+    prompt: &str,
+) -> anyhow::Result<Zeroizing<String>> {
     if let Some(p) = pin_source(config)(token) {
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
         bail!("{prompt} is needed: run on a terminal, set VMUX_PIN, or add it under [pins] in the signer's config");
     }
-    let p = Zeroizing::new(rpassword::prompt_password(format!("{prompt}: ")).context("reading the PIN")?);
+    let p = Zeroizing::new(
+        rpassword::prompt_password(format!("{prompt}: ")).context("reading the PIN")?,
+    );
     TYPED
         .lock()
         .unwrap()
@@ -146,6 +152,10 @@ pub fn generate(
 
 fn token_of(s: &StoreArgs) -> anyhow::Result<(PathBuf, String)> {
     match (&s.module, &s.token) {
+        (Some(m), _) if !m.is_file() => bail!(
+            "PKCS#11 module {} not found (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so; YubiKey: libykcs11.so; smart cards: opensc-pkcs11.so)",
+            m.display()
+        ),
         (Some(m), Some(t)) => Ok((m.clone(), t.clone())),
         _ => bail!("--store pkcs11 needs --module PATH and --token LABEL"),
     }

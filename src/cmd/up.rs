@@ -26,15 +26,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let ahome = super::agent::home();
     if !shome.exists() {
         let name = format!("{}-signer", vmux_agent::state::hostname());
-        let line = super::signer::init(
-            &shome,
-            None,
-            &name,
-            "ecdsa",
-            "",
-            None,
-            &Default::default(),
-        )?;
+        let line =
+            super::signer::init(&shome, None, &name, "ecdsa", "", None, &Default::default())?;
         // A signer made by `vmux up` serves this machine: a later `vmux signer run` must
         // not open it to the network or advertise it, unless --listen said so.
         let mut config = shome.load_config()?;

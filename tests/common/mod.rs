@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests. Include with `mod common;`.
 #![allow(dead_code)]
 
+pub mod hw;
 pub mod netns;
 pub mod peer;
 pub mod proc;

@@ -57,10 +57,22 @@ impl Signer {
     }
 
     pub fn start_in(ns: Option<&super::netns::Netns>, home: &Path, listen: &str) -> Signer {
-        let d = Daemon::spawn_named(
-            "vmux signer",
-            vmux_in(ns, home).args(["signer", "run", "--listen", listen]),
-        );
+        Signer::start_env(ns, home, listen, &[])
+    }
+
+    /// With extra environment (SOFTHSM2_CONF, TPM2TOOLS_TCTI, …).
+    pub fn start_env(
+        ns: Option<&super::netns::Netns>,
+        home: &Path,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Signer {
+        let mut cmd = vmux_in(ns, home);
+        cmd.args(["signer", "run", "--listen", listen]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let d = Daemon::spawn_named("vmux signer", &mut cmd);
         let line = d
             .wait_for_line(|l| l.contains("listening on"), T)
             .unwrap_or_else(|| panic!("signer did not start: {}", d.output()));

@@ -117,7 +117,9 @@ pub struct KeyRecord {
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
     pub comment: String,
-    /// `tpm`, `pkcs11` or `software`.
+    /// `tpm`, `pkcs11` or `software` (`providerKind` on the wire; `provider` is read too,
+    /// as earlier versions wrote it).
+    #[serde(rename = "providerKind", alias = "provider", default = "software")]
     pub provider: String,
     pub display_name: String,
     pub enabled: bool,
@@ -160,6 +162,10 @@ pub struct Context {
     /// Forwarded connections: every hop, first to last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hops: Vec<String>,
+}
+
+fn software() -> String {
+    "software".into()
 }
 
 fn unknown() -> String {

@@ -44,13 +44,15 @@ struct KeystoreKey<'a> {
     ks: &'a dyn Keystore,
     blob: Vec<u8>,
     public: KeyData,
+    /// rsa-sha2-512 for an RSA CA (RFC 8332); nothing for the others.
+    flags: u32,
 }
 
 impl signature::Signer<Signature> for KeystoreKey<'_> {
     fn try_sign(&self, msg: &[u8]) -> Result<Signature, signature::Error> {
         let sig = self
             .ks
-            .sign(&self.blob, msg, 0)
+            .sign(&self.blob, msg, self.flags)
             .map_err(|_| signature::Error::new())?;
         Signature::decode(&mut sig.as_slice()).map_err(|_| signature::Error::new())
     }
@@ -132,10 +134,16 @@ pub fn issue(
         Ok::<_, ssh_key::Error>(())
     })();
     built.map_err(|_| ErrorCode::Internal)?;
+    let flags = if matches!(ca_public, KeyData::Rsa(_)) {
+        4
+    } else {
+        0
+    };
     let signer = KeystoreKey {
         ks: ca,
         blob: ca_blob.clone(),
         public: ca_public,
+        flags,
     };
     let cert = b.sign(&signer).map_err(|_| ErrorCode::Internal)?;
     Ok(Issued {
@@ -284,7 +292,17 @@ impl Signer {
                     if self.paired_device(&device.public_key).is_none() {
                         return Err(ErrorCode::PairingInvalid);
                     }
-                    issue(ca, &self.home, &policy, device, &req).map(Some)
+                    // A CA on a token or in the TPM may take a while: off the runtime's
+                    // core threads when the runtime has others.
+                    let go = || issue(ca, &self.home, &policy, device, &req).map(Some);
+                    match tokio::runtime::Handle::current().runtime_flavor() {
+                        tokio::runtime::RuntimeFlavor::MultiThread
+                            if ca_key(ca).is_some_and(|b| ca.blocking(&b)) =>
+                        {
+                            tokio::task::block_in_place(go)
+                        }
+                        _ => go(),
+                    }
                 }
             }
         }

@@ -107,6 +107,38 @@ impl Keys {
         store.sign(key_blob, data, flags)
     }
 
+    /// Sign, off the async runtime when the key lives on a device that may block (a
+    /// token, the TPM): a slow device then stalls no link.
+    pub async fn sign_async(
+        &self,
+        key_blob: &[u8],
+        data: &[u8],
+        flags: u32,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let store = self.store.read().unwrap().clone();
+        if !store.blocking(key_blob) {
+            return self.sign(key_blob, data, flags);
+        }
+        let disabled = self
+            .states
+            .read()
+            .unwrap()
+            .get(&key_fingerprint(key_blob))
+            .is_some_and(|s| !s.enabled);
+        if disabled {
+            return Err(ErrorCode::KeyDisabled);
+        }
+        let (blob, data) = (key_blob.to_vec(), data.to_vec());
+        tokio::task::spawn_blocking(move || store.sign(&blob, &data, flags))
+            .await
+            .unwrap_or(Err(ErrorCode::Internal))
+    }
+
+    /// Where a key lives (`keys list`, the prompt).
+    pub fn location(&self, key_blob: &[u8]) -> Option<String> {
+        self.store.read().unwrap().location(key_blob)
+    }
+
     pub fn set_reopen(&self, f: Reopen) {
         *self.reopen.write().unwrap() = Some(f);
     }

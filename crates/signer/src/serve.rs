@@ -538,7 +538,10 @@ impl Signer {
                     if self.paired_device(&device.public_key).is_none() {
                         return Err(ErrorCode::PairingInvalid);
                     }
-                    let sig = self.keystore.sign(&req.key_blob, &req.data, req.flags)?;
+                    let sig = self
+                        .keystore
+                        .sign_async(&req.key_blob, &req.data, req.flags)
+                        .await?;
                     if let Some((name, key)) = &seen.pin {
                         self.pin_host(name, key);
                     }

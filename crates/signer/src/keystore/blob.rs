@@ -32,7 +32,7 @@ pub fn take_string<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
 
 /// `string alg, string(mpint r, mpint s)` from `r ‖ s` of equal halves (PKCS#11 CKM_ECDSA).
 pub fn ecdsa_blob(alg: &str, raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);

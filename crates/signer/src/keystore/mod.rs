@@ -45,13 +45,19 @@ pub struct Open {
 }
 
 /// Every key in `dir`, whatever store holds it.
-pub fn open_dir(dir: &std::path::Path, how: &Open) -> Result<Box<dyn Keystore>, crate::SignerError> {
+pub fn open_dir(
+    dir: &std::path::Path,
+    how: &Open,
+) -> Result<Box<dyn Keystore>, crate::SignerError> {
     let mut stores: Vec<Box<dyn Keystore>> = vec![Box::new(software::SoftwareKeystore::open(
         dir,
         how.passphrase.as_deref().map(|s| s.as_str()),
     )?)];
     if !pkcs11::ref_files(dir).is_empty() {
-        stores.push(Box::new(pkcs11::Pkcs11Keystore::open(dir, how.pins.clone())));
+        stores.push(Box::new(pkcs11::Pkcs11Keystore::open(
+            dir,
+            how.pins.clone(),
+        )));
     }
     if !tss2_files(dir).is_empty() {
         #[cfg(feature = "tpm")]

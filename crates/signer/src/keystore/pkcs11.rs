@@ -92,7 +92,7 @@ impl Kind {
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.is_empty() || s.len() > 128 {
+    if !s.len().is_multiple_of(2) || s.is_empty() || s.len() > 128 {
         return None;
     }
     (0..s.len())
@@ -112,16 +112,29 @@ fn ck(what: &str) -> impl Fn(CkError) -> SignerError + '_ {
     move |e| SignerError::Token(format!("{what}: {e}"))
 }
 
+static LOADED: Mutex<Option<HashMap<PathBuf, Arc<Pkcs11>>>> = Mutex::new(None);
+
+/// Forget a loaded module: when the last user lets go it is finalised, and the next
+/// use initialises it again, which makes modules that list tokens only at
+/// C_Initialize (SoftHSM2) see a token that was plugged back in.
+fn unload(path: &Path) {
+    if let Some(map) = LOADED.lock().unwrap().as_mut() {
+        map.remove(path);
+    }
+}
+
 /// Load `module` and initialise it (once per process and module).
 fn module(path: &Path) -> Result<Arc<Pkcs11>, SignerError> {
-    static LOADED: Mutex<Option<HashMap<PathBuf, Arc<Pkcs11>>>> = Mutex::new(None);
     let mut loaded = LOADED.lock().unwrap();
     let map = loaded.get_or_insert_with(HashMap::new);
     if let Some(m) = map.get(path) {
         return Ok(m.clone());
     }
     let p = Pkcs11::new(path).map_err(|e| {
-        SignerError::Token(format!("cannot load PKCS#11 module {}: {e}", path.display()))
+        SignerError::Token(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            path.display()
+        ))
     })?;
     match p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
@@ -138,12 +151,7 @@ fn module(path: &Path) -> Result<Arc<Pkcs11>, SignerError> {
 }
 
 /// A logged-in session on the token labelled `token`.
-fn session(
-    m: &Pkcs11,
-    token: &str,
-    pin: Option<&str>,
-    rw: bool,
-) -> Result<Session, SignerError> {
+fn session(m: &Pkcs11, token: &str, pin: Option<&str>, rw: bool) -> Result<Session, SignerError> {
     let slots = m.get_slots_with_token().map_err(ck("listing slots"))?;
     let slot = slots
         .into_iter()
@@ -205,7 +213,8 @@ fn public_blob(s: &Session, h: ObjectHandle) -> Result<(Vec<u8>, Kind), SignerEr
             _ => {}
         }
     }
-    let unsupported = || SignerError::UnsupportedKeyType("this token key (not P-256, P-384 or RSA)".into());
+    let unsupported =
+        || SignerError::UnsupportedKeyType("this token key (not P-256, P-384 or RSA)".into());
     match ktype {
         Some(KeyType::EC) => {
             let params = params.ok_or_else(unsupported)?;
@@ -246,9 +255,8 @@ fn unwrap_octet_string(v: &[u8]) -> Vec<u8> {
 
 /// Write `NAME.pkcs11` and `NAME.pub` into `dir` for a key pair on the token.
 fn store_ref(dir: &Path, r: &Pkcs11Ref) -> Result<ssh_key::PublicKey, SignerError> {
-    let mut public = ssh_key::PublicKey::from_bytes(&r.public_key).map_err(|e| {
-        SignerError::Token(format!("the token's public key does not parse: {e}"))
-    })?;
+    let mut public = ssh_key::PublicKey::from_bytes(&r.public_key)
+        .map_err(|e| SignerError::Token(format!("the token's public key does not parse: {e}")))?;
     public.set_comment(r.comment.as_str());
     let fp = public.fingerprint(ssh_key::HashAlg::Sha256).to_string();
     let short: String = fp
@@ -344,23 +352,32 @@ pub fn use_existing(
     let s = session(&m, token, Some(pin), false)?;
     let mut t = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
     match (label, id) {
-        (_, Some(id)) => t.push(Attribute::Id(
-            hex(id).ok_or_else(|| SignerError::Token(format!("--id {id}: not hex")))?,
-        )),
+        (_, Some(id)) => {
+            t.push(Attribute::Id(hex(id).ok_or_else(|| {
+                SignerError::Token(format!("--id {id}: not hex"))
+            })?))
+        }
         (Some(l), None) => t.push(Attribute::Label(l.as_bytes().to_vec())),
         (None, None) => return Err(SignerError::Token("give --label or --id".into())),
     }
     let found = s.find_objects(&t).map_err(ck("finding the key"))?;
     let h = match found.as_slice() {
         [h] => *h,
-        [] => return Err(SignerError::Token("no such public key object on the token".into())),
+        [] => {
+            return Err(SignerError::Token(
+                "no such public key object on the token".into(),
+            ))
+        }
         _ => {
             return Err(SignerError::Token(
                 "several keys match: name one with --id".into(),
             ))
         }
     };
-    let id = match s.get_attributes(h, &[AttributeType::Id]).map_err(ck("reading CKA_ID"))?[..] {
+    let id = match s
+        .get_attributes(h, &[AttributeType::Id])
+        .map_err(ck("reading CKA_ID"))?[..]
+    {
         [Attribute::Id(ref v)] => v.clone(),
         _ => return Err(SignerError::Token("the key has no CKA_ID".into())),
     };
@@ -487,8 +504,18 @@ impl Pkcs11Keystore {
                 ErrorCode::Internal
             }
         };
-        let m = module(&k.r.module).map_err(fail)?;
-        let s = session(&m, token, Some(&pin), false).map_err(fail)?;
+        let mut m = module(&k.r.module).map_err(fail)?;
+        let s = match session(&m, token, Some(&pin), false) {
+            Err(SignerError::Token(e)) if e.starts_with("no token labelled") => {
+                // Removed, or plugged back in since the module last looked: look again.
+                drop(m);
+                unload(&k.r.module);
+                m = module(&k.r.module).map_err(fail)?;
+                session(&m, token, Some(&pin), false)
+            }
+            r => r,
+        }
+        .map_err(fail)?;
         let h = find(&s, ObjectClass::PRIVATE_KEY, &k.id).map_err(fail)?;
         let signed = |mech: Mechanism, input: &[u8]| {
             s.sign(&mech, h, input)
@@ -537,7 +564,11 @@ impl Keystore for Pkcs11Keystore {
 
     fn location(&self, key_blob: &[u8]) -> Option<String> {
         let k = self.keys.iter().find(|k| k.r.public_key == key_blob)?;
-        Some(format!("pkcs11 (token {}, {})", k.r.token, k.r.module.display()))
+        Some(format!(
+            "pkcs11 (token {}, {})",
+            k.r.token,
+            k.r.module.display()
+        ))
     }
 }
 

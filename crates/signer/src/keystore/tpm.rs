@@ -27,9 +27,9 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Auth, Digest, EccPoint, EccScheme, HashScheme, HashcheckTicket, Private, Public,
-    PublicBuffer, PublicEccParametersBuilder, PublicKeyRsa, PublicRsaParametersBuilder,
-    RsaExponent, RsaScheme, Signature, SignatureScheme, SymmetricDefinitionObject,
+    Auth, Digest, EccPoint, EccScheme, HashScheme, HashcheckTicket, Private, Public, PublicBuffer,
+    PublicEccParametersBuilder, PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme,
+    Signature, SignatureScheme, SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -467,6 +467,9 @@ pub struct TpmKeystore {
     keys: Vec<Loaded>,
     worker: Worker,
     pins: super::pkcs11::PinSource,
+    /// Set when the TPM refused a PIN: not tried again until a reload, so a wrong
+    /// configured PIN costs one step of the dictionary-attack counter, not one a request.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl TpmKeystore {
@@ -519,6 +522,7 @@ impl TpmKeystore {
             keys,
             worker: Worker::start(tcti(how.tcti.as_deref())),
             pins: how.pins.clone(),
+            refused: Default::default(),
         })
     }
 }
@@ -536,6 +540,12 @@ impl Keystore for TpmKeystore {
             .ok_or(ErrorCode::KeyNotFound)?;
         let pin = if k.key.empty_auth {
             None
+        } else if self.refused.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                "TPM key {}: the TPM refused its PIN before; not trying again until the keys are reloaded (fix the PIN, then restart the signer)",
+                k.file.display()
+            );
+            return Err(ErrorCode::PresenceFailed);
         } else {
             match (self.pins)("tpm") {
                 Some(p) => Some(p),
@@ -561,6 +571,10 @@ impl Keystore for TpmKeystore {
             .unwrap_or_else(|| Err((ErrorCode::Internal, "the TPM worker stopped".into())));
         r.map_err(|(code, why)| {
             tracing::error!("TPM key {}: {why}", k.file.display());
+            if code == ErrorCode::PresenceFailed {
+                self.refused
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             code
         })
     }

@@ -44,7 +44,10 @@ fn tlv<'a>(r: &mut &'a [u8]) -> Result<(u8, &'a [u8]), String> {
             return Err("unsupported length".into());
         }
         let bytes = r.get(2..2 + n).ok_or("truncated")?;
-        (bytes.iter().fold(0usize, |a, &b| a << 8 | b as usize), 2 + n)
+        (
+            bytes.iter().fold(0usize, |a, &b| a << 8 | b as usize),
+            2 + n,
+        )
     };
     let body = r.get(head..head + len).ok_or("truncated")?;
     *r = &r[head + len..];
@@ -85,7 +88,9 @@ impl TpmKey {
                     }
                     empty_auth = v[0] != 0;
                 }
-                _ => return Err("keys with TPM policies or import secrets are not supported".into()),
+                _ => {
+                    return Err("keys with TPM policies or import secrets are not supported".into())
+                }
             }
             next = tlv(&mut seq)?;
         }
@@ -187,6 +192,9 @@ mod tests {
         for cut in 0..der_bytes.len() {
             assert!(TpmKey::from_der(&der_bytes[..cut]).is_err());
         }
-        assert!(TpmKey::from_pem("-----BEGIN TSS2 PRIVATE KEY-----\n!!\n-----END TSS2 PRIVATE KEY-----").is_err());
+        assert!(TpmKey::from_pem(
+            "-----BEGIN TSS2 PRIVATE KEY-----\n!!\n-----END TSS2 PRIVATE KEY-----"
+        )
+        .is_err());
     }
 }

@@ -1,0 +1,544 @@
+//! Keys in hardware: SoftHSM2 tokens (PKCS#11) and swtpm (TPM 2.0), through the real
+//! agent and signer, with real sshd logins and `ssh-keygen -Y sign`, approved as a
+//! person would. TPM tests need the binary built with `--features tpm` (the test
+//! command does); they fail rather than skip without it.
+
+mod common;
+
+use common::hw::{SoftHsm, Swtpm, SOFTHSM};
+use common::proc::run;
+use common::sshd::{Sshd, SshdOptions};
+use common::vmux::{
+    agent_config, background, ok, pair, set_signer_config, sshsig, try_vmux, Agent, Signer, T,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+struct Hw {
+    tmp: tempfile::TempDir,
+    shome: PathBuf,
+    ahome: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Hw {
+    fn new(env: &[(&str, String)]) -> Hw {
+        let tmp = tempfile::tempdir().unwrap();
+        let shome = tmp.path().join("signer-home");
+        let ahome = tmp.path().join("agent-home");
+        Signer::init(&shome, "hw-signer");
+        Hw {
+            tmp,
+            shome,
+            ahome,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn vmux(&self, args: &[&str]) -> common::proc::Output {
+        let mut c = common::vmux::vmux(&self.shome);
+        c.args(args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        run(&mut c, T)
+    }
+
+    /// `vmux signer keys add …`, returning the new authorized_keys line.
+    fn add(&self, args: &[&str]) -> String {
+        let mut a = vec!["signer", "keys", "add"];
+        a.extend_from_slice(args);
+        let out = self.vmux(&a);
+        assert!(out.success(), "keys add {args:?}: {out:?}");
+        out.stdout.lines().last().unwrap().to_string()
+    }
+
+    /// Start the signer (where it listened before, on a restart) and the agent.
+    fn start(&self, agent_toml: &str) -> (Signer, Agent) {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let addr_file = self.tmp.path().join("signer-addr");
+        let listen = std::fs::read_to_string(&addr_file).unwrap_or_else(|_| "127.0.0.1:0".into());
+        let signer = Signer::start_env(None, &self.shome, &listen, &env);
+        std::fs::write(&addr_file, &signer.addr).unwrap();
+        if !self.ahome.join("agent/identity").exists() {
+            agent_config(&self.ahome, agent_toml);
+            pair(&self.ahome, &signer);
+        }
+        let agent = Agent::start(&self.ahome);
+        agent.wait_connected();
+        (signer, agent)
+    }
+}
+
+/// `ssh` with only `key` authorized at a fresh sshd, approved on the signer.
+fn login_with(signer: &Signer, agent: &Agent, key: &str) -> String {
+    let sshd = Sshd::start(key);
+    let h = background({
+        let mut c = sshd.ssh_command(&agent.sock);
+        c.arg("echo logged-in");
+        c
+    });
+    let p = signer.wait_pending(1);
+    signer.approve_next();
+    let out = h.join().unwrap();
+    assert!(
+        out.success() && out.stdout.contains("logged-in"),
+        "{out:?}\n--- signer ---\n{}",
+        signer
+            .daemon
+            .as_ref()
+            .map(|d| d.output())
+            .unwrap_or_default()
+    );
+    p[0].to_string()
+}
+
+fn sign_file(tmp: &Path, signer: &Signer, agent: &Agent, key: &str) {
+    let pubf = tmp.join("key.pub");
+    std::fs::write(&pubf, key).unwrap();
+    let msg = tmp.join("msg");
+    std::fs::write(&msg, "hello hardware\n").unwrap();
+    let h = background(sshsig(&agent.sock, &pubf, &msg, "git"));
+    signer.wait_pending(1);
+    signer.approve_next();
+    let out = h.join().unwrap();
+    assert!(out.success(), "ssh-keygen -Y sign: {out:?}");
+    // The signature verifies against the key, with OpenSSH's verifier.
+    let allowed = tmp.join("allowed");
+    std::fs::write(&allowed, format!("me {key}\n")).unwrap();
+    let v = run(
+        Command::new("sh").args([
+            "-c",
+            &format!(
+                "ssh-keygen -Y verify -f '{}' -I me -n git -s '{}' < '{}'",
+                allowed.display(),
+                msg.with_extension("sig").display(),
+                msg.display()
+            ),
+        ]),
+        T,
+    );
+    assert!(v.success(), "verify: {v:?}");
+    std::fs::remove_file(msg.with_extension("sig")).unwrap();
+}
+
+fn listed(agent: &Agent) -> String {
+    agent.ssh_add(&["-L"]).stdout
+}
+
+#[test]
+fn pkcs11_keys_log_in_and_sign() {
+    let hsm = SoftHsm::new();
+    hsm.token("vmux-a", "1234");
+    let hw = Hw::new(&[("SOFTHSM2_CONF", hsm.conf()), ("VMUX_PIN", "1234".into())]);
+    let keys: Vec<String> = ["ecdsa", "ecdsa-p384", "rsa"]
+        .iter()
+        .map(|t| {
+            hw.add(&[
+                "--store",
+                "pkcs11",
+                "--module",
+                SOFTHSM,
+                "--token",
+                "vmux-a",
+                "--type",
+                t,
+                "--comment",
+                &format!("hsm-{t}"),
+            ])
+        })
+        .collect();
+    let list = ok(&hw.shome, &["signer", "keys", "list"]);
+    assert_eq!(list.matches("(pkcs11: token vmux-a").count(), 3, "{list}");
+    assert!(list.contains("(software)"), "{list}");
+    let (mut signer, mut agent) = hw.start("session_certs = false\n");
+    let pubs = ok(&hw.shome, &["signer", "keys", "pub"]);
+    let l = listed(&agent);
+    for k in &keys {
+        let b64 = k.split_whitespace().nth(1).unwrap();
+        assert!(l.contains(b64) && pubs.contains(b64), "{k} not listed: {l}");
+    }
+    let status = ok(&hw.ahome, &["agent", "status"]);
+    assert_eq!(status.matches("[pkcs11]").count(), 3, "{status}");
+    for k in &keys {
+        let shown = login_with(&signer, &agent, k);
+        assert!(
+            shown.contains("pkcs11"),
+            "the prompt names the store: {shown}"
+        );
+    }
+    for k in &keys {
+        sign_file(hw.tmp.path(), &signer, &agent, k);
+    }
+    // Day two: both daemons restart and the token keys still sign.
+    signer.stop();
+    agent.stop();
+    let (_signer, _agent) = hw.start("");
+    login_with(&_signer, &_agent, &keys[2]);
+}
+
+#[test]
+fn an_existing_token_key_is_used_and_its_private_value_cannot_be_read() {
+    let hsm = SoftHsm::new();
+    hsm.token("vmux-b", "1234");
+    let hw = Hw::new(&[("SOFTHSM2_CONF", hsm.conf()), ("VMUX_PIN", "1234".into())]);
+    // A key made by vmux in another key directory stands for "a key already there".
+    let other = hw.tmp.path().join("other");
+    let made = {
+        let mut c = common::vmux::vmux(&other);
+        c.env("SOFTHSM2_CONF", hsm.conf()).env("VMUX_PIN", "1234");
+        ok(&other, &["signer", "init", "--name", "x"]);
+        c.args([
+            "signer",
+            "keys",
+            "add",
+            "--store",
+            "pkcs11",
+            "--module",
+            SOFTHSM,
+            "--token",
+            "vmux-b",
+            "--comment",
+            "existing",
+        ]);
+        let out = run(&mut c, T);
+        assert!(out.success(), "{out:?}");
+        out.stdout.trim().to_string()
+    };
+    let used = hw.add(&[
+        "--store",
+        "pkcs11",
+        "--module",
+        SOFTHSM,
+        "--token",
+        "vmux-b",
+        "--use-existing",
+        "--label",
+        "vmux existing",
+    ]);
+    assert_eq!(
+        made.split_whitespace().nth(1),
+        used.split_whitespace().nth(1),
+        "{made} vs {used}"
+    );
+    // Through the module itself: the private key is sensitive and not extractable.
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_vmux"))
+            .args(["signer", "keys", "list"])
+            .env("VMUX_HOME", &hw.shome),
+        T,
+    );
+    assert!(out.stdout.contains("existing"), "{out:?}");
+    let value = common::hw::private_value_readable(&hsm, "vmux-b", "1234");
+    assert!(!value, "CKA_VALUE of a vmux token key was readable");
+}
+
+#[test]
+fn a_wrong_pin_fails_that_request_alone_and_is_not_retried() {
+    let hsm = SoftHsm::new();
+    hsm.token("vmux-c", "1234");
+    let hw = Hw::new(&[("SOFTHSM2_CONF", hsm.conf()), ("VMUX_PIN", "1234".into())]);
+    let token_key = hw.add(&[
+        "--store",
+        "pkcs11",
+        "--module",
+        SOFTHSM,
+        "--token",
+        "vmux-c",
+        "--comment",
+        "hsm",
+    ]);
+    // The signer runs with a wrong PIN in its config (an unattended token).
+    set_signer_config(&hw.shome, "discovery", "\"off\"");
+    let cfg = hw.shome.join("signer/config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[pins]\nvmux-c = \"0000\"\n")).unwrap();
+    let hw = Hw {
+        env: vec![("SOFTHSM2_CONF".into(), hsm.conf())],
+        ..hw
+    };
+    let (signer, agent) = hw.start("session_certs = false\n");
+    for attempt in 0..2 {
+        let sshd = Sshd::start(&token_key);
+        let h = background({
+            let mut c = sshd.ssh_command(&agent.sock);
+            c.arg("true");
+            c
+        });
+        signer.wait_pending(1);
+        signer.approve_next();
+        let out = h.join().unwrap();
+        assert!(
+            !out.success(),
+            "attempt {attempt} logged in with a wrong PIN: {out:?}"
+        );
+        assert!(out.stderr.contains("agent refused operation"), "{out:?}");
+    }
+    let log = signer.log();
+    assert_eq!(log.matches("presenceFailed").count(), 2, "{log}");
+    let out = signer.daemon.as_ref().unwrap().output();
+    assert_eq!(
+        out.matches("refused the PIN").count(),
+        1,
+        "one try at the token: {out}"
+    );
+    assert!(out.contains("not trying again"), "{out}");
+    // The software key still signs.
+    let soft = ok(&hw.shome, &["signer", "keys", "pub"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    login_with(&signer, &agent, &soft);
+}
+
+#[test]
+fn a_removed_token_fails_its_requests_alone() {
+    let hsm = SoftHsm::new();
+    hsm.token("vmux-d", "1234");
+    let hw = Hw::new(&[("SOFTHSM2_CONF", hsm.conf()), ("VMUX_PIN", "1234".into())]);
+    let token_key = hw.add(&[
+        "--store",
+        "pkcs11",
+        "--module",
+        SOFTHSM,
+        "--token",
+        "vmux-d",
+        "--comment",
+        "hsm",
+    ]);
+    let (signer, agent) = hw.start("session_certs = false\n");
+    login_with(&signer, &agent, &token_key);
+    // Pull the token: its directory goes away while the signer runs.
+    let gone = hw.tmp.path().join("pulled");
+    std::fs::rename(hsm.tokens(), &gone).unwrap();
+    std::fs::create_dir(hsm.tokens()).unwrap();
+    let sshd = Sshd::start(&token_key);
+    let h = background({
+        let mut c = sshd.ssh_command(&agent.sock);
+        c.arg("true");
+        c
+    });
+    signer.wait_pending(1);
+    signer.approve_next();
+    assert!(!h.join().unwrap().success());
+    assert!(
+        signer.log().contains("\"decision\":\"internal\""),
+        "{}",
+        signer.log()
+    );
+    let soft = ok(&hw.shome, &["signer", "keys", "pub"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    login_with(&signer, &agent, &soft);
+    // Plugged back in: it signs again, no restart.
+    std::fs::remove_dir(hsm.tokens()).unwrap();
+    std::fs::rename(&gone, hsm.tokens()).unwrap();
+    login_with(&signer, &agent, &token_key);
+}
+
+#[test]
+fn tpm_keys_log_in_and_sign() {
+    let tpm = Swtpm::start();
+    let hw = Hw::new(&[("TPM2TOOLS_TCTI", tpm.tcti())]);
+    let ecdsa = hw.add(&["--store", "tpm", "--comment", "tpm-ecdsa"]);
+    let rsa = hw.add(&["--store", "tpm", "--type", "rsa", "--comment", "tpm-rsa"]);
+    let blob = std::fs::read_dir(hw.shome.join("signer/keys"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "tpm"))
+        .unwrap()
+        .path();
+    let pem = std::fs::read_to_string(&blob).unwrap();
+    assert!(pem.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"), "{pem}");
+    let list = ok(&hw.shome, &["signer", "keys", "list"]);
+    assert_eq!(list.matches("(tpm)").count(), 2, "{list}");
+    let (mut signer, mut agent) = hw.start("session_certs = false\n");
+    let status = ok(&hw.ahome, &["agent", "status"]);
+    assert_eq!(status.matches("[tpm]").count(), 2, "{status}");
+    for k in [&ecdsa, &rsa] {
+        assert!(listed(&agent).contains(k.split_whitespace().nth(1).unwrap()));
+        login_with(&signer, &agent, k);
+    }
+    sign_file(hw.tmp.path(), &signer, &agent, &ecdsa);
+    sign_file(hw.tmp.path(), &signer, &agent, &rsa);
+
+    // The same blobs in front of another TPM: listed, but nothing signs.
+    signer.stop();
+    agent.stop();
+    let other = Swtpm::start();
+    let hw2 = Hw {
+        env: vec![("TPM2TOOLS_TCTI".into(), other.tcti())],
+        ..hw
+    };
+    let (signer, agent) = hw2.start("");
+    let sshd = Sshd::start(&ecdsa);
+    let h = background({
+        let mut c = sshd.ssh_command(&agent.sock);
+        c.arg("true");
+        c
+    });
+    signer.wait_pending(1);
+    signer.approve_next();
+    assert!(!h.join().unwrap().success());
+    let out = signer.daemon.as_ref().unwrap().output();
+    assert!(out.contains("this TPM cannot load the key"), "{out}");
+}
+
+#[test]
+fn a_tpm_pin_is_checked_by_the_tpm_and_its_lockout_respected() {
+    let tpm = Swtpm::start();
+    let hw = Hw::new(&[("TPM2TOOLS_TCTI", tpm.tcti()), ("VMUX_PIN", "2468".into())]);
+    let key = hw.add(&["--store", "tpm", "--pin", "--comment", "tpm-pin"]);
+    let pem = std::fs::read_dir(hw.shome.join("signer/keys"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "tpm"))
+        .unwrap()
+        .path();
+    assert!(std::fs::read_to_string(pem).unwrap().contains("BEGIN TSS2"));
+    // The right PIN signs.
+    {
+        let (signer, agent) = hw.start("session_certs = false\n");
+        login_with(&signer, &agent, &key);
+    }
+    let before = tpm.lockout_counter();
+    // A wrong PIN: refused by the TPM, counted once, not retried.
+    let hw = Hw {
+        env: vec![
+            ("TPM2TOOLS_TCTI".into(), tpm.tcti()),
+            ("VMUX_PIN".into(), "1111".into()),
+        ],
+        ..hw
+    };
+    let (signer, agent) = hw.start("");
+    for _ in 0..2 {
+        let sshd = Sshd::start(&key);
+        let h = background({
+            let mut c = sshd.ssh_command(&agent.sock);
+            c.arg("true");
+            c
+        });
+        signer.wait_pending(1);
+        signer.approve_next();
+        assert!(!h.join().unwrap().success());
+    }
+    assert_eq!(
+        signer.log().matches("presenceFailed").count(),
+        2,
+        "{}",
+        signer.log()
+    );
+    assert_eq!(
+        tpm.lockout_counter(),
+        before + 1,
+        "the TPM counted more than one guess"
+    );
+    let soft = ok(&hw.shome, &["signer", "keys", "pub"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    login_with(&signer, &agent, &soft);
+}
+
+/// A CA in `store` issues a session certificate that sshd accepts.
+fn ca_in(store_args: &[&str], env: &[(&str, String)]) {
+    let hw = Hw::new(env);
+    let mut a = vec!["signer", "ca", "init", "--force"];
+    a.extend_from_slice(store_args);
+    let out = hw.vmux(&a);
+    assert!(out.success(), "{out:?}");
+    let ca = ok(&hw.shome, &["signer", "ca", "pub"]);
+    assert!(ca.starts_with("ecdsa-sha2-nistp256 "), "{ca}");
+    let (signer, agent) = hw.start("");
+    let p = signer.wait_pending(1);
+    assert_eq!(p[0]["kind"], "cert", "{p:?}");
+    signer.approve_next();
+    let deadline = std::time::Instant::now() + T;
+    let cert = loop {
+        let l = listed(&agent);
+        if let Some(c) = l.lines().find(|l| l.ends_with("vmux-session-cert")) {
+            break c.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no certificate: {l}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let f = hw.tmp.path().join("cert.pub");
+    std::fs::write(&f, &cert).unwrap();
+    let shown = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&f), T);
+    assert!(
+        shown.success() && shown.stdout.contains("Signing CA: ECDSA"),
+        "{shown:?}"
+    );
+    let sshd = Sshd::start_with(SshdOptions {
+        authorized_keys: String::new(),
+        trusted_user_ca_keys: Some(ca),
+        extra_config: vec![],
+    });
+    let out = run(sshd.ssh_command(&agent.sock).arg("echo by-cert"), T);
+    assert!(
+        out.success() && out.stdout.contains("by-cert"),
+        "{out:?}\n{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn a_ca_in_the_tpm_issues_certificates_sshd_accepts() {
+    let tpm = Swtpm::start();
+    ca_in(&["--store", "tpm"], &[("TPM2TOOLS_TCTI", tpm.tcti())]);
+}
+
+#[test]
+fn a_ca_on_a_token_issues_certificates_sshd_accepts() {
+    let hsm = SoftHsm::new();
+    hsm.token("vmux-ca", "1234");
+    ca_in(
+        &[
+            "--store", "pkcs11", "--module", SOFTHSM, "--token", "vmux-ca",
+        ],
+        &[("SOFTHSM2_CONF", hsm.conf()), ("VMUX_PIN", "1234".into())],
+    );
+}
+
+#[test]
+fn stores_are_refused_with_a_clear_message_when_misused() {
+    let tmp = tempfile::tempdir().unwrap();
+    Signer::init(tmp.path(), "x");
+    let out = try_vmux(tmp.path(), &["signer", "keys", "add", "--store", "pkcs11"]);
+    assert!(
+        !out.success() && out.stderr.contains("--module PATH and --token LABEL"),
+        "{out:?}"
+    );
+    let out = try_vmux(
+        tmp.path(),
+        &[
+            "signer",
+            "keys",
+            "add",
+            "--store",
+            "pkcs11",
+            "--module",
+            "/nonexistent.so",
+            "--token",
+            "t",
+        ],
+    );
+    assert!(
+        !out.success() && out.stderr.contains("/nonexistent.so"),
+        "{out:?}"
+    );
+    let out = try_vmux(tmp.path(), &["signer", "ca", "init", "--store", "software"]);
+    assert!(!out.success() && out.stderr.contains("--force"), "{out:?}");
+}
