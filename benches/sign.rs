@@ -28,6 +28,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+
+#[path = "support/stores.rs"]
+mod stores;
 use vmux_signer::keystore::software::{self, SoftwareKeystore};
 use vmux_signer::keystore::Keystore;
 use vmux_signer::state::SignerConfig;
@@ -414,6 +417,10 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let began = Instant::now();
+    // libtss2's own log lines would interleave with the report.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
     let n = env_usize("VMUX_BENCH_N", 400);
     let rounds = env_usize("VMUX_BENCH_ROUNDS", 5);
     let clients_list: Vec<usize> = std::env::var("VMUX_BENCH_CLIENTS")
@@ -762,6 +769,29 @@ fn run() -> anyhow::Result<()> {
             v.p(50.0) - o.p(50.0),
             v.rps() / o.rps()
         );
+    }
+
+    // --- Per-store signing cost ----------------------------------------------------
+    if let Some(rblob) = ref_blobs
+        .iter()
+        .find(|b| blob_alg(b).as_deref() == Some("ecdsa-sha2-nistp256"))
+    {
+        let rdata = userauth_data("ecdsa-sha2-nistp256", rblob);
+        let request = sign_request(rblob, &rdata);
+        let mut client = Client::connect(&ref_sock)?;
+        let mut ref_sign = || {
+            client
+                .sign(&request)?
+                .context("ssh-agent refused")
+                .map(|_| ())
+        };
+        stores::run(
+            tmp.path(),
+            &mut ref_sign,
+            &userauth_data("ecdsa-sha2-nistp256", &vmux_blobs[0]),
+            (n / 8).max(25),
+            rounds,
+        )?;
     }
 
     // --- Teardown: runtime (signer, agent, approver), ssh-agent, tempdir -------------
