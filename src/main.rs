@@ -54,6 +54,13 @@ fn main() -> ExitCode {
     if std::env::var_os("TSS2_LOG").is_none() {
         std::env::set_var("TSS2_LOG", "all+none");
     }
+    // Identities sealed with `vmux agent init --store tpm` open through the TPM named by
+    // TPM2TOOLS_TCTI / TCTI (default: the kernel's resource manager).
+    #[cfg(feature = "tpm")]
+    vmux_proto::identity::set_unseal(|text| {
+        use vmux_signer::keystore::tpm;
+        tpm::unseal(&tpm::tcti(None), text).map_err(|e| e.to_string())
+    });
     let cli = Cli::parse();
     // One-shot commands end quietly when their reader goes away (`vmux signer log |
     // head`), as Unix tools do; daemons keep Rust's default (EPIPE as an error) so a

@@ -542,3 +542,53 @@ fn stores_are_refused_with_a_clear_message_when_misused() {
     let out = try_vmux(tmp.path(), &["signer", "ca", "init", "--store", "software"]);
     assert!(!out.success() && out.stderr.contains("--force"), "{out:?}");
 }
+
+#[test]
+fn the_agent_identity_sealed_to_the_tpm_is_useless_elsewhere() {
+    let tpm = Swtpm::start();
+    let hw = Hw::new(&[]);
+    let (signer, agent) = hw.start("session_certs = false\n");
+    let mut agent = agent;
+    agent.stop();
+    let ident = hw.ahome.join("agent/identity");
+    let before = std::fs::read_to_string(&ident).unwrap();
+    let out = run(
+        common::vmux::vmux(&hw.ahome)
+            .args(["agent", "init", "--store", "tpm"])
+            .env("TPM2TOOLS_TCTI", tpm.tcti()),
+        T,
+    );
+    assert!(
+        out.success() && out.stdout.contains("pairings are kept"),
+        "{out:?}"
+    );
+    let sealed = std::fs::read_to_string(&ident).unwrap();
+    assert!(
+        sealed.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"),
+        "{sealed}"
+    );
+    assert!(!sealed.contains(before.trim()));
+    // The same device, still paired: it signs.
+    let tcti = tpm.tcti();
+    let agent = Agent::start_env(None, &hw.ahome, &[], &[("TPM2TOOLS_TCTI", &tcti)]);
+    agent.wait_connected();
+    let soft = ok(&hw.shome, &["signer", "keys", "pub"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    login_with(&signer, &agent, &soft);
+    // The file copied to another machine (another TPM) opens nothing.
+    let other = Swtpm::start();
+    let copy = hw.tmp.path().join("thief");
+    std::fs::create_dir_all(copy.join("agent")).unwrap();
+    std::fs::copy(&ident, copy.join("agent/identity")).unwrap();
+    let out = run(
+        common::vmux::vmux(&copy)
+            .args(["agent", "init", "--store", "file"])
+            .env("TPM2TOOLS_TCTI", other.tcti()),
+        T,
+    );
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("sealed by another TPM"), "{out:?}");
+}

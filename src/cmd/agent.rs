@@ -11,6 +11,14 @@ use vmux_proto::identity::key_fingerprint;
 
 #[derive(Subcommand)]
 pub enum AgentCmd {
+    /// Where the agent's link identity lives: `--store tpm` seals it to this machine's
+    /// TPM (the same key, so pairings stay; a copied file is useless elsewhere),
+    /// `--store file` turns it back into a 0600 file.
+    Init {
+        /// tpm or file.
+        #[arg(long, value_parser = ["tpm", "file"], default_value = "file")]
+        store: String,
+    },
     /// Pair with the signer at HOST:PORT (or one found by mDNS): shows a 6-digit code
     /// and waits for approval there.
     Pair {
@@ -86,6 +94,7 @@ pub fn home() -> AgentHome {
 pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
     let home = home();
     match cmd {
+        AgentCmd::Init { store } => init_identity(&home, &store)?,
         AgentCmd::Pair { address, id, wait } => pair(&home, address, id, wait).await?,
         AgentCmd::InstallService(args) => {
             let config = home.load_config()?;
@@ -198,6 +207,47 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Seal the link identity to the TPM, or unseal it to a file (same key either way).
+fn init_identity(home: &AgentHome, store: &str) -> anyhow::Result<()> {
+    let path = home.identity();
+    let sealed = std::fs::read_to_string(&path)
+        .is_ok_and(|t| t.contains("-----BEGIN TSS2 PRIVATE KEY-----"));
+    let identity = vmux_proto::Identity::load_or_create(&path)?;
+    match (store, sealed) {
+        ("tpm", true) => println!("{} is already sealed to the TPM", path.display()),
+        ("tpm", false) => {
+            let pem = seal(identity.private())?;
+            vmux_proto::store::write_atomic(&path, pem.as_bytes(), 0o600)?;
+            println!(
+                "sealed {} to this machine's TPM (device {}; pairings are kept). A copy of the file is useless on another machine.",
+                path.display(),
+                identity.device_id()
+            );
+        }
+        ("file", false) => println!("{} is a plain 0600 file", path.display()),
+        _ => {
+            vmux_proto::store::write_atomic(&path, identity.to_text().as_bytes(), 0o600)?;
+            println!(
+                "{} is a plain 0600 file again (device {})",
+                path.display(),
+                identity.device_id()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "tpm")]
+fn seal(secret: &[u8]) -> anyhow::Result<String> {
+    use vmux_signer::keystore::tpm;
+    Ok(tpm::seal(&tpm::tcti(None), secret)?)
+}
+
+#[cfg(not(feature = "tpm"))]
+fn seal(_: &[u8]) -> anyhow::Result<String> {
+    Err(vmux_signer::SignerError::NoTpmSupport.into())
 }
 
 /// Pair the device whose state is in `home` (the agent's, or `vmux ssh`'s own) with a

@@ -185,10 +185,22 @@ impl Agent {
     }
 
     pub fn start_in(ns: Option<&super::netns::Netns>, home: &Path, extra: &[&str]) -> Agent {
-        let d = Daemon::spawn_named(
-            "vmux agent",
-            vmux_in(ns, home).args(["agent", "run"]).args(extra),
-        );
+        Agent::start_env(ns, home, extra, &[])
+    }
+
+    /// With extra environment (TPM2TOOLS_TCTI, …).
+    pub fn start_env(
+        ns: Option<&super::netns::Netns>,
+        home: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut cmd = vmux_in(ns, home);
+        cmd.args(["agent", "run"]).args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let d = Daemon::spawn_named("vmux agent", &mut cmd);
         d.wait_for_line(|l| l.contains("vmux agent listening on"), T)
             .unwrap_or_else(|| panic!("agent did not start: {}", d.output()));
         Agent {

@@ -8,6 +8,16 @@ use zeroize::Zeroizing;
 
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
+/// Opens an identity file sealed to a TPM (`TSS2 PRIVATE KEY` sealed data), given its
+/// text; the binary registers it when built with TPM support.
+pub type Unseal = fn(&str) -> Result<Zeroizing<Vec<u8>>, String>;
+
+static UNSEAL: std::sync::OnceLock<Unseal> = std::sync::OnceLock::new();
+
+pub fn set_unseal(f: Unseal) {
+    let _ = UNSEAL.set(f);
+}
+
 /// A Noise static keypair (X25519).
 pub struct Identity {
     private: Zeroizing<Vec<u8>>,
@@ -40,6 +50,17 @@ impl Identity {
     /// Load the identity at `path`, creating it (mode 0600) on first use.
     pub fn load_or_create(path: &Path) -> Result<Self, ProtoError> {
         match std::fs::read_to_string(path) {
+            Ok(text) if text.contains("-----BEGIN TSS2 PRIVATE KEY-----") => {
+                let unseal = UNSEAL.get().ok_or_else(|| {
+                    ProtoError::file(
+                        path,
+                        "this identity is sealed to a TPM and this vmux was built without TPM support (build with --features tpm)",
+                    )
+                })?;
+                let raw = unseal(&text).map_err(|e| ProtoError::file(path, e))?;
+                Self::from_private(&raw)
+                    .map_err(|e| ProtoError::file(path, format!("not a vmux identity: {e}")))
+            }
             Ok(text) => {
                 let raw =
                     Zeroizing::new(STANDARD.decode(text.trim()).map_err(|e| {
@@ -56,6 +77,11 @@ impl Identity {
             }
             Err(e) => Err(ProtoError::file(path, e)),
         }
+    }
+
+    /// The identity file's text for a plain (unsealed) identity: base64 of the key.
+    pub fn to_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(&*self.private) + "\n")
     }
 
     pub fn private(&self) -> &[u8] {

@@ -279,6 +279,7 @@ impl Tpm {
             .and_then(|b| b.marshall())
             .map_err(tpm_err("public part"))?;
         Ok(TpmKey {
+            sealed: false,
             empty_auth: pin.is_none(),
             parent: OWNER,
             public,
@@ -371,6 +372,89 @@ impl Tpm {
             Err(e) => Err((ErrorCode::Internal, format!("signing: {e}"))),
         }
     }
+}
+
+impl Tpm {
+    /// Seal `secret` under the storage key: only this TPM can unseal it.
+    fn seal(&mut self, secret: &[u8]) -> Result<TpmKey, SignerError> {
+        use tss_esapi::structures::{KeyedHashScheme, PublicKeyedHashParameters, SensitiveData};
+        let parent = self.srk()?;
+        let attrs = ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_user_with_auth(true)
+            .with_no_da(true)
+            .build()
+            .map_err(tpm_err("sealed object attributes"))?;
+        let template = Public::builder()
+            .with_public_algorithm(PublicAlgorithm::KeyedHash)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::Null))
+            .with_keyed_hash_unique_identifier(Digest::default())
+            .build()
+            .map_err(tpm_err("sealed object template"))?;
+        let data = SensitiveData::try_from(secret.to_vec()).map_err(tpm_err("secret too long"))?;
+        let r = self
+            .ctx()?
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.create(parent, template, None, Some(data), None, None)
+            })
+            .map_err(tpm_err("sealing"))?;
+        let public = PublicBuffer::try_from(r.out_public)
+            .and_then(|b| b.marshall())
+            .map_err(tpm_err("public part"))?;
+        Ok(TpmKey {
+            sealed: true,
+            empty_auth: true,
+            parent: OWNER,
+            public,
+            private: marshal_private(&r.out_private),
+        })
+    }
+
+    fn unseal(&mut self, key: &TpmKey) -> Result<Zeroizing<Vec<u8>>, SignerError> {
+        let parent = self.srk()?;
+        let private = unmarshal_private(&key.private)?;
+        let public = unmarshal_public(&key.public)?;
+        let ctx = self.ctx()?;
+        let handle = ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.load(parent, private, public)
+            })
+            .map_err(tpm_err(
+                "this TPM cannot load the sealed identity (sealed by another TPM?)",
+            ))?;
+        let out =
+            ctx.execute_with_session(Some(AuthSession::Password), |c| c.unseal(handle.into()));
+        let _ = ctx.flush_context(handle.into());
+        Ok(Zeroizing::new(
+            out.map_err(tpm_err("unsealing"))?.value().to_vec(),
+        ))
+    }
+}
+
+/// Seal `secret` to the TPM at `tcti`; the result is a `TSS2 PRIVATE KEY` PEM of sealed
+/// data (OID 2.23.133.10.1.5).
+pub fn seal(tcti_conf: &str, secret: &[u8]) -> Result<String, SignerError> {
+    let worker = Worker::start(tcti_conf.to_string());
+    let secret = Zeroizing::new(secret.to_vec());
+    worker
+        .run(move |t| t.seal(&secret))
+        .ok_or_else(|| SignerError::Tpm("the TPM worker stopped".into()))?
+        .map(|k| k.to_pem())
+}
+
+/// Unseal what [`seal`] made, with the TPM at `tcti`.
+pub fn unseal(tcti_conf: &str, pem: &str) -> Result<Zeroizing<Vec<u8>>, SignerError> {
+    let key = TpmKey::from_pem(pem).map_err(SignerError::Tpm)?;
+    if !key.sealed {
+        return Err(SignerError::Tpm("not sealed data".into()));
+    }
+    let worker = Worker::start(tcti_conf.to_string());
+    worker
+        .run(move |t| t.unseal(&key))
+        .ok_or_else(|| SignerError::Tpm("the TPM worker stopped".into()))?
 }
 
 type Job = Box<dyn FnOnce(&mut Tpm) + Send>;
@@ -481,6 +565,10 @@ impl TpmKeystore {
             let parsed = std::fs::read_to_string(&file)
                 .map_err(|e| e.to_string())
                 .and_then(|t| TpmKey::from_pem(&t))
+                .and_then(|k| match k.sealed {
+                    true => Err("sealed data, not a signing key".to_string()),
+                    false => Ok(k),
+                })
                 .map_err(SignerError::Tpm)
                 .and_then(|k| Ok((ssh_blob(&unmarshal_public(&k.public)?)?, k)));
             let ((blob, kind), key) = match parsed {

@@ -19,11 +19,15 @@ use base64::Engine;
 
 /// DER of OID 2.23.133.10.1.3 (loadable key).
 const LOADABLE: &[u8] = &[0x67, 0x81, 0x05, 0x0a, 0x01, 0x03];
+/// DER of OID 2.23.133.10.1.5 (sealed data: a secret only this TPM unseals).
+const SEALED: &[u8] = &[0x67, 0x81, 0x05, 0x0a, 0x01, 0x05];
 pub const OWNER: u32 = 0x4000_0001;
 const LABEL: &str = "TSS2 PRIVATE KEY";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TpmKey {
+    /// Sealed data (a secret to unseal) rather than a signing key.
+    pub sealed: bool,
     /// No PIN: the key's userAuth is empty.
     pub empty_auth: bool,
     pub parent: u32,
@@ -73,9 +77,17 @@ impl TpmKey {
             return Err("not a SEQUENCE".into());
         }
         let (tag, oid) = tlv(&mut seq)?;
-        if tag != 0x06 || oid != LOADABLE {
-            return Err("not a loadable TPM key (type is not 2.23.133.10.1.3)".into());
-        }
+        let sealed = match oid {
+            _ if tag != 0x06 => return Err("type is not an OBJECT IDENTIFIER".into()),
+            o if o == LOADABLE => false,
+            o if o == SEALED => true,
+            _ => {
+                return Err(
+                    "not a loadable TPM key or sealed data (type is not 2.23.133.10.1.3 or .5)"
+                        .into(),
+                )
+            }
+        };
         let mut empty_auth = false;
         let mut next = tlv(&mut seq)?;
         while (0xa0..=0xa3).contains(&next.0) {
@@ -108,6 +120,7 @@ impl TpmKey {
             return Err("privkey is not an OCTET STRING".into());
         }
         Ok(TpmKey {
+            sealed,
             empty_auth,
             parent,
             public: public.to_vec(),
@@ -116,7 +129,7 @@ impl TpmKey {
     }
 
     pub fn to_der(&self) -> Vec<u8> {
-        let mut body = der(0x06, LOADABLE);
+        let mut body = der(0x06, if self.sealed { SEALED } else { LOADABLE });
         if self.empty_auth {
             body.extend(der(0xa0, &der(0x01, &[0xff])));
         }
@@ -174,6 +187,7 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         let k = TpmKey {
+            sealed: false,
             empty_auth: true,
             parent: OWNER,
             public: vec![0, 3, 1, 2, 3],
@@ -188,6 +202,11 @@ mod tests {
             ..k.clone()
         };
         assert_eq!(TpmKey::from_der(&pin.to_der()).unwrap(), pin);
+        let sealed = TpmKey {
+            sealed: true,
+            ..k.clone()
+        };
+        assert_eq!(TpmKey::from_pem(&sealed.to_pem()).unwrap(), sealed);
         let der_bytes = k.to_der();
         for cut in 0..der_bytes.len() {
             assert!(TpmKey::from_der(&der_bytes[..cut]).is_err());
