@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use vmux_signer::keystore::{pkcs11, software, Keystore};
 
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -43,6 +43,7 @@ type Store = (&'static str, Box<dyn Keystore>, Vec<u8>);
 
 fn stores(tmp: &Path) -> anyhow::Result<(Vec<Store>, Vec<Guard>)> {
     let mut out: Vec<Store> = vec![];
+    #[allow(unused_mut)] // only the TPM needs a process kept alive
     let mut guards = vec![];
     let d = tmp.join("store-software");
     software::generate(&d, software::parse_algorithm("ecdsa")?, "bench", None)?;
@@ -111,7 +112,7 @@ fn stores(tmp: &Path) -> anyhow::Result<(Vec<Store>, Vec<Guard>)> {
                 .spawn()
                 .context("swtpm (apt-get install swtpm)")?,
         ));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             anyhow::ensure!(Instant::now() < deadline, "swtpm did not start");
             std::thread::sleep(Duration::from_millis(20));
