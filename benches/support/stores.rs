@@ -115,7 +115,7 @@ fn stores(tmp: &Path) -> anyhow::Result<(Vec<Store>, Vec<Guard>)> {
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             anyhow::ensure!(Instant::now() < deadline, "swtpm did not start");
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let tcti = format!("swtpm:host=127.0.0.1,port={port}");
         let d = tmp.join("store-tpm");
