@@ -592,3 +592,36 @@ fn the_agent_identity_sealed_to_the_tpm_is_useless_elsewhere() {
     assert!(!out.success(), "{out:?}");
     assert!(out.stderr.contains("sealed by another TPM"), "{out:?}");
 }
+
+#[test]
+fn broken_hardware_key_files_are_named_and_skipped() {
+    let tpm = Swtpm::start();
+    let hw = Hw::new(&[("TPM2TOOLS_TCTI", tpm.tcti())]);
+    let keys = hw.shome.join("signer/keys");
+    std::fs::write(
+        keys.join("evil.tpm"),
+        "-----BEGIN TSS2 PRIVATE KEY-----\nMAA=\n-----END TSS2 PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(keys.join("junk.tpm"), [0xffu8; 300]).unwrap();
+    std::fs::write(
+        keys.join("evil.pkcs11"),
+        r#"{"module":"/bin/sh","token":"x","id":"zz"}"#,
+    )
+    .unwrap();
+    std::fs::write(keys.join("deep.pkcs11"), "[".repeat(100_000)).unwrap();
+    let (signer, agent) = hw.start("session_certs = false\n");
+    let out = signer.daemon.as_ref().unwrap().output();
+    for f in ["evil.tpm", "junk.tpm", "evil.pkcs11", "deep.pkcs11"] {
+        assert!(
+            out.contains(&format!("skipped {}", keys.join(f).display())),
+            "{f}: {out}"
+        );
+    }
+    let soft = ok(&hw.shome, &["signer", "keys", "pub"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    login_with(&signer, &agent, &soft);
+}

@@ -121,6 +121,9 @@ pub struct AgentConfig {
     /// Let the session certificate sign logins that come through agent forwarding
     /// (`ssh -A`): off by default, so a forwarded agent always reaches the signer.
     pub forwarded_cert: bool,
+    /// `vmux ssh` only (its `client/config.toml`): log in with a session certificate of
+    /// its own, as `--cert` does.
+    pub ssh_cert: bool,
 }
 
 impl Default for AgentConfig {
@@ -136,6 +139,7 @@ impl Default for AgentConfig {
             wake_timeout_secs: 15,
             discovery: "auto".into(),
             forwarded_cert: false,
+            ssh_cert: false,
             known_hosts: vec![
                 store::home_dir().join(".ssh/known_hosts"),
                 PathBuf::from("/etc/ssh/ssh_known_hosts"),

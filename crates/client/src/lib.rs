@@ -107,7 +107,8 @@ async fn once(
     };
     let mut conn = dial::connect(target).await?;
     let offers = offers.await.map_err(|_| ClientError::NoSigner)??;
-    let cert = match opts.cert {
+    let config = &signers.agent.config;
+    let cert = match opts.cert.or(config.ssh_cert.then_some(3600)) {
         Some(validity) => Some(signers.session_cert(validity).await?),
         None => None,
     };
