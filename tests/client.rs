@@ -525,3 +525,26 @@ fn the_server_going_away_while_the_person_decides() {
         "{out:?}"
     );
 }
+
+#[test]
+fn an_explicit_signer_route_reaches_a_signer_that_moved() {
+    let mut s = ClientSetup::with(0, "connect_timeout_secs = 3\n");
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    // Day two: the signer comes back on another port; the client's address is stale.
+    s.signer.stop();
+    s.signer = Signer::start(&s.signer.home.clone(), "127.0.0.1:0");
+    let out = run(&mut s.ssh(&sshd, &[&dest(&sshd), "true"]), T);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(out.stderr.contains("no signer found"), "{out:?}");
+    let route = s.signer.addr.clone();
+    let h = spawn(
+        s.ssh(&sshd, &["--signer", &route, &dest(&sshd), "echo", "routed"]),
+        b"",
+    );
+    s.approve_login();
+    assert_eq!(h.join().unwrap().stdout.trim(), "routed");
+    // The route is kept as the address hint: the next run needs no flag.
+    let h = spawn(s.ssh(&sshd, &[&dest(&sshd), "echo", "again"]), b"");
+    s.approve_login();
+    assert_eq!(h.join().unwrap().stdout.trim(), "again");
+}
