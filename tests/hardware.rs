@@ -24,11 +24,15 @@ struct Hw {
 
 impl Hw {
     fn new(env: &[(&str, String)]) -> Hw {
+        Hw::init(env, &[])
+    }
+
+    /// `vmux signer init` with `args` (`--store tpm`, …) in `env`.
+    fn init(env: &[(&str, String)], args: &[&str]) -> Hw {
         let tmp = tempfile::tempdir().unwrap();
         let shome = tmp.path().join("signer-home");
         let ahome = tmp.path().join("agent-home");
-        Signer::init(&shome, "hw-signer");
-        Hw {
+        let hw = Hw {
             tmp,
             shome,
             ahome,
@@ -36,7 +40,13 @@ impl Hw {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
-        }
+        };
+        let mut a = vec!["signer", "init", "--name", "hw-signer"];
+        a.extend_from_slice(args);
+        let out = hw.vmux(&a);
+        assert!(out.success(), "{a:?}: {out:?}");
+        set_signer_config(&hw.shome, "discovery", "\"off\"");
+        hw
     }
 
     fn vmux(&self, args: &[&str]) -> common::proc::Output {
@@ -99,6 +109,51 @@ fn login_with(signer: &Signer, agent: &Agent, key: &str) -> String {
             .unwrap_or_default()
     );
     p[0].to_string()
+}
+
+/// An RSA key signs rsa-sha2-256 when that is all sshd accepts (approved like any
+/// login), and plain `ssh-rsa` (SHA-1) is refused before anyone is asked.
+fn rsa_hashes(signer: &Signer, agent: &Agent, key: &str) {
+    let only = |alg: &str| {
+        let sshd = Sshd::start_with(SshdOptions {
+            authorized_keys: key.to_string(),
+            trusted_user_ca_keys: None,
+            extra_config: vec![format!("PubkeyAcceptedAlgorithms {alg}")],
+        });
+        let mut c = sshd.ssh_command(&agent.sock);
+        c.args([
+            "-o",
+            &format!("PubkeyAcceptedAlgorithms={alg}"),
+            "echo logged-in",
+        ]);
+        (sshd, c)
+    };
+    let (sshd, c) = only("rsa-sha2-256");
+    let h = background(c);
+    signer.wait_pending(1);
+    signer.approve_next();
+    let out = h.join().unwrap();
+    assert!(
+        out.success() && out.stdout.contains("logged-in"),
+        "rsa-sha2-256: {out:?}\n{}",
+        sshd.log()
+    );
+    assert!(
+        sshd.log().contains("RSA-SHA2-256") || sshd.log().contains("rsa-sha2-256"),
+        "{}",
+        sshd.log()
+    );
+    let before = signer.log().matches("unsupportedAlgorithm").count();
+    let (_sshd, mut c) = only("ssh-rsa");
+    let out = run(&mut c, T);
+    assert!(!out.success(), "an ssh-rsa (SHA-1) login: {out:?}");
+    assert!(signer.pending().is_empty(), "nobody is asked for SHA-1");
+    assert_eq!(
+        signer.log().matches("unsupportedAlgorithm").count(),
+        before + 1,
+        "{}",
+        signer.log()
+    );
 }
 
 fn sign_file(tmp: &Path, signer: &Signer, agent: &Agent, key: &str) {
@@ -178,6 +233,7 @@ fn pkcs11_keys_log_in_and_sign() {
     for k in &keys {
         sign_file(hw.tmp.path(), &signer, &agent, k);
     }
+    rsa_hashes(&signer, &agent, &keys[2]);
     // Day two: both daemons restart and the token keys still sign.
     signer.stop();
     agent.stop();
@@ -366,12 +422,15 @@ fn tpm_keys_log_in_and_sign() {
     let (mut signer, mut agent) = hw.start("session_certs = false\n");
     let status = ok(&hw.ahome, &["agent", "status"]);
     assert_eq!(status.matches("[tpm]").count(), 2, "{status}");
+    let pubs = ok(&hw.shome, &["signer", "keys", "pub"]);
     for k in [&ecdsa, &rsa] {
-        assert!(listed(&agent).contains(k.split_whitespace().nth(1).unwrap()));
+        let b64 = k.split_whitespace().nth(1).unwrap();
+        assert!(listed(&agent).contains(b64) && pubs.contains(b64), "{k}");
         login_with(&signer, &agent, k);
     }
     sign_file(hw.tmp.path(), &signer, &agent, &ecdsa);
     sign_file(hw.tmp.path(), &signer, &agent, &rsa);
+    rsa_hashes(&signer, &agent, &rsa);
 
     // The same blobs in front of another TPM: listed, but nothing signs.
     signer.stop();
@@ -452,15 +511,11 @@ fn a_tpm_pin_is_checked_by_the_tpm_and_its_lockout_respected() {
     login_with(&signer, &agent, &soft);
 }
 
-/// A CA in `store` issues a session certificate that sshd accepts.
-fn ca_in(store_args: &[&str], env: &[(&str, String)]) {
-    let hw = Hw::new(env);
-    let mut a = vec!["signer", "ca", "init", "--force"];
-    a.extend_from_slice(store_args);
-    let out = hw.vmux(&a);
-    assert!(out.success(), "{out:?}");
+/// The signer's CA issues a session certificate that `ssh-keygen -L` reads and sshd
+/// accepts through TrustedUserCAKeys.
+fn ca_issues(hw: &Hw, ca_alg: &str) {
     let ca = ok(&hw.shome, &["signer", "ca", "pub"]);
-    assert!(ca.starts_with("ecdsa-sha2-nistp256 "), "{ca}");
+    assert!(ca.starts_with(&format!("{ca_alg} ")), "{ca}");
     let (signer, agent) = hw.start("");
     let p = signer.wait_pending(1);
     assert_eq!(p[0]["kind"], "cert", "{p:?}");
@@ -471,15 +526,26 @@ fn ca_in(store_args: &[&str], env: &[(&str, String)]) {
         if let Some(c) = l.lines().find(|l| l.ends_with("vmux-session-cert")) {
             break c.to_string();
         }
-        assert!(std::time::Instant::now() < deadline, "no certificate: {l}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no certificate: {l}\n{}",
+            signer.daemon.as_ref().unwrap().output()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let f = hw.tmp.path().join("cert.pub");
     std::fs::write(&f, &cert).unwrap();
     let shown = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&f), T);
+    let ca_fp = run(
+        Command::new("sh").args(["-c", &format!("echo '{ca}' | ssh-keygen -lf -")]),
+        T,
+    );
+    let ca_fp = ca_fp.stdout.split_whitespace().nth(1).unwrap().to_string();
     assert!(
-        shown.success() && shown.stdout.contains("Signing CA: ECDSA"),
-        "{shown:?}"
+        shown.success()
+            && shown.stdout.contains("Signing CA: ECDSA")
+            && shown.stdout.contains(&ca_fp),
+        "{shown:?} (CA {ca_fp})"
     );
     let sshd = Sshd::start_with(SshdOptions {
         authorized_keys: String::new(),
@@ -495,21 +561,58 @@ fn ca_in(store_args: &[&str], env: &[(&str, String)]) {
 }
 
 #[test]
-fn a_ca_in_the_tpm_issues_certificates_sshd_accepts() {
+fn signer_init_in_the_tpm_puts_the_first_key_and_the_ca_there() {
     let tpm = Swtpm::start();
-    ca_in(&["--store", "tpm"], &[("TPM2TOOLS_TCTI", tpm.tcti())]);
+    let hw = Hw::init(&[("TPM2TOOLS_TCTI", tpm.tcti())], &["--store", "tpm"]);
+    let list = ok(&hw.shome, &["signer", "keys", "list"]);
+    assert!(
+        list.lines().count() == 1 && list.contains("(tpm)"),
+        "{list}"
+    );
+    for dir in ["signer/keys", "signer/ca"] {
+        let names: Vec<String> = std::fs::read_dir(hw.shome.join(dir))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.ends_with(".tpm"))
+                && names
+                    .iter()
+                    .all(|n| n.ends_with(".tpm") || n.ends_with(".pub")),
+            "{dir}: {names:?}"
+        );
+    }
+    // An RSA CA is refused: vmux checks every certificate it issues and carries no RSA
+    // code (RSA lives only in hardware, for login keys).
+    let out = hw.vmux(&[
+        "signer", "ca", "init", "--store", "tpm", "--type", "rsa", "--force",
+    ]);
+    assert!(!out.success() && out.stderr.contains("ECDSA"), "{out:?}");
+    ca_issues(&hw, "ecdsa-sha2-nistp256");
 }
 
 #[test]
 fn a_ca_on_a_token_issues_certificates_sshd_accepts() {
     let hsm = SoftHsm::new();
     hsm.token("vmux-ca", "1234");
-    ca_in(
-        &[
-            "--store", "pkcs11", "--module", SOFTHSM, "--token", "vmux-ca",
-        ],
-        &[("SOFTHSM2_CONF", hsm.conf()), ("VMUX_PIN", "1234".into())],
-    );
+    let hw = Hw::new(&[("SOFTHSM2_CONF", hsm.conf()), ("VMUX_PIN", "1234".into())]);
+    let out = hw.vmux(&[
+        "signer",
+        "ca",
+        "init",
+        "--force",
+        "--store",
+        "pkcs11",
+        "--module",
+        SOFTHSM,
+        "--token",
+        "vmux-ca",
+        "--type",
+        "ecdsa-p384",
+    ]);
+    assert!(out.success(), "{out:?}");
+    ca_issues(&hw, "ecdsa-sha2-nistp384");
 }
 
 #[test]

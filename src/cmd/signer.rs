@@ -187,8 +187,9 @@ pub enum CaCmd {
     Init {
         #[command(flatten)]
         store: super::stores::StoreArgs,
-        /// ed25519 or ecdsa in software; ecdsa or rsa in the TPM; ecdsa, ecdsa-p384 or
-        /// rsa on a token. Default: ed25519 in software, ecdsa elsewhere.
+        /// ed25519 or ecdsa in software; ecdsa in the TPM; ecdsa or ecdsa-p384 on a token
+        /// (not RSA: vmux checks each certificate it issues and has no RSA code).
+        /// Default: ed25519 in software, ecdsa elsewhere.
         #[arg(long = "type")]
         key_type: Option<String>,
         /// Replace an existing CA key.
@@ -822,6 +823,14 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
             key_type,
             force,
         } => {
+            // ssh-key checks every certificate it builds, and vmux carries no RSA code
+            // (RSA keys live only in hardware, for logins): a CA is ECDSA or Ed25519.
+            if key_type
+                .as_deref()
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("rsa"))
+            {
+                bail!("a CA key is ECDSA (P-256 or P-384) or Ed25519, not RSA: every OpenSSH since 5.7 accepts ECDSA CAs");
+            }
             let existing = public_lines_in(&home.ca())?;
             if !existing.is_empty() {
                 anyhow::ensure!(
