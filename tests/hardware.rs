@@ -211,8 +211,12 @@ fn pkcs11_keys_log_in_and_sign() {
             ])
         })
         .collect();
-    let list = ok(&hw.shome, &["signer", "keys", "list"]);
-    assert_eq!(list.matches("(pkcs11: token vmux-a").count(), 3, "{list}");
+    let list = hw.vmux(&["signer", "keys", "list"]).stdout;
+    assert_eq!(
+        list.matches("(pkcs11: token vmux-a, slot ").count(),
+        3,
+        "{list}"
+    );
     assert!(list.contains("(software)"), "{list}");
     let (mut signer, mut agent) = hw.start("session_certs = false\n");
     let pubs = ok(&hw.shome, &["signer", "keys", "pub"]);
@@ -377,6 +381,11 @@ fn a_removed_token_fails_its_requests_alone() {
     let gone = hw.tmp.path().join("pulled");
     std::fs::rename(hsm.tokens(), &gone).unwrap();
     std::fs::create_dir(hsm.tokens()).unwrap();
+    let list = hw.vmux(&["signer", "keys", "list"]).stdout;
+    assert!(
+        list.contains("(pkcs11: token vmux-d, not present, "),
+        "{list}"
+    );
     let sshd = Sshd::start(&token_key);
     let h = background({
         let mut c = sshd.ssh_command(&agent.sock);

@@ -457,12 +457,18 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
             software::check_dir(&home.keys())?;
             for k in software::public_keys(&home.keys())? {
                 let st = states.get(&k.fingerprint).cloned().unwrap_or_default();
+                // A token key: which slot holds the token now, if any.
+                let store = if k.store.starts_with("pkcs11") && k.private_present {
+                    vmux_signer::keystore::pkcs11::describe(&k.private)
+                } else {
+                    k.store
+                };
                 println!(
                     "{}  {}  {}  ({}){}{}",
                     k.fingerprint,
                     k.algorithm,
                     st.name.as_deref().unwrap_or(&k.comment),
-                    k.store,
+                    store,
                     if st.enabled { "" } else { "  DISABLED" },
                     if k.private_present {
                         ""

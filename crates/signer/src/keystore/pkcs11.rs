@@ -150,16 +150,37 @@ fn module(path: &Path) -> Result<Arc<Pkcs11>, SignerError> {
     Ok(p)
 }
 
-/// A logged-in session on the token labelled `token`.
-fn session(m: &Pkcs11, token: &str, pin: Option<&str>, rw: bool) -> Result<Session, SignerError> {
-    let slots = m.get_slots_with_token().map_err(ck("listing slots"))?;
-    let slot = slots
+/// Where the key a reference file names lives, for `keys list`: token, slot (when the
+/// token is present now) and module. Asks the module, never logs in.
+pub fn describe(ref_file: &Path) -> String {
+    let r = match std::fs::read_to_string(ref_file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| parse_ref(&t))
+    {
+        Ok(r) => r,
+        Err(e) => return format!("pkcs11: unreadable reference ({e})"),
+    };
+    let slot = module(&r.module)
+        .and_then(|m| slot_of(&m, &r.token))
+        .map(|s| format!("slot {}", s.id()))
+        .unwrap_or_else(|_| "not present".into());
+    format!("pkcs11: token {}, {slot}, {}", r.token, r.module.display())
+}
+
+fn slot_of(m: &Pkcs11, token: &str) -> Result<cryptoki::slot::Slot, SignerError> {
+    m.get_slots_with_token()
+        .map_err(ck("listing slots"))?
         .into_iter()
         .find(|s| {
             m.get_token_info(*s)
                 .is_ok_and(|t| t.label().trim_end() == token)
         })
-        .ok_or_else(|| SignerError::Token(format!("no token labelled {token:?} is present")))?;
+        .ok_or_else(|| SignerError::Token(format!("no token labelled {token:?} is present")))
+}
+
+/// A logged-in session on the token labelled `token`.
+fn session(m: &Pkcs11, token: &str, pin: Option<&str>, rw: bool) -> Result<Session, SignerError> {
+    let slot = slot_of(m, token)?;
     let s = if rw {
         m.open_rw_session(slot)
     } else {
