@@ -90,7 +90,8 @@ fn main() -> ExitCode {
                 } else {
                     "info"
                 };
-                tracing_subscriber::EnvFilter::new(level)
+                // tss-esapi narrates every context it opens and closes at info.
+                tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=warn"))
             }),
         )
         .with_writer(std::io::stderr)

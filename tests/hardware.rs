@@ -64,6 +64,8 @@ impl Hw {
         a.extend_from_slice(args);
         let out = self.vmux(&a);
         assert!(out.success(), "keys add {args:?}: {out:?}");
+        // What the TPM library says about its own housekeeping stays out of the way.
+        assert!(!out.stderr.contains("Context closed"), "{out:?}");
         out.stdout.lines().last().unwrap().to_string()
     }
 
@@ -461,6 +463,199 @@ fn tpm_keys_log_in_and_sign() {
     assert!(!h.join().unwrap().success());
     let out = signer.daemon.as_ref().unwrap().output();
     assert!(out.contains("this TPM cannot load the key"), "{out}");
+}
+
+/// `tpm2_TOOL ARGS` against `tpm`, then flush what it left loaded but `keep` (swtpm has
+/// no resource manager to do it, and holds three objects).
+fn tpm2(tpm: &Swtpm, keep: &str, tool: &str, args: &[&str]) -> String {
+    let tools = |tool: &str, args: &[&str]| {
+        let out = run(
+            Command::new(format!("tpm2_{tool}"))
+                .args(args)
+                .env("TPM2TOOLS_TCTI", tpm.tcti()),
+            T,
+        );
+        assert!(out.success(), "tpm2_{tool} {args:?}: {out:?}");
+        out.stdout
+    };
+    let out = tools(tool, args);
+    tools("flushcontext", &["-l"]);
+    tools("flushcontext", &["-s"]);
+    for h in tools("getcap", &["handles-transient"]).lines() {
+        let h = h.trim_start_matches("- ").trim();
+        if !h.is_empty() && h != keep {
+            tools("flushcontext", &[h]);
+        }
+    }
+    out
+}
+
+/// The TCG storage key (ECC P-256, AES-128-CFB, noDA, unique = two 32-byte zero
+/// coordinates: go-tpm's ECCSRKTemplate, which ssh-tpm-agent uses), made with a raw
+/// TPM2_CreatePrimary through `tpm2_send`, independently of vmux's code. tpm2-tools
+/// 5.4 cannot make it: its `-u` file reader keeps x and drops y. Returns the handle.
+fn tcg_srk(tpm: &Swtpm) -> String {
+    let mut public = vec![];
+    for v in [0x23u16, 0x0b] {
+        public.extend(v.to_be_bytes()); // ECC, SHA-256 names
+    }
+    public.extend(0x0003_0472u32.to_be_bytes()); // fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|noDA|restricted|decrypt
+    for v in [0u16, 6, 128, 0x43, 0x10, 3, 0x10, 32] {
+        public.extend(v.to_be_bytes()); // no policy, AES-128-CFB, no scheme, P-256, no KDF
+    }
+    public.extend([0; 32]);
+    public.extend(32u16.to_be_bytes());
+    public.extend([0; 32]);
+    let mut params = vec![0, 4, 0, 0, 0, 0]; // empty TPM2B_SENSITIVE_CREATE
+    params.extend((public.len() as u16).to_be_bytes());
+    params.extend(public);
+    params.extend([0, 0, 0, 0, 0, 0]); // no outsideInfo, no PCRs
+    let mut body = 0x131u32.to_be_bytes().to_vec(); // TPM2_CC_CreatePrimary
+    body.extend(0x4000_0001u32.to_be_bytes()); // the owner hierarchy
+    body.extend(9u32.to_be_bytes());
+    body.extend(0x4000_0009u32.to_be_bytes()); // password session, empty password
+    body.extend([0, 0, 0, 0, 0]);
+    body.extend(params);
+    let mut cmd = 0x8002u16.to_be_bytes().to_vec();
+    cmd.extend(((body.len() + 6) as u32).to_be_bytes());
+    cmd.extend(body);
+    let mut child = Command::new("tpm2_send")
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(&cmd).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let r = out.stdout;
+    assert!(
+        out.status.success() && r.len() > 14 && r[6..10] == [0, 0, 0, 0],
+        "CreatePrimary: {r:02x?}"
+    );
+    format!("0x{:08x}", u32::from_be_bytes([r[10], r[11], r[12], r[13]]))
+}
+
+#[test]
+fn tpm_keys_move_between_vmux_and_tpm2_tools() {
+    let tpm = Swtpm::start();
+    let hw = Hw::new(&[("TPM2TOOLS_TCTI", tpm.tcti()), ("VMUX_PIN", "2468".into())]);
+    let d = hw.tmp.path().join("tpm2-tools");
+    std::fs::create_dir_all(&d).unwrap();
+    let f = |name: &str| d.join(name).display().to_string();
+    let srk = tcg_srk(&tpm);
+
+    // tpm2-tools -> vmux: a key with a PIN, encoded as a TSS2 PRIVATE KEY, imported.
+    // (tpm2_encodeobject 5.4 writes emptyAuth FALSE unless -p: right for a PIN key.)
+    tpm2(
+        &tpm,
+        &srk,
+        "create",
+        &[
+            "-C",
+            &srk,
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-p",
+            "2468",
+            "-u",
+            &f("tools.pub"),
+            "-r",
+            &f("tools.priv"),
+        ],
+    );
+    tpm2(
+        &tpm,
+        &srk,
+        "encodeobject",
+        &[
+            "-C",
+            &srk,
+            "-u",
+            &f("tools.pub"),
+            "-r",
+            &f("tools.priv"),
+            "-o",
+            &f("id_tools.tpm"),
+        ],
+    );
+    let out = hw.vmux(&["signer", "keys", "import", &f("id_tools.tpm")]);
+    assert!(out.success(), "{out:?}");
+    let from_tools = out.stdout.trim().to_string();
+    assert!(from_tools.starts_with("ecdsa-sha2-nistp256 "), "{out:?}");
+    let list = ok(&hw.shome, &["signer", "keys", "list"]);
+    assert_eq!(list.matches("(tpm)").count(), 1, "{list}");
+
+    // vmux -> tpm2-tools: the public and private parts of vmux's file load under
+    // tpm2-tools' storage key and sign there.
+    let made = hw.add(&["--store", "tpm", "--comment", "made-by-vmux"]);
+    let keys = hw.shome.join("signer/keys");
+    let file = std::fs::read_dir(&keys)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "tpm")
+                && std::fs::read_to_string(p.with_extension("pub"))
+                    .is_ok_and(|l| l.contains("made-by-vmux"))
+        })
+        .unwrap();
+    let key =
+        vmux_signer::keystore::tss2::TpmKey::from_pem(&std::fs::read_to_string(&file).unwrap())
+            .unwrap();
+    assert_eq!(key.description.as_deref(), Some("made-by-vmux"));
+    std::fs::write(d.join("vmux.pub"), &key.public).unwrap();
+    std::fs::write(d.join("vmux.priv"), &key.private).unwrap();
+    std::fs::write(d.join("msg"), "signed by tpm2-tools\n").unwrap();
+    tpm2(
+        &tpm,
+        &srk,
+        "load",
+        &[
+            "-C",
+            &srk,
+            "-u",
+            &f("vmux.pub"),
+            "-r",
+            &f("vmux.priv"),
+            "-c",
+            &f("vmux.ctx"),
+        ],
+    );
+    tpm2(
+        &tpm,
+        &srk,
+        "sign",
+        &[
+            "-c",
+            &f("vmux.ctx"),
+            "-g",
+            "sha256",
+            "-o",
+            &f("sig"),
+            &f("msg"),
+        ],
+    );
+    tpm2(
+        &tpm,
+        &srk,
+        "verifysignature",
+        &[
+            "-c",
+            &f("vmux.ctx"),
+            "-g",
+            "sha256",
+            "-m",
+            &f("msg"),
+            "-s",
+            &f("sig"),
+        ],
+    );
+
+    // Both log in through vmux, the imported one with its PIN.
+    let (signer, agent) = hw.start("session_certs = false\n");
+    login_with(&signer, &agent, &from_tools);
+    login_with(&signer, &agent, &made);
 }
 
 #[test]

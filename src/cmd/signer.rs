@@ -129,7 +129,9 @@ pub enum KeysCmd {
         /// The key's SHA256 fingerprint.
         key: String,
     },
-    /// Bring in an existing OpenSSH private key (ed25519 or P-256, encrypted or not).
+    /// Bring in an existing OpenSSH private key (ed25519 or P-256, encrypted or not), or
+    /// a TPM key of this machine's TPM (`TSS2 PRIVATE KEY`, from ssh-tpm-agent,
+    /// tpm2-openssl or tpm2_encodeobject).
     Import {
         /// The private key file (its passphrase is asked on the terminal, or read from
         /// standard input).
@@ -722,6 +724,24 @@ fn import_key(home: &SignerHome, file: &std::path::Path) -> anyhow::Result<()> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
     );
+    if vmux_signer::keystore::tss2::looks_like(&text) {
+        let config = home.load_config()?;
+        let public = super::stores::import_tpm(&config, &home.keys(), file, &text)?;
+        println!("{}", public.to_openssh()?);
+        eprintln!(
+            "warning: imported, but {} still works with this TPM (through ssh-tpm-agent or \
+             tpm2-openssl) without asking anyone: delete it and its backups",
+            file.display()
+        );
+        changed_keys(
+            home,
+            &format!(
+                "imported TPM key {}",
+                public.fingerprint(ssh_key::HashAlg::Sha256)
+            ),
+        );
+        return Ok(());
+    }
     let mut key = ssh_key::PrivateKey::from_openssh(text.as_bytes())
         .with_context(|| format!("{}: not an OpenSSH private key", file.display()))?;
     if key.is_encrypted() {

@@ -186,6 +186,37 @@ fn tpm_generate(
     )?)
 }
 
+/// `keys import` of a `TSS2 PRIVATE KEY`: the comment comes from `FILE.pub` beside it
+/// (ssh-tpm-agent's layout), else the key's description.
+#[cfg(feature = "tpm")]
+pub fn import_tpm(
+    config: &SignerConfig,
+    dir: &Path,
+    file: &Path,
+    pem: &str,
+) -> anyhow::Result<ssh_key::PublicKey> {
+    use vmux_signer::keystore::tpm;
+    let comment = std::fs::read_to_string(file.with_extension("pub"))
+        .ok()
+        .and_then(|l| ssh_key::PublicKey::from_openssh(l.trim()).ok())
+        .map(|k| k.comment().to_string())
+        .filter(|c| !c.is_empty());
+    vmux_proto::store::ensure_dir(dir, 0o700)?;
+    let tcti = tpm::tcti(config.tcti.as_deref());
+    tpm::import(dir, &tcti, pem, comment.as_deref())
+        .with_context(|| format!("importing {}", file.display()))
+}
+
+#[cfg(not(feature = "tpm"))]
+pub fn import_tpm(
+    _: &SignerConfig,
+    _: &Path,
+    _: &Path,
+    _: &str,
+) -> anyhow::Result<ssh_key::PublicKey> {
+    Err(vmux_signer::SignerError::NoTpmSupport.into())
+}
+
 #[cfg(not(feature = "tpm"))]
 fn tpm_generate(
     _: &SignerConfig,
