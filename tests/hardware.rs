@@ -60,9 +60,14 @@ impl Hw {
 
     /// `vmux signer keys add …`, returning the new authorized_keys line.
     fn add(&self, args: &[&str]) -> String {
-        let mut a = vec!["signer", "keys", "add"];
-        a.extend_from_slice(args);
-        let out = self.vmux(&a);
+        let mut c = common::vmux::vmux(&self.shome);
+        c.args(["signer", "keys", "add"]).args(args);
+        // The default log filter, as a user has it.
+        c.env_remove("VMUX_LOG");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        let out = run(&mut c, T);
         assert!(out.success(), "keys add {args:?}: {out:?}");
         // What the TPM library says about its own housekeeping stays out of the way.
         assert!(!out.stderr.contains("Context closed"), "{out:?}");
