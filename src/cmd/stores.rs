@@ -248,3 +248,28 @@ pub fn use_existing(
         dir, &module, &token, &pin, label, id, comment,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--store tpm` in a build without the `tpm` feature says why it cannot be done.
+    #[test]
+    fn a_build_without_tpm_support_says_so() {
+        let said = vmux_signer::SignerError::NoTpmSupport.to_string();
+        assert!(said.contains("built without TPM support"), "{said}");
+        #[cfg(not(feature = "tpm"))]
+        {
+            let dir = std::env::temp_dir().join(format!("vmux-notpm-{}", std::process::id()));
+            let store = StoreArgs {
+                store: "tpm".into(),
+                ..Default::default()
+            };
+            let e = generate(&SignerConfig::default(), &dir, &store, "ecdsa", "c", None)
+                .unwrap_err()
+                .to_string();
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(e.contains("built without TPM support"), "{e}");
+        }
+    }
+}
