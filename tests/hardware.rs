@@ -664,6 +664,45 @@ fn tpm_keys_move_between_vmux_and_tpm2_tools() {
 }
 
 #[test]
+fn a_tpm_that_goes_away_fails_its_requests_alone() {
+    let mut tpm = Swtpm::start();
+    let hw = Hw::new(&[("TPM2TOOLS_TCTI", tpm.tcti())]);
+    let key = hw.add(&["--store", "tpm", "--comment", "tpm-gone"]);
+    let (signer, agent) = hw.start("session_certs = false\n");
+    login_with(&signer, &agent, &key);
+    // The TPM stops answering while the signer runs.
+    tpm.stop();
+    let sshd = Sshd::start(&key);
+    let h = background({
+        let mut c = sshd.ssh_command(&agent.sock);
+        c.arg("true");
+        c
+    });
+    signer.wait_pending(1);
+    signer.approve_next();
+    assert!(!h.join().unwrap().success());
+    assert!(
+        signer.log().contains("\"decision\":\"internal\""),
+        "{}",
+        signer.log()
+    );
+    let out = signer.daemon.as_ref().unwrap().output();
+    assert!(
+        out.contains("TPM key") && out.contains("cannot reach the TPM"),
+        "{out}"
+    );
+    let soft = ok(&hw.shome, &["signer", "keys", "pub"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    login_with(&signer, &agent, &soft);
+    // Back (same TPM, same seeds): its keys sign again, no restart of the signer.
+    tpm.restart();
+    login_with(&signer, &agent, &key);
+}
+
+#[test]
 fn a_tpm_pin_is_checked_by_the_tpm_and_its_lockout_respected() {
     let tpm = Swtpm::start();
     let hw = Hw::new(&[("TPM2TOOLS_TCTI", tpm.tcti()), ("VMUX_PIN", "2468".into())]);

@@ -72,6 +72,28 @@ fn tpm_err(what: &str) -> impl Fn(tss_esapi::Error) -> SignerError + '_ {
     move |e| SignerError::Tpm(format!("{what}: {e}"))
 }
 
+/// Whether `e` is the TPM's own answer. A code the TPM never sends (a TCTI or driver
+/// error: the TPM went away, its daemon died, the bus failed) says it was not reached.
+fn answered(e: &tss_esapi::Error) -> bool {
+    !matches!(e, tss_esapi::Error::Tss2Error(rc) if rc.kind().is_none())
+}
+
+/// `e` for a person: the TPM's answer as tss-esapi words it, or that nothing answered.
+fn explain(tcti: &str, e: &tss_esapi::Error) -> String {
+    use tss_esapi::constants::response_code::Tss2ResponseCode as Rc;
+    match e {
+        tss_esapi::Error::Tss2Error(rc) if !answered(e) => {
+            let raw = match rc {
+                Rc::FormatZero(r) => r.to_string(),
+                Rc::FormatOne(r) => r.to_string(),
+                Rc::Success => String::new(),
+            };
+            format!("cannot reach the TPM through {tcti:?} ({raw}): it went away, or its connection failed")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// A PIN (or no PIN) failure rather than a broken TPM: the request gets presenceFailed.
 fn is_auth_failure(e: &tss_esapi::Error) -> bool {
     matches!(
@@ -328,16 +350,18 @@ impl Tpm {
         let parent = self.srk().map_err(internal)?;
         let private = unmarshal_private(&key.private).map_err(internal)?;
         let public = unmarshal_public(&key.public).map_err(internal)?;
+        let tcti = self.tcti.clone();
         let ctx = self.ctx().map_err(internal)?;
         let handle = ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.load(parent, private, public)
             })
             .map_err(|e| {
-                (
-                    ErrorCode::Internal,
-                    format!("this TPM cannot load the key (made by another TPM?): {e}"),
-                )
+                let why = match answered(&e) {
+                    true => format!("this TPM cannot load the key (made by another TPM?): {e}"),
+                    false => explain(&tcti, &e),
+                };
+                (ErrorCode::Internal, why)
             })?;
         let result = (|| {
             if let Some(pin) = pin {
@@ -375,7 +399,10 @@ impl Tpm {
                 ErrorCode::PresenceFailed,
                 format!("the TPM refused the key's PIN: {e}"),
             )),
-            Err(e) => Err((ErrorCode::Internal, format!("signing: {e}"))),
+            Err(e) => Err((
+                ErrorCode::Internal,
+                format!("signing: {}", explain(&tcti, &e)),
+            )),
         }
     }
 }
