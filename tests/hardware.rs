@@ -368,6 +368,53 @@ fn a_wrong_pin_fails_that_request_alone_and_is_not_retried() {
 }
 
 #[test]
+fn a_token_pin_is_typed_on_the_signers_terminal_and_checked_at_once() {
+    let hsm = SoftHsm::new();
+    hsm.token("vmux-t", "1234");
+    let hw = Hw::new(&[("SOFTHSM2_CONF", hsm.conf()), ("VMUX_PIN", "1234".into())]);
+    let key = hw.add(&[
+        "--store",
+        "pkcs11",
+        "--module",
+        SOFTHSM,
+        "--token",
+        "vmux-t",
+        "--comment",
+        "typed",
+    ]);
+    let addr = format!("127.0.0.1:{}", common::proc::free_port());
+    let t = common::tmux::Tmux::start(&format!(
+        "env -u VMUX_PIN VMUX_HOME={} SOFTHSM2_CONF={} {} signer run --no-ui --listen {addr}; sleep 60",
+        hw.shome.display(),
+        hsm.conf(),
+        env!("CARGO_BIN_EXE_vmux"),
+    ));
+    t.wait_for("PIN for token vmux-t:", 1);
+    t.keys(&["0000", "Enter"]);
+    // A typo is told at once, and asked again.
+    t.wait_for("refused the PIN", 1);
+    t.wait_for("PIN for token vmux-t:", 2);
+    t.keys(&["1234", "Enter"]);
+    t.wait_for("listening on", 1);
+    let signer = Signer {
+        home: hw.shome.clone(),
+        daemon: None,
+        addr: addr.clone(),
+    };
+    agent_config(&hw.ahome, "session_certs = false\n");
+    pair(&hw.ahome, &signer);
+    let agent = Agent::start(&hw.ahome);
+    agent.wait_connected();
+    login_with(&signer, &agent, &key);
+    let screen = t.screen();
+    let echoed = screen.lines().any(|l| {
+        let l = l.trim();
+        l == "1234" || l == "0000" || (l.contains("PIN for token") && l.ends_with(['0', '4']))
+    });
+    assert!(!echoed, "a PIN was echoed: {screen}");
+}
+
+#[test]
 fn a_removed_token_fails_its_requests_alone() {
     let hsm = SoftHsm::new();
     hsm.token("vmux-d", "1234");

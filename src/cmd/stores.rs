@@ -83,6 +83,12 @@ pub fn pin_for(
     Ok(p)
 }
 
+fn forget_typed(token: &str) {
+    if let Some(typed) = TYPED.lock().unwrap().as_mut() {
+        typed.remove(token);
+    }
+}
+
 /// At `signer run` on a terminal: ask now for the PINs the keys will need, so no request
 /// waits on a prompt nobody sees.
 pub fn ask_pins(home: &SignerHome, config: &SignerConfig) -> anyhow::Result<()> {
@@ -91,9 +97,25 @@ pub fn ask_pins(home: &SignerHome, config: &SignerConfig) -> anyhow::Result<()> 
     }
     let source = pin_source(config);
     for dir in [home.keys(), home.ca()] {
-        for token in pkcs11::tokens_in(&dir) {
-            if source(&token).is_none() {
-                pin_for(config, &token, &format!("PIN for token {token}"))?;
+        for (token, module) in pkcs11::tokens_in(&dir) {
+            if source(&token).is_some() {
+                continue;
+            }
+            // Checked at once: a typo is told now, not at the first login. Each refusal
+            // counts towards the token's lock, as it would at use, and is the person's.
+            loop {
+                let pin = pin_for(config, &token, &format!("PIN for token {token}"))?;
+                match pkcs11::check_pin(&module, &token, &pin) {
+                    pkcs11::PinCheck::Accepted => break,
+                    pkcs11::PinCheck::NotChecked(why) => {
+                        eprintln!("PIN for token {token} not checked now ({why}); it is tried when a key of the token signs");
+                        break;
+                    }
+                    pkcs11::PinCheck::Refused(why) => {
+                        eprintln!("{why}; type it again (Ctrl-C stops)");
+                        forget_typed(&token);
+                    }
+                }
             }
         }
         let tpm_pin = keystore::tss2_files(&dir).iter().any(|f| {

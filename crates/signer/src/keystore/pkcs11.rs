@@ -447,16 +447,40 @@ pub fn ref_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The token labels the references in `dir` name (to ask their PINs up front).
-pub fn tokens_in(dir: &Path) -> Vec<String> {
-    let mut t: Vec<String> = ref_files(dir)
+/// The tokens the references in `dir` name, with their modules (to ask their PINs up
+/// front).
+pub fn tokens_in(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut t: Vec<(String, PathBuf)> = ref_files(dir)
         .iter()
         .filter_map(|f| parse_ref(&std::fs::read_to_string(f).ok()?).ok())
-        .map(|r| r.token)
+        .map(|r| (r.token, r.module))
         .collect();
     t.sort();
-    t.dedup();
+    t.dedup_by(|a, b| a.0 == b.0);
     t
+}
+
+/// What logging in to a token with a PIN typed at start says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PinCheck {
+    Accepted,
+    /// The token refused it (it counts towards the token's lock).
+    Refused(String),
+    /// The token or its module is not there now: the PIN is kept and tried at use.
+    NotChecked(String),
+}
+
+/// Log in to `token` with `pin` once, to tell the person at once whether it was right.
+pub fn check_pin(module_path: &Path, token: &str, pin: &str) -> PinCheck {
+    let m = match module(module_path) {
+        Ok(m) => m,
+        Err(e) => return PinCheck::NotChecked(e.to_string()),
+    };
+    match session(&m, token, Some(pin), false) {
+        Ok(_) => PinCheck::Accepted,
+        Err(e) if e.to_string().contains("refused the PIN") => PinCheck::Refused(e.to_string()),
+        Err(e) => PinCheck::NotChecked(e.to_string()),
+    }
 }
 
 impl Pkcs11Keystore {
