@@ -1008,8 +1008,18 @@ fn broken_hardware_key_files_are_named_and_skipped() {
     )
     .unwrap();
     std::fs::write(keys.join("deep.pkcs11"), "[".repeat(100_000)).unwrap();
+    // A TPM key dropped in under another name is named for what it is.
+    std::fs::write(
+        keys.join("id_ecdsa"),
+        "-----BEGIN TSS2 PRIVATE KEY-----\nMAA=\n-----END TSS2 PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let (signer, agent) = hw.start("session_certs = false\n");
     let out = signer.daemon.as_ref().unwrap().output();
+    assert!(
+        out.contains("id_ecdsa") && out.contains("vmux signer keys import"),
+        "{out}"
+    );
     for f in ["evil.tpm", "junk.tpm", "evil.pkcs11", "deep.pkcs11"] {
         assert!(
             out.contains(&format!("skipped {}", keys.join(f).display())),
