@@ -90,7 +90,10 @@ fn main() -> ExitCode {
                 } else {
                     "info"
                 };
-                tracing_subscriber::EnvFilter::new(level)
+                // tss-esapi narrates every context it opens and closes, and repeats each
+                // failure in its own words; vmux logs one line of its own for each TPM
+                // failure (VMUX_LOG=info,tss_esapi=debug shows the library's).
+                tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=off"))
             }),
         )
         .with_writer(std::io::stderr)

@@ -129,7 +129,9 @@ pub enum KeysCmd {
         /// The key's SHA256 fingerprint.
         key: String,
     },
-    /// Bring in an existing OpenSSH private key (ed25519 or P-256, encrypted or not).
+    /// Bring in an existing OpenSSH private key (ed25519 or P-256, encrypted or not), or
+    /// a TPM key of this machine's TPM (`TSS2 PRIVATE KEY`, from ssh-tpm-agent,
+    /// tpm2-openssl or tpm2_encodeobject).
     Import {
         /// The private key file (its passphrase is asked on the terminal, or read from
         /// standard input).
@@ -187,8 +189,9 @@ pub enum CaCmd {
     Init {
         #[command(flatten)]
         store: super::stores::StoreArgs,
-        /// ed25519 or ecdsa in software; ecdsa or rsa in the TPM; ecdsa, ecdsa-p384 or
-        /// rsa on a token. Default: ed25519 in software, ecdsa elsewhere.
+        /// ed25519 or ecdsa in software; ecdsa in the TPM; ecdsa or ecdsa-p384 on a token
+        /// (not RSA: vmux checks each certificate it issues and has no RSA code).
+        /// Default: ed25519 in software, ecdsa elsewhere.
         #[arg(long = "type")]
         key_type: Option<String>,
         /// Replace an existing CA key.
@@ -456,12 +459,18 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
             software::check_dir(&home.keys())?;
             for k in software::public_keys(&home.keys())? {
                 let st = states.get(&k.fingerprint).cloned().unwrap_or_default();
+                // A token key: which slot holds the token now, if any.
+                let store = if k.store.starts_with("pkcs11") && k.private_present {
+                    vmux_signer::keystore::pkcs11::describe(&k.private)
+                } else {
+                    k.store
+                };
                 println!(
                     "{}  {}  {}  ({}){}{}",
                     k.fingerprint,
                     k.algorithm,
                     st.name.as_deref().unwrap_or(&k.comment),
-                    k.store,
+                    store,
                     if st.enabled { "" } else { "  DISABLED" },
                     if k.private_present {
                         ""
@@ -715,6 +724,24 @@ fn import_key(home: &SignerHome, file: &std::path::Path) -> anyhow::Result<()> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
     );
+    if vmux_signer::keystore::tss2::looks_like(&text) {
+        let config = home.load_config()?;
+        let public = super::stores::import_tpm(&config, &home.keys(), file, &text)?;
+        println!("{}", public.to_openssh()?);
+        eprintln!(
+            "warning: imported, but {} still works with this TPM (through ssh-tpm-agent or \
+             tpm2-openssl) without asking anyone: delete it and its backups",
+            file.display()
+        );
+        changed_keys(
+            home,
+            &format!(
+                "imported TPM key {}",
+                public.fingerprint(ssh_key::HashAlg::Sha256)
+            ),
+        );
+        return Ok(());
+    }
     let mut key = ssh_key::PrivateKey::from_openssh(text.as_bytes())
         .with_context(|| format!("{}: not an OpenSSH private key", file.display()))?;
     if key.is_encrypted() {
@@ -822,6 +849,14 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
             key_type,
             force,
         } => {
+            // ssh-key checks every certificate it builds, and vmux carries no RSA code
+            // (RSA keys live only in hardware, for logins): a CA is ECDSA or Ed25519.
+            if key_type
+                .as_deref()
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("rsa"))
+            {
+                bail!("a CA key is ECDSA (P-256 or P-384) or Ed25519, not RSA: every OpenSSH since 5.7 accepts ECDSA CAs");
+            }
             let existing = public_lines_in(&home.ca())?;
             if !existing.is_empty() {
                 anyhow::ensure!(

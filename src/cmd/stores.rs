@@ -83,6 +83,12 @@ pub fn pin_for(
     Ok(p)
 }
 
+fn forget_typed(token: &str) {
+    if let Some(typed) = TYPED.lock().unwrap().as_mut() {
+        typed.remove(token);
+    }
+}
+
 /// At `signer run` on a terminal: ask now for the PINs the keys will need, so no request
 /// waits on a prompt nobody sees.
 pub fn ask_pins(home: &SignerHome, config: &SignerConfig) -> anyhow::Result<()> {
@@ -91,9 +97,25 @@ pub fn ask_pins(home: &SignerHome, config: &SignerConfig) -> anyhow::Result<()> 
     }
     let source = pin_source(config);
     for dir in [home.keys(), home.ca()] {
-        for token in pkcs11::tokens_in(&dir) {
-            if source(&token).is_none() {
-                pin_for(config, &token, &format!("PIN for token {token}"))?;
+        for (token, module) in pkcs11::tokens_in(&dir) {
+            if source(&token).is_some() {
+                continue;
+            }
+            // Checked at once: a typo is told now, not at the first login. Each refusal
+            // counts towards the token's lock, as it would at use, and is the person's.
+            loop {
+                let pin = pin_for(config, &token, &format!("PIN for token {token}"))?;
+                match pkcs11::check_pin(&module, &token, &pin) {
+                    pkcs11::PinCheck::Accepted => break,
+                    pkcs11::PinCheck::NotChecked(why) => {
+                        eprintln!("PIN for token {token} not checked now ({why}); it is tried when a key of the token signs");
+                        break;
+                    }
+                    pkcs11::PinCheck::Refused(why) => {
+                        eprintln!("{why}; type it again (Ctrl-C stops)");
+                        forget_typed(&token);
+                    }
+                }
             }
         }
         let tpm_pin = keystore::tss2_files(&dir).iter().any(|f| {
@@ -186,6 +208,37 @@ fn tpm_generate(
     )?)
 }
 
+/// `keys import` of a `TSS2 PRIVATE KEY`: the comment comes from `FILE.pub` beside it
+/// (ssh-tpm-agent's layout), else the key's description.
+#[cfg(feature = "tpm")]
+pub fn import_tpm(
+    config: &SignerConfig,
+    dir: &Path,
+    file: &Path,
+    pem: &str,
+) -> anyhow::Result<ssh_key::PublicKey> {
+    use vmux_signer::keystore::tpm;
+    let comment = std::fs::read_to_string(file.with_extension("pub"))
+        .ok()
+        .and_then(|l| ssh_key::PublicKey::from_openssh(l.trim()).ok())
+        .map(|k| k.comment().to_string())
+        .filter(|c| !c.is_empty());
+    vmux_proto::store::ensure_dir(dir, 0o700)?;
+    let tcti = tpm::tcti(config.tcti.as_deref());
+    tpm::import(dir, &tcti, pem, comment.as_deref())
+        .with_context(|| format!("importing {}", file.display()))
+}
+
+#[cfg(not(feature = "tpm"))]
+pub fn import_tpm(
+    _: &SignerConfig,
+    _: &Path,
+    _: &Path,
+    _: &str,
+) -> anyhow::Result<ssh_key::PublicKey> {
+    Err(vmux_signer::SignerError::NoTpmSupport.into())
+}
+
 #[cfg(not(feature = "tpm"))]
 fn tpm_generate(
     _: &SignerConfig,
@@ -216,4 +269,29 @@ pub fn use_existing(
     Ok(pkcs11::use_existing(
         dir, &module, &token, &pin, label, id, comment,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--store tpm` in a build without the `tpm` feature says why it cannot be done.
+    #[test]
+    fn a_build_without_tpm_support_says_so() {
+        let said = vmux_signer::SignerError::NoTpmSupport.to_string();
+        assert!(said.contains("built without TPM support"), "{said}");
+        #[cfg(not(feature = "tpm"))]
+        {
+            let dir = std::env::temp_dir().join(format!("vmux-notpm-{}", std::process::id()));
+            let store = StoreArgs {
+                store: "tpm".into(),
+                ..Default::default()
+            };
+            let e = generate(&SignerConfig::default(), &dir, &store, "ecdsa", "c", None)
+                .unwrap_err()
+                .to_string();
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(e.contains("built without TPM support"), "{e}");
+        }
+    }
 }

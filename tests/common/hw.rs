@@ -23,39 +23,64 @@ impl Swtpm {
         for _ in 0..10 {
             // The swtpm TCTI finds the control channel at the next port.
             let port = free_port();
-            let ctrl = port + 1;
-            if std::net::TcpListener::bind(("127.0.0.1", ctrl)).is_err() {
+            if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
                 continue;
             }
-            let mut d = Daemon::spawn_named(
-                "swtpm",
-                Command::new("swtpm").args([
-                    "socket",
-                    "--tpm2",
-                    "--server",
-                    &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
-                    "--ctrl",
-                    &format!("type=tcp,port={ctrl},bindaddr=127.0.0.1"),
-                    "--tpmstate",
-                    &format!("dir={}", dir.path().display()),
-                    "--flags",
-                    "not-need-init,startup-clear",
-                ]),
-            );
-            let deadline = Instant::now() + T;
-            while Instant::now() < deadline && d.is_running() {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Swtpm {
-                        daemon: d,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(daemon) = Swtpm::spawn(dir.path(), port) {
+                return Swtpm {
+                    daemon,
+                    port,
+                    _dir: dir,
+                };
             }
-            d.terminate(Duration::from_secs(2));
         }
         panic!("swtpm did not start (apt-get install swtpm swtpm-tools)");
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Option<Daemon> {
+        let mut d = Daemon::spawn_named(
+            "swtpm",
+            Command::new("swtpm").args([
+                "socket",
+                "--tpm2",
+                "--server",
+                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+                "--ctrl",
+                &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+                "--tpmstate",
+                &format!("dir={}", dir.display()),
+                "--flags",
+                "not-need-init,startup-clear",
+            ]),
+        );
+        let deadline = Instant::now() + T;
+        while Instant::now() < deadline && d.is_running() {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(d);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.terminate(Duration::from_secs(2));
+        None
+    }
+
+    /// The TPM goes away (as a TPM whose daemon or bus fails).
+    pub fn stop(&mut self) {
+        self.daemon.terminate(Duration::from_secs(2));
+    }
+
+    /// The same TPM (same state, same seeds) back on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + T;
+        loop {
+            if let Some(d) = Swtpm::spawn(self._dir.path(), self.port) {
+                self.daemon = d;
+                return;
+            }
+            assert!(Instant::now() < deadline, "swtpm did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn tcti(&self) -> String {

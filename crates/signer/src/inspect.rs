@@ -100,6 +100,16 @@ impl Signer {
         if !key.enabled {
             return Err(ErrorCode::KeyDisabled);
         }
+        // RSA keys sign rsa-sha2-256 (flag 2) or rsa-sha2-512 (flag 4) only; plain
+        // `ssh-rsa` (SHA-1) is refused before anyone is asked to approve what no key
+        // here would sign.
+        if key.algorithm == "ssh-rsa" && req.flags & (2 | 4) == 0 {
+            tracing::warn!(
+                "key {}: refused an ssh-rsa (SHA-1) signature; only rsa-sha2-256/512 are made",
+                key_fingerprint(&req.key_blob)
+            );
+            return Err(ErrorCode::UnsupportedAlgorithm);
+        }
         let key_fp = key_fingerprint(&req.key_blob);
         let config = self.home.load_config().map_err(|e| {
             tracing::error!("{e}");

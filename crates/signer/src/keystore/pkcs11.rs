@@ -150,16 +150,37 @@ fn module(path: &Path) -> Result<Arc<Pkcs11>, SignerError> {
     Ok(p)
 }
 
-/// A logged-in session on the token labelled `token`.
-fn session(m: &Pkcs11, token: &str, pin: Option<&str>, rw: bool) -> Result<Session, SignerError> {
-    let slots = m.get_slots_with_token().map_err(ck("listing slots"))?;
-    let slot = slots
+/// Where the key a reference file names lives, for `keys list`: token, slot (when the
+/// token is present now) and module. Asks the module, never logs in.
+pub fn describe(ref_file: &Path) -> String {
+    let r = match std::fs::read_to_string(ref_file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| parse_ref(&t))
+    {
+        Ok(r) => r,
+        Err(e) => return format!("pkcs11: unreadable reference ({e})"),
+    };
+    let slot = module(&r.module)
+        .and_then(|m| slot_of(&m, &r.token))
+        .map(|s| format!("slot {}", s.id()))
+        .unwrap_or_else(|_| "not present".into());
+    format!("pkcs11: token {}, {slot}, {}", r.token, r.module.display())
+}
+
+fn slot_of(m: &Pkcs11, token: &str) -> Result<cryptoki::slot::Slot, SignerError> {
+    m.get_slots_with_token()
+        .map_err(ck("listing slots"))?
         .into_iter()
         .find(|s| {
             m.get_token_info(*s)
                 .is_ok_and(|t| t.label().trim_end() == token)
         })
-        .ok_or_else(|| SignerError::Token(format!("no token labelled {token:?} is present")))?;
+        .ok_or_else(|| SignerError::Token(format!("no token labelled {token:?} is present")))
+}
+
+/// A logged-in session on the token labelled `token`.
+fn session(m: &Pkcs11, token: &str, pin: Option<&str>, rw: bool) -> Result<Session, SignerError> {
+    let slot = slot_of(m, token)?;
     let s = if rw {
         m.open_rw_session(slot)
     } else {
@@ -426,16 +447,40 @@ pub fn ref_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The token labels the references in `dir` name (to ask their PINs up front).
-pub fn tokens_in(dir: &Path) -> Vec<String> {
-    let mut t: Vec<String> = ref_files(dir)
+/// The tokens the references in `dir` name, with their modules (to ask their PINs up
+/// front).
+pub fn tokens_in(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut t: Vec<(String, PathBuf)> = ref_files(dir)
         .iter()
         .filter_map(|f| parse_ref(&std::fs::read_to_string(f).ok()?).ok())
-        .map(|r| r.token)
+        .map(|r| (r.token, r.module))
         .collect();
     t.sort();
-    t.dedup();
+    t.dedup_by(|a, b| a.0 == b.0);
     t
+}
+
+/// What logging in to a token with a PIN typed at start says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PinCheck {
+    Accepted,
+    /// The token refused it (it counts towards the token's lock).
+    Refused(String),
+    /// The token or its module is not there now: the PIN is kept and tried at use.
+    NotChecked(String),
+}
+
+/// Log in to `token` with `pin` once, to tell the person at once whether it was right.
+pub fn check_pin(module_path: &Path, token: &str, pin: &str) -> PinCheck {
+    let m = match module(module_path) {
+        Ok(m) => m,
+        Err(e) => return PinCheck::NotChecked(e.to_string()),
+    };
+    match session(&m, token, Some(pin), false) {
+        Ok(_) => PinCheck::Accepted,
+        Err(e) if e.to_string().contains("refused the PIN") => PinCheck::Refused(e.to_string()),
+        Err(e) => PinCheck::NotChecked(e.to_string()),
+    }
 }
 
 impl Pkcs11Keystore {

@@ -213,7 +213,15 @@ fn read_key(path: &Path) -> Result<PrivateKey, SignerError> {
     })?);
     PrivateKey::from_openssh(text.as_bytes()).map_err(|e| SignerError::Key {
         path: path.to_path_buf(),
-        reason: format!("not an OpenSSH private key ({e})"),
+        reason: if super::tss2::looks_like(&text) {
+            "a TPM key (TSS2 PRIVATE KEY) under a name the TPM store does not read: \
+             bring it in with `vmux signer keys import FILE`"
+                .into()
+        } else if super::pkcs11::parse_ref(&text).is_ok() {
+            "a PKCS#11 key reference without its .pkcs11 name".into()
+        } else {
+            format!("not an OpenSSH private key ({e})")
+        },
     })
 }
 

@@ -72,6 +72,28 @@ fn tpm_err(what: &str) -> impl Fn(tss_esapi::Error) -> SignerError + '_ {
     move |e| SignerError::Tpm(format!("{what}: {e}"))
 }
 
+/// Whether `e` is the TPM's own answer. A code the TPM never sends (a TCTI or driver
+/// error: the TPM went away, its daemon died, the bus failed) says it was not reached.
+fn answered(e: &tss_esapi::Error) -> bool {
+    !matches!(e, tss_esapi::Error::Tss2Error(rc) if rc.kind().is_none())
+}
+
+/// `e` for a person: the TPM's answer as tss-esapi words it, or that nothing answered.
+fn explain(tcti: &str, e: &tss_esapi::Error) -> String {
+    use tss_esapi::constants::response_code::Tss2ResponseCode as Rc;
+    match e {
+        tss_esapi::Error::Tss2Error(rc) if !answered(e) => {
+            let raw = match rc {
+                Rc::FormatZero(r) => r.to_string(),
+                Rc::FormatOne(r) => r.to_string(),
+                Rc::Success => String::new(),
+            };
+            format!("cannot reach the TPM through {tcti:?} ({raw}): it went away, or its connection failed")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// A PIN (or no PIN) failure rather than a broken TPM: the request gets presenceFailed.
 fn is_auth_failure(e: &tss_esapi::Error) -> bool {
     matches!(
@@ -262,7 +284,12 @@ impl Tpm {
         self.ctx = None;
     }
 
-    fn create(&mut self, kind: Kind, pin: Option<&str>) -> Result<TpmKey, SignerError> {
+    fn create(
+        &mut self,
+        kind: Kind,
+        pin: Option<&str>,
+        description: Option<String>,
+    ) -> Result<TpmKey, SignerError> {
         let parent = self.srk()?;
         let template = key_template(kind, pin.is_some())?;
         let auth = pin
@@ -282,6 +309,7 @@ impl Tpm {
             sealed: false,
             empty_auth: pin.is_none(),
             parent: OWNER,
+            description,
             public,
             private: marshal_private(&r.out_private),
         })
@@ -322,16 +350,18 @@ impl Tpm {
         let parent = self.srk().map_err(internal)?;
         let private = unmarshal_private(&key.private).map_err(internal)?;
         let public = unmarshal_public(&key.public).map_err(internal)?;
+        let tcti = self.tcti.clone();
         let ctx = self.ctx().map_err(internal)?;
         let handle = ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.load(parent, private, public)
             })
             .map_err(|e| {
-                (
-                    ErrorCode::Internal,
-                    format!("this TPM cannot load the key (made by another TPM?): {e}"),
-                )
+                let why = match answered(&e) {
+                    true => format!("this TPM cannot load the key (made by another TPM?): {e}"),
+                    false => explain(&tcti, &e),
+                };
+                (ErrorCode::Internal, why)
             })?;
         let result = (|| {
             if let Some(pin) = pin {
@@ -369,7 +399,10 @@ impl Tpm {
                 ErrorCode::PresenceFailed,
                 format!("the TPM refused the key's PIN: {e}"),
             )),
-            Err(e) => Err((ErrorCode::Internal, format!("signing: {e}"))),
+            Err(e) => Err((
+                ErrorCode::Internal,
+                format!("signing: {}", explain(&tcti, &e)),
+            )),
         }
     }
 }
@@ -408,6 +441,7 @@ impl Tpm {
             sealed: true,
             empty_auth: true,
             parent: OWNER,
+            description: None,
             public,
             private: marshal_private(&r.out_private),
         })
@@ -506,15 +540,21 @@ pub fn generate(
 ) -> Result<ssh_key::PublicKey, SignerError> {
     let worker = Worker::start(tcti_conf.to_string());
     let pin_owned = pin.map(|p| Zeroizing::new(p.to_string()));
+    let description = Some(comment.to_string()).filter(|c| !c.is_empty());
     let key = worker
         .run(move |t| {
-            let r = t.create(kind, pin_owned.as_deref().map(|s| s.as_str()));
+            let r = t.create(kind, pin_owned.as_deref().map(|s| s.as_str()), description);
             if r.is_err() {
                 t.reset();
             }
             r
         })
         .ok_or_else(|| SignerError::Tpm("the TPM worker stopped".into()))??;
+    store(dir, &key, comment)
+}
+
+/// Write `tpm-FINGERPRINT.tpm` and its `.pub` into `dir`.
+fn store(dir: &Path, key: &TpmKey, comment: &str) -> Result<ssh_key::PublicKey, SignerError> {
     let (blob, _) = ssh_blob(&unmarshal_public(&key.public)?)?;
     let mut public = ssh_key::PublicKey::from_bytes(&blob)
         .map_err(|e| SignerError::Tpm(format!("the TPM's public key does not parse: {e}")))?;
@@ -537,6 +577,53 @@ pub fn generate(
         0o644,
     )?;
     Ok(public)
+}
+
+/// Take in a `TSS2 PRIVATE KEY` made by another tool for this TPM (ssh-tpm-agent,
+/// tpm2-openssl, `tpm2_encodeobject`): checked by loading it into the TPM at `tcti`,
+/// then kept as `tpm-….tpm` + `.pub` in `dir`. The comment is `comment`, else the
+/// key's description.
+pub fn import(
+    dir: &Path,
+    tcti_conf: &str,
+    pem: &str,
+    comment: Option<&str>,
+) -> Result<ssh_key::PublicKey, SignerError> {
+    let key = TpmKey::from_pem(pem).map_err(SignerError::Tpm)?;
+    if key.sealed {
+        return Err(SignerError::Tpm("sealed data, not a signing key".into()));
+    }
+    if key.parent != OWNER {
+        return Err(SignerError::Tpm(format!(
+            "the key's parent is handle {:#010x}; vmux loads keys under the owner hierarchy's storage key ({OWNER:#010x}) only",
+            key.parent
+        )));
+    }
+    ssh_blob(&unmarshal_public(&key.public)?)?;
+    let worker = Worker::start(tcti_conf.to_string());
+    let probe = key.clone();
+    worker
+        .run(move |t| {
+            let parent = t.srk()?;
+            let private = unmarshal_private(&probe.private)?;
+            let public = unmarshal_public(&probe.public)?;
+            let ctx = t.ctx()?;
+            let h = ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.load(parent, private, public)
+                })
+                .map_err(tpm_err(
+                    "this TPM cannot load the key (made by another TPM, or under another storage key?)",
+                ))?;
+            let _ = ctx.flush_context(h.into());
+            Ok::<_, SignerError>(())
+        })
+        .ok_or_else(|| SignerError::Tpm("the TPM worker stopped".into()))??;
+    let comment = comment
+        .map(String::from)
+        .or_else(|| key.description.clone())
+        .unwrap_or_default();
+    store(dir, &key, &comment)
 }
 
 struct Loaded {
@@ -569,6 +656,12 @@ impl TpmKeystore {
                     true => Err("sealed data, not a signing key".to_string()),
                     false => Ok(k),
                 })
+                .and_then(|k| match k.parent {
+                    OWNER => Ok(k),
+                    other => Err(format!(
+                        "its parent is handle {other:#010x}; vmux loads keys under the owner hierarchy's storage key ({OWNER:#010x}) only"
+                    )),
+                })
                 .map_err(SignerError::Tpm)
                 .and_then(|k| Ok((ssh_blob(&unmarshal_public(&k.public)?)?, k)));
             let ((blob, kind), key) = match parsed {
@@ -582,6 +675,8 @@ impl TpmKeystore {
                 .ok()
                 .and_then(|l| ssh_key::PublicKey::from_openssh(l.trim()).ok())
                 .map(|k| k.comment().to_string())
+                .filter(|c| !c.is_empty())
+                .or_else(|| key.description.clone())
                 .unwrap_or_default();
             let algorithm = match kind {
                 Kind::P256 => "ecdsa-sha2-nistp256",

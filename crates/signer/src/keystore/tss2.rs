@@ -8,12 +8,17 @@
 //!     policy      [1] EXPLICIT SEQUENCE OPTIONAL,
 //!     secret      [2] EXPLICIT OCTET STRING OPTIONAL,
 //!     authPolicy  [3] EXPLICIT SEQUENCE OPTIONAL,
+//!     description [4] EXPLICIT UTF8String OPTIONAL, -- ssh-tpm-agent: the key's comment
+//!     rsaParent   [5] EXPLICIT BOOLEAN OPTIONAL,    -- parent is the RSA SRK
 //!     parent      INTEGER,                      -- 0x40000001: the owner hierarchy's SRK
 //!     pubkey      OCTET STRING,                 -- TPM2B_PUBLIC
 //!     privkey     OCTET STRING }                -- TPM2B_PRIVATE, sealed to this TPM
 //! ```
 //!
-//! Parsing takes untrusted bytes (any file in a key directory) and never panics.
+//! Parsing takes untrusted bytes (any file in a key directory) and never panics. Keys
+//! with policies or import secrets ([1]–[3]) and keys under the RSA storage key are
+//! refused (vmux cannot satisfy or load them); later optional fields ([6] on) are
+//! skipped, as go-tpm-keyfiles does.
 
 use base64::Engine;
 
@@ -31,6 +36,8 @@ pub struct TpmKey {
     /// No PIN: the key's userAuth is empty.
     pub empty_auth: bool,
     pub parent: u32,
+    /// The key's description (ssh-tpm-agent keeps the SSH comment here).
+    pub description: Option<String>,
     /// TPM2B_PUBLIC, marshalled (size included).
     pub public: Vec<u8>,
     /// TPM2B_PRIVATE, marshalled (size included).
@@ -89,20 +96,41 @@ impl TpmKey {
             }
         };
         let mut empty_auth = false;
+        let mut description = None;
+        let boolean = |mut inner: &[u8], what: &str| -> Result<bool, String> {
+            match tlv(&mut inner)? {
+                (0x01, [v]) if inner.is_empty() => Ok(*v != 0),
+                _ => Err(format!("{what} is not a BOOLEAN")),
+            }
+        };
         let mut next = tlv(&mut seq)?;
-        while (0xa0..=0xa3).contains(&next.0) {
+        // [0] … [30], context-specific and constructed: the optional fields.
+        while (0xa0..=0xbe).contains(&next.0) {
             match next.0 {
-                0xa0 => {
-                    let mut inner = next.1;
-                    let (t, v) = tlv(&mut inner)?;
-                    if t != 0x01 || v.len() != 1 {
-                        return Err("emptyAuth is not a BOOLEAN".into());
-                    }
-                    empty_auth = v[0] != 0;
-                }
-                _ => {
+                0xa0 => empty_auth = boolean(next.1, "emptyAuth")?,
+                0xa1..=0xa3 => {
                     return Err("keys with TPM policies or import secrets are not supported".into())
                 }
+                0xa4 => {
+                    let mut inner = next.1;
+                    match tlv(&mut inner)? {
+                        (0x0c, text) if inner.is_empty() => {
+                            let text = std::str::from_utf8(text)
+                                .map_err(|_| "the description is not UTF-8")?;
+                            description = Some(text.to_string());
+                        }
+                        _ => return Err("the description is not a UTF8String".into()),
+                    }
+                }
+                0xa5 => {
+                    if boolean(next.1, "rsaParent")? {
+                        return Err(
+                            "the key's parent is the RSA storage key; vmux loads keys under the ECC P-256 one"
+                                .into(),
+                        );
+                    }
+                }
+                _ => {} // a later optional field: not needed to load and sign
             }
             next = tlv(&mut seq)?;
         }
@@ -123,6 +151,7 @@ impl TpmKey {
             sealed,
             empty_auth,
             parent,
+            description,
             public: public.to_vec(),
             private: private.to_vec(),
         })
@@ -132,6 +161,9 @@ impl TpmKey {
         let mut body = der(0x06, if self.sealed { SEALED } else { LOADABLE });
         if self.empty_auth {
             body.extend(der(0xa0, &der(0x01, &[0xff])));
+        }
+        if let Some(d) = &self.description {
+            body.extend(der(0xa4, &der(0x0c, d.as_bytes())));
         }
         // A positive INTEGER: a leading zero when the high bit is set.
         let p = self.parent.to_be_bytes();
@@ -190,6 +222,7 @@ mod tests {
             sealed: false,
             empty_auth: true,
             parent: OWNER,
+            description: None,
             public: vec![0, 3, 1, 2, 3],
             private: vec![7; 300],
         };
@@ -215,5 +248,29 @@ mod tests {
             "-----BEGIN TSS2 PRIVATE KEY-----\n!!\n-----END TSS2 PRIVATE KEY-----"
         )
         .is_err());
+        // ssh-tpm-agent's comment, and a later optional field skipped.
+        let described = TpmKey {
+            description: Some("alice@laptop ✓".into()),
+            ..k.clone()
+        };
+        assert_eq!(TpmKey::from_der(&described.to_der()).unwrap(), described);
+        let with = |field: Vec<u8>| {
+            let d = k.to_der();
+            // After the OID (2 + 6 bytes) and emptyAuth (5 bytes) of the body.
+            let (head, body) = (&d[..4], &d[4..]);
+            assert_eq!(head[0], 0x30);
+            let mut b = body[..13].to_vec();
+            b.extend(field);
+            b.extend(&body[13..]);
+            TpmKey::from_der(&der(0x30, &b))
+        };
+        assert_eq!(with(der(0xa6, &der(0x05, &[]))).unwrap(), k);
+        assert_eq!(with(der(0xa5, &der(0x01, &[0]))).unwrap(), k);
+        assert!(with(der(0xa5, &der(0x01, &[0xff])))
+            .unwrap_err()
+            .contains("RSA storage key"));
+        assert!(with(der(0xa1, &der(0x30, &[]))).is_err());
+        assert!(with(der(0xa4, &der(0x0c, &[0xff]))).is_err());
+        assert!(with(der(0xa4, &der(0x04, b"x"))).is_err());
     }
 }
