@@ -273,8 +273,6 @@ pub fn use_existing(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// `--store tpm` in a build without the `tpm` feature says why it cannot be done.
     #[test]
     fn a_build_without_tpm_support_says_so() {
@@ -282,6 +280,7 @@ mod tests {
         assert!(said.contains("built without TPM support"), "{said}");
         #[cfg(not(feature = "tpm"))]
         {
+            use super::*;
             let dir = std::env::temp_dir().join(format!("vmux-notpm-{}", std::process::id()));
             let store = StoreArgs {
                 store: "tpm".into(),

@@ -122,13 +122,11 @@ impl TpmKey {
                         _ => return Err("the description is not a UTF8String".into()),
                     }
                 }
-                0xa5 => {
-                    if boolean(next.1, "rsaParent")? {
-                        return Err(
-                            "the key's parent is the RSA storage key; vmux loads keys under the ECC P-256 one"
-                                .into(),
-                        );
-                    }
+                0xa5 if boolean(next.1, "rsaParent")? => {
+                    return Err(
+                        "the key's parent is the RSA storage key; vmux loads keys under the ECC P-256 one"
+                            .into(),
+                    );
                 }
                 _ => {} // a later optional field: not needed to load and sign
             }
