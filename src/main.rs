@@ -54,12 +54,14 @@ fn main() -> ExitCode {
     if std::env::var_os("TSS2_LOG").is_none() {
         std::env::set_var("TSS2_LOG", "all+none");
     }
-    // Identities sealed with `vmux agent init --store tpm` open through the TPM named by
-    // TPM2TOOLS_TCTI / TCTI (default: the kernel's resource manager).
+    // Identities sealed with `vmux agent|client init --store tpm` open through the TPM
+    // named by `tcti` in the config beside them, else TPM2TOOLS_TCTI / TCTI (default:
+    // the kernel's resource manager).
     #[cfg(feature = "tpm")]
-    vmux_proto::identity::set_unseal(|text| {
+    vmux_proto::identity::set_unseal(|path, text| {
         use vmux_signer::keystore::tpm;
-        tpm::unseal(&tpm::tcti(None), text).map_err(|e| e.to_string())
+        let tcti = cmd::agent::configured_tcti(path)?;
+        tpm::unseal(&tpm::tcti(tcti.as_deref()), text).map_err(|e| e.to_string())
     });
     let cli = Cli::parse();
     // One-shot commands end quietly when their reader goes away (`vmux signer log |

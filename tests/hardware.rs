@@ -991,6 +991,81 @@ fn the_agent_identity_sealed_to_the_tpm_is_useless_elsewhere() {
     assert!(out.stderr.contains("sealed by another TPM"), "{out:?}");
 }
 
+/// `vmux client init --store tpm` with the TPM named in `client/config.toml` only (no
+/// TCTI in the environment, as for a client started from a desktop launcher).
+#[test]
+fn the_client_identity_sealed_to_the_tpm_named_in_its_config() {
+    let tpm = Swtpm::start();
+    let hw = Hw::new(&[]);
+    let (signer, _agent) = hw.start("session_certs = false\n");
+    let chome = hw.tmp.path().join("client-home");
+    std::fs::create_dir_all(chome.join("client")).unwrap();
+    std::fs::write(
+        chome.join("client/config.toml"),
+        format!("discovery = \"off\"\ntcti = \"{}\"\n", tpm.tcti()),
+    )
+    .unwrap();
+    common::vmux::pair_in(None, &chome, &signer, &["client", "pair", &signer.addr]);
+    let ident = chome.join("client/identity");
+    let before = std::fs::read_to_string(&ident).unwrap();
+    let seal = |store: &str| {
+        let mut c = common::vmux::vmux(&chome);
+        c.args(["client", "init", "--store", store])
+            .env_remove("TPM2TOOLS_TCTI")
+            .env_remove("TCTI");
+        run(&mut c, T)
+    };
+    let out = seal("tpm");
+    assert!(
+        out.success() && out.stdout.contains("pairings are kept"),
+        "{out:?}"
+    );
+    let sealed = std::fs::read_to_string(&ident).unwrap();
+    assert!(
+        sealed.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"),
+        "{sealed}"
+    );
+    // Still the same paired device: a login through the signer, approved once.
+    let key = ok(&hw.shome, &["signer", "keys", "pub"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let sshd = Sshd::start(&key);
+    let h = background({
+        let mut c = common::vmux::vmux(&chome);
+        c.env_remove("TPM2TOOLS_TCTI").env_remove("TCTI").args([
+            "ssh",
+            "-F",
+            "none",
+            "-p",
+            &sshd.port().to_string(),
+            "-o",
+            &format!(
+                "UserKnownHostsFile={}",
+                hw.tmp.path().join("known_hosts").display()
+            ),
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            &format!("{}@127.0.0.1", sshd.user()),
+            "echo sealed-client",
+        ]);
+        c
+    });
+    let p = signer.wait_pending(1);
+    assert_eq!(p[0]["origin"], "client", "{p:?}");
+    signer.approve_next();
+    let out = h.join().unwrap();
+    assert!(
+        out.success() && out.stdout.contains("sealed-client"),
+        "{out:?}"
+    );
+    // And back to a plain file, the same key as before sealing.
+    let out = seal("file");
+    assert!(out.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&ident).unwrap(), before);
+}
+
 #[test]
 fn broken_hardware_key_files_are_named_and_skipped() {
     let tpm = Swtpm::start();

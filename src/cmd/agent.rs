@@ -210,7 +210,7 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
 }
 
 /// Seal the link identity to the TPM, or unseal it to a file (same key either way).
-fn init_identity(home: &AgentHome, store: &str) -> anyhow::Result<()> {
+pub fn init_identity(home: &AgentHome, store: &str) -> anyhow::Result<()> {
     let path = home.identity();
     let sealed = std::fs::read_to_string(&path)
         .is_ok_and(|t| t.contains("-----BEGIN TSS2 PRIVATE KEY-----"));
@@ -218,7 +218,8 @@ fn init_identity(home: &AgentHome, store: &str) -> anyhow::Result<()> {
     match (store, sealed) {
         ("tpm", true) => println!("{} is already sealed to the TPM", path.display()),
         ("tpm", false) => {
-            let pem = seal(identity.private())?;
+            let tcti = home.load_config()?.tcti;
+            let pem = seal(tcti.as_deref(), identity.private())?;
             vmux_proto::store::write_atomic(&path, pem.as_bytes(), 0o600)?;
             println!(
                 "sealed {} to this machine's TPM (device {}; pairings are kept). A copy of the file is useless on another machine.",
@@ -240,14 +241,24 @@ fn init_identity(home: &AgentHome, store: &str) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "tpm")]
-fn seal(secret: &[u8]) -> anyhow::Result<String> {
+fn seal(tcti: Option<&str>, secret: &[u8]) -> anyhow::Result<String> {
     use vmux_signer::keystore::tpm;
-    Ok(tpm::seal(&tpm::tcti(None), secret)?)
+    Ok(tpm::seal(&tpm::tcti(tcti), secret)?)
 }
 
 #[cfg(not(feature = "tpm"))]
-fn seal(_: &[u8]) -> anyhow::Result<String> {
+fn seal(_: Option<&str>, _: &[u8]) -> anyhow::Result<String> {
     Err(vmux_signer::SignerError::NoTpmSupport.into())
+}
+
+/// The `tcti` of the device whose identity file is `identity` (its `config.toml`
+/// lives beside it).
+#[cfg(feature = "tpm")]
+pub fn configured_tcti(identity: &Path) -> Result<Option<String>, String> {
+    let config: vmux_agent::state::AgentConfig =
+        vmux_proto::store::read_toml(&identity.with_file_name("config.toml"))
+            .map_err(|e| e.to_string())?;
+    Ok(config.tcti)
 }
 
 /// Pair the device whose state is in `home` (the agent's, or `vmux ssh`'s own) with a

@@ -22,6 +22,14 @@ pub enum ClientCmd {
     },
     /// The signers `vmux ssh` is paired with and the keys it last saw.
     Status,
+    /// `--store tpm` seals this client's link identity (`client/identity`) to the
+    /// machine's TPM (the same key, so the pairing stays; a copied file is useless
+    /// elsewhere), `--store file` turns it back into a 0600 file.
+    Init {
+        /// tpm or file.
+        #[arg(long, value_parser = ["tpm", "file"], default_value = "file")]
+        store: String,
+    },
 }
 
 pub fn home() -> AgentHome {
@@ -35,6 +43,7 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<ExitCode> {
             super::agent::pair(&home, address, id, wait).await?;
             println!("`vmux ssh USER@HOST` now signs through this signer");
         }
+        ClientCmd::Init { store } => super::agent::init_identity(&home, &store)?,
         ClientCmd::Status => {
             let signers = home.load_signers()?;
             if signers.is_empty() {

@@ -124,6 +124,10 @@ pub struct AgentConfig {
     /// `vmux ssh` only (its `client/config.toml`): log in with a session certificate of
     /// its own, as `--cert` does.
     pub ssh_cert: bool,
+    /// The TPM that seals this device's identity (`vmux agent init --store tpm`):
+    /// a TCTI such as `device:/dev/tpmrm0` or `swtpm:host=…,port=…`; default
+    /// `TPM2TOOLS_TCTI`, `TCTI`, else the kernel's resource manager.
+    pub tcti: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -140,6 +144,7 @@ impl Default for AgentConfig {
             discovery: "auto".into(),
             forwarded_cert: false,
             ssh_cert: false,
+            tcti: None,
             known_hosts: vec![
                 store::home_dir().join(".ssh/known_hosts"),
                 PathBuf::from("/etc/ssh/ssh_known_hosts"),

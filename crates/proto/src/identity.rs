@@ -9,8 +9,9 @@ use zeroize::Zeroizing;
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
 /// Opens an identity file sealed to a TPM (`TSS2 PRIVATE KEY` sealed data), given its
-/// text; the binary registers it when built with TPM support.
-pub type Unseal = fn(&str) -> Result<Zeroizing<Vec<u8>>, String>;
+/// path (the device's config lives beside it) and text; the binary registers it when
+/// built with TPM support.
+pub type Unseal = fn(&Path, &str) -> Result<Zeroizing<Vec<u8>>, String>;
 
 static UNSEAL: std::sync::OnceLock<Unseal> = std::sync::OnceLock::new();
 
@@ -57,7 +58,7 @@ impl Identity {
                         "this identity is sealed to a TPM and this vmux was built without TPM support (build with --features tpm)",
                     )
                 })?;
-                let raw = unseal(&text).map_err(|e| ProtoError::file(path, e))?;
+                let raw = unseal(path, &text).map_err(|e| ProtoError::file(path, e))?;
                 Self::from_private(&raw)
                     .map_err(|e| ProtoError::file(path, format!("not a vmux identity: {e}")))
             }
