@@ -537,7 +537,7 @@ impl Pkcs11Keystore {
             return Err(ErrorCode::PresenceFailed);
         }
         let Some(pin) = (self.pins)(token) else {
-            tracing::warn!("token {token:?}: no PIN (set it in the signer's config under [pkcs11_pins] or start the signer on a terminal)");
+            tracing::warn!("token {token:?}: no PIN (set it in the signer's config under [pins] as {token:?} = \"PIN\", set VMUX_PIN, or start the signer on a terminal)");
             return Err(ErrorCode::PresenceFailed);
         };
         let fail = |e: SignerError| {

@@ -734,7 +734,7 @@ impl Keystore for TpmKeystore {
                 Some(p) => Some(p),
                 None => {
                     tracing::warn!(
-                        "TPM key {}: it has a PIN and none was given (start the signer on a terminal, or set [pins] tpm in its config)",
+                        "TPM key {}: it has a PIN and none was given (start the signer on a terminal, set VMUX_PIN, or set tpm = \"PIN\" under [pins] in its config)",
                         k.file.display()
                     );
                     return Err(ErrorCode::PresenceFailed);
