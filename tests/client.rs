@@ -6,7 +6,7 @@ mod common;
 use common::proc::{run, run_with_input, Daemon};
 use common::sshd::{Sshd, SshdOptions};
 use common::tmux::Tmux;
-use common::vmux::{ok, pair_in, vmux, Signer, T};
+use common::vmux::{ok, pair_in, vmux, vmux_ssh, Signer, T};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -80,18 +80,8 @@ impl ClientSetup {
 
     /// `vmux ssh` to `sshd` with the test's known_hosts (`accept-new` unless `-o` says).
     fn ssh(&self, sshd: &Sshd, args: &[&str]) -> Command {
-        let mut c = vmux(&self.home);
-        c.env("HOME", self.tmp.path())
-            .env("VMUX_LOG", "warn")
-            .args([
-                "ssh",
-                "-F",
-                "none",
-                "-p",
-                &sshd.port().to_string(),
-                "-o",
-                &format!("UserKnownHostsFile={}", self.known_hosts().display()),
-            ]);
+        let mut c = vmux_ssh(&self.home, sshd, &self.known_hosts());
+        c.env("HOME", self.tmp.path()).env("VMUX_LOG", "warn");
         if !args.iter().any(|a| a.starts_with("StrictHostKeyChecking")) {
             c.args(["-o", "StrictHostKeyChecking=accept-new"]);
         }

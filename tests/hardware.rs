@@ -941,6 +941,20 @@ fn stores_are_refused_with_a_clear_message_when_misused() {
     assert!(!out.success() && out.stderr.contains("--force"), "{out:?}");
 }
 
+/// `init --store tpm` said it kept the pairing and left a sealed identity at `ident`.
+fn assert_sealed(out: &common::proc::Output, ident: &Path) -> String {
+    assert!(
+        out.success() && out.stdout.contains("pairings are kept"),
+        "{out:?}"
+    );
+    let sealed = std::fs::read_to_string(ident).unwrap();
+    assert!(
+        sealed.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"),
+        "{sealed}"
+    );
+    sealed
+}
+
 #[test]
 fn the_agent_identity_sealed_to_the_tpm_is_useless_elsewhere() {
     let tpm = Swtpm::start();
@@ -956,15 +970,7 @@ fn the_agent_identity_sealed_to_the_tpm_is_useless_elsewhere() {
             .env("TPM2TOOLS_TCTI", tpm.tcti()),
         T,
     );
-    assert!(
-        out.success() && out.stdout.contains("pairings are kept"),
-        "{out:?}"
-    );
-    let sealed = std::fs::read_to_string(&ident).unwrap();
-    assert!(
-        sealed.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"),
-        "{sealed}"
-    );
+    let sealed = assert_sealed(&out, &ident);
     assert!(!sealed.contains(before.trim()));
     // The same device, still paired: it signs.
     let tcti = tpm.tcti();
@@ -1016,15 +1022,7 @@ fn the_client_identity_sealed_to_the_tpm_named_in_its_config() {
         run(&mut c, T)
     };
     let out = seal("tpm");
-    assert!(
-        out.success() && out.stdout.contains("pairings are kept"),
-        "{out:?}"
-    );
-    let sealed = std::fs::read_to_string(&ident).unwrap();
-    assert!(
-        sealed.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"),
-        "{sealed}"
-    );
+    assert_sealed(&out, &ident);
     // Still the same paired device: a login through the signer, approved once.
     let key = ok(&hw.shome, &["signer", "keys", "pub"])
         .lines()
@@ -1033,18 +1031,8 @@ fn the_client_identity_sealed_to_the_tpm_named_in_its_config() {
         .to_string();
     let sshd = Sshd::start(&key);
     let h = background({
-        let mut c = common::vmux::vmux(&chome);
+        let mut c = common::vmux::vmux_ssh(&chome, &sshd, &hw.tmp.path().join("known_hosts"));
         c.env_remove("TPM2TOOLS_TCTI").env_remove("TCTI").args([
-            "ssh",
-            "-F",
-            "none",
-            "-p",
-            &sshd.port().to_string(),
-            "-o",
-            &format!(
-                "UserKnownHostsFile={}",
-                hw.tmp.path().join("known_hosts").display()
-            ),
             "-o",
             "StrictHostKeyChecking=accept-new",
             &format!("{}@127.0.0.1", sshd.user()),

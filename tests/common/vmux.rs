@@ -26,6 +26,22 @@ pub fn vmux_in(ns: Option<&super::netns::Netns>, home: &Path) -> Command {
     c
 }
 
+/// `vmux ssh` under `home` to `sshd` on loopback, checking host keys against
+/// `known_hosts` only (no ssh_config); the caller adds options and the destination.
+pub fn vmux_ssh(home: &Path, sshd: &super::sshd::Sshd, known_hosts: &Path) -> Command {
+    let mut c = vmux(home);
+    c.args([
+        "ssh",
+        "-F",
+        "none",
+        "-p",
+        &sshd.port().to_string(),
+        "-o",
+        &format!("UserKnownHostsFile={}", known_hosts.display()),
+    ]);
+    c
+}
+
 /// Run `vmux ARGS` under `home` and require success.
 pub fn ok(home: &Path, args: &[&str]) -> String {
     let out = run(vmux(home).args(args), T);
