@@ -84,13 +84,42 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ProtoError
     write_atomic(path, &b, 0o600)
 }
 
-/// Read a TOML config file; `T::default()` when it does not exist.
+/// Read a TOML config file; `T::default()` when it does not exist. An error names the
+/// file, line and column (`config.toml:7:1: …`), and a key that is unknown where it
+/// stands names the table it landed in.
 pub fn read_toml<T: DeserializeOwned + Default>(path: &Path) -> Result<T, ProtoError> {
     match std::fs::read_to_string(path) {
-        Ok(s) => toml::from_str(&s)
-            .map_err(|e| ProtoError::file(path, format!("bad config: {}", e.message()))),
+        Ok(s) => toml::from_str(&s).map_err(|e| config_error(path, &s, &e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(ProtoError::file(path, e)),
+    }
+}
+
+/// `PATH:LINE:COL: message`, with the table a misplaced key landed in.
+fn config_error(path: &Path, text: &str, e: &toml::de::Error) -> ProtoError {
+    let message = e.message().trim().to_string();
+    let Some(span) = e.span() else {
+        return ProtoError::file(path, format!("bad config: {message}"));
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    let mut why = message.clone();
+    if message.starts_with("unknown field") {
+        let table = before.lines().rev().find_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && l.ends_with(']')).then(|| l.to_string())
+        });
+        if let Some(t) = table {
+            why += &format!(
+                "; this key is inside table {t}: a top-level key must stand above the first [table] line"
+            );
+        }
+    }
+    ProtoError::File {
+        path: PathBuf::from(format!("{}:{line}:{col}", path.display())),
+        reason: format!("bad config: {}", why.lines().collect::<Vec<_>>().join("; ")),
     }
 }
 
@@ -110,6 +139,37 @@ mod tests {
         let err = read_json::<Vec<u32>>(&p).unwrap_err().to_string();
         assert!(err.contains("x.json") && err.contains("corrupt"), "{err}");
         assert_eq!(read_json::<Vec<u32>>(&d.join("missing")).unwrap(), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[derive(serde::Deserialize, Default, Debug)]
+    #[serde(default, deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Conf {
+        name: String,
+        ca: Ca,
+    }
+    #[derive(serde::Deserialize, Default, Debug)]
+    #[serde(default, deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Ca {
+        issue: bool,
+    }
+
+    #[test]
+    fn config_errors_name_line_column_and_table() {
+        let d = std::env::temp_dir().join(format!("vmux-toml-{}", std::process::id()));
+        let p = d.join("config.toml");
+        ensure_dir(&d, 0o700).unwrap();
+        std::fs::write(&p, "# c\n\n\n\n\n\nnmae = \"x\"\n").unwrap();
+        let e = read_toml::<Conf>(&p).unwrap_err().to_string();
+        assert!(e.contains("config.toml:7:1:") && e.contains("nmae"), "{e}");
+        std::fs::write(&p, "[ca]\nissue = true\nname = \"x\"\n").unwrap();
+        let e = read_toml::<Conf>(&p).unwrap_err().to_string();
+        assert!(e.contains(":3:1:") && e.contains("inside table [ca]"), "{e}");
+        std::fs::write(&p, "name = 3\n").unwrap();
+        let e = read_toml::<Conf>(&p).unwrap_err().to_string();
+        assert!(e.contains(":1:8:"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
