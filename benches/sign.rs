@@ -34,7 +34,7 @@ mod stores;
 use vmux_signer::keystore::software::{self, SoftwareKeystore};
 use vmux_signer::keystore::Keystore;
 use vmux_signer::state::SignerConfig;
-use vmux_signer::{Decision, Signer, SignerHome};
+use vmux_signer::{Signer, SignerHome};
 
 const REQUEST_IDENTITIES: u8 = 11;
 const IDENTITIES_ANSWER: u8 = 12;
@@ -519,8 +519,8 @@ fn run() -> anyhow::Result<()> {
             loop {
                 if let Some(p) = s.queue.next(Duration::from_secs(3600), true).await {
                     let _ = match p.code.as_deref() {
-                        Some(code) => s.queue.approve_code(code),
-                        None => s.queue.decide(&p.id, &p.digest, Decision::Approve),
+                        Some(code) => vmux_signer::decide::pair_by_code(&s, code),
+                        None => vmux_signer::decide::approve(&s, &p.id, &p.digest, None).await,
                     };
                 }
             }
@@ -940,7 +940,7 @@ fn signer_checks(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f6
     };
     let plain = p50_of(samples, || {
         std::hint::black_box(
-            vmux_signer::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?,
+            vmux_signer::request::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         Ok(())
     })?;
@@ -951,14 +951,14 @@ fn signer_checks(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f6
         signature: ssh_key::encoding::Encode::encode_vec(&sig)?,
         is_forwarding: false,
     }];
-    let seen = vmux_signer::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let seen = vmux_signer::request::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?;
     match seen.destination() {
         Some((_, "verified", _)) => {}
         d => bail!("bench binding not verified: {d:?}"),
     }
     let bound = p50_of(samples, || {
         std::hint::black_box(
-            vmux_signer::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?,
+            vmux_signer::request::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         Ok(())
     })?;
@@ -1038,7 +1038,7 @@ fn breakdown(
     // The agent's sign in-process: forward, link, signer, queue, approver, keystore,
     // both logs; no Unix socket.
     let agent_sign = rt.block_on(async {
-        let caller = vmux_agent::forward::Caller::default();
+        let caller = vmux_agent::agent::Caller::default();
         let mut lat = Vec::with_capacity(samples);
         for _ in 0..samples {
             let t = Instant::now();

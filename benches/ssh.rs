@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vmux_signer::keystore::software::{self, SoftwareKeystore};
 use vmux_signer::state::SignerConfig;
-use vmux_signer::{Decision, Signer, SignerHome};
+use vmux_signer::{Signer, SignerHome};
 
 fn main() {
     if let Err(e) = run() {
@@ -95,8 +95,8 @@ fn run() -> anyhow::Result<()> {
             loop {
                 if let Some(p) = s.queue.next(Duration::from_secs(3600), true).await {
                     let _ = match p.code.as_deref() {
-                        Some(code) => s.queue.approve_code(code),
-                        None => s.queue.decide(&p.id, &p.digest, Decision::Approve),
+                        Some(code) => vmux_signer::decide::pair_by_code(&s, code),
+                        None => vmux_signer::decide::approve(&s, &p.id, &p.digest, None).await,
                     };
                 }
             }

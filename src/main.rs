@@ -27,6 +27,13 @@ enum Command {
     Agent(cmd::agent::AgentCmd),
     /// An SSH client for a device without keys: the paired signer signs each login.
     Ssh(cmd::client::SshArgs),
+    /// The agent and the signer on this machine in one view (exit 0 when all is well;
+    /// 3 agent not running, 4 signer not running, 5 a signer not connected, 6 nothing set up).
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// `vmux ssh`'s pairing with a signer.
     #[command(subcommand)]
     Client(cmd::client::ClientCmd),
@@ -82,24 +89,30 @@ fn main() -> ExitCode {
         }
     }
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG").unwrap_or_else(|_| {
-                // An SSH client's stderr belongs to the session: warnings only.
-                let level = if matches!(cli.command, Command::Ssh(_)) {
-                    "warn"
-                } else {
-                    "info"
-                };
-                // tss-esapi narrates every context it opens and closes, and repeats each
-                // failure in its own words; vmux logs one line of its own for each TPM
-                // failure (VMUX_LOG=info,tss_esapi=debug shows the library's).
-                tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=off"))
-            }),
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG").unwrap_or_else(|_| {
+        // An SSH client's stderr belongs to the session: warnings only.
+        let level = if matches!(cli.command, Command::Ssh(_)) {
+            "warn"
+        } else {
+            "info"
+        };
+        // tss-esapi narrates every context it opens and closes, and repeats each
+        // failure in its own words; vmux logs one line of its own for each TPM
+        // failure (VMUX_LOG=info,tss_esapi=debug shows the library's).
+        tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=off"))
+    });
+    // A sheet on the terminal sends stderr to a file and shows the latest line itself.
+    let sheet_events = daemon.then_some(cmd::SheetEvents);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .with_target(false),
         )
-        .with_writer(std::io::stderr)
-        .with_target(false)
+        .with(sheet_events)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -111,6 +124,7 @@ fn main() -> ExitCode {
             Command::Agent(c) => cmd::agent::run(c).await,
             Command::Signer(c) => cmd::signer::run(c).await,
             Command::Client(c) => cmd::client::run(c).await,
+            Command::Status { json } => cmd::status::run(json).await,
             Command::Ssh(a) => {
                 // The remote command's status, at once: a thread may still be blocked
                 // reading stdin, which no runtime shutdown can interrupt.

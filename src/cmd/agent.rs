@@ -5,7 +5,7 @@ use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use vmux_agent::forward::Status;
+use vmux_agent::status::Status;
 use vmux_agent::{Agent, AgentHome};
 use vmux_proto::identity::key_fingerprint;
 
@@ -434,91 +434,151 @@ pub fn shell_quote(p: &Path) -> String {
     }
 }
 
-/// Print the agent's state; returns whether it is running.
-async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
+/// The running agent's status (`None` when it does not run: the status file is only
+/// as good as the agent behind it, so the socket must answer).
+pub async fn running_status(home: &AgentHome) -> anyhow::Result<Option<Status>> {
     let status: Option<Status> = vmux_proto::store::read_json(&home.status_file())?;
-    // The status file is only as good as the agent behind it: check the socket answers.
-    let running = match &status {
-        Some(s) => tokio::net::UnixStream::connect(&s.socket).await.is_ok(),
-        None => false,
-    };
+    Ok(match status {
+        Some(s) if tokio::net::UnixStream::connect(&s.socket).await.is_ok() => Some(s),
+        _ => None,
+    })
+}
+
+/// The agent's state as JSON (for `agent status --json` and `vmux status --json`).
+pub fn status_json(home: &AgentHome, status: Option<&Status>) -> anyhow::Result<serde_json::Value> {
     let signers = home.load_signers()?;
     let keys = home.load_keys()?;
-    let link = |id: &str| {
-        status
-            .as_ref()
-            .filter(|_| running)
-            .and_then(|s| s.signers.iter().find(|x| x.id == id).cloned())
-    };
-    if json {
-        let v = serde_json::json!({
-            "running": running,
-            "pid": status.as_ref().filter(|_| running).map(|s| s.pid),
-            "socket": status.as_ref().map(|s| s.socket.clone()),
-            "certificate": status.as_ref().filter(|_| running).and_then(|s| s.certificate.clone()),
-            "certificateExpired": status.as_ref().is_some_and(|s| running && s.certificate_expired),
-            "signers": signers.iter().map(|s| {
-                let l = link(&s.id);
-                serde_json::json!({
-                    "id": s.id, "name": s.name, "address": s.address,
-                    "connected": l.as_ref().is_some_and(|l| l.connected),
-                    "lastError": l.and_then(|l| l.last_error),
-                })
-            }).collect::<Vec<_>>(),
-            "keys": keys.iter().map(|k| serde_json::json!({
-                "fingerprint": key_fingerprint(&k.record.public_key),
-                "algorithm": k.record.algorithm,
-                "comment": k.record.comment,
-                "provider": k.record.provider,
-                "providerKind": k.record.provider,
-                "signer": k.signer_id,
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(running);
-    }
-    match (&status, running) {
-        (Some(s), true) => {
-            println!("agent: running (pid {}) on {}", s.pid, s.socket);
-            // The file may lag the agent by a tick: judge validity by the clock here.
-            let now = vmux_proto::now_unix();
-            match s.certificate.as_ref().filter(|c| c.valid_before > now) {
-                Some(c) => println!(
-                    "Certificate valid until {} (principals {}, key id {})",
-                    super::local_time(c.valid_before),
-                    c.principals.join(","),
-                    c.key_id
-                ),
-                None if s.certificate_expired || s.certificate.is_some() => {
-                    println!("Certificate expired — connect signer to renew")
-                }
-                None => println!("No session certificate"),
+    let link = |id: &str| status.and_then(|s| s.signers.iter().find(|x| x.id == id).cloned());
+    Ok(serde_json::json!({
+        "running": status.is_some(),
+        "pid": status.map(|s| s.pid),
+        "socket": status.map(|s| s.socket.clone()),
+        "connection": status.map(|s| s.connection_line.clone()),
+        "certificate": status.and_then(|s| s.certificate.clone()),
+        "certificateLine": status.map(|s| s.certificate_line.clone()),
+        "certificateExpired": status.is_some_and(|s| s.certificate_expired),
+        "state": status.map(|s| s.state()),
+        "waiting": status.map(|s| s.waiting.clone()).unwrap_or_default(),
+        "recent": status.map(|s| s.recent.clone()).unwrap_or_default(),
+        "signers": signers.iter().map(|s| {
+            let l = link(&s.id);
+            serde_json::json!({
+                "id": s.id, "name": s.name, "address": s.address,
+                "connected": l.as_ref().is_some_and(|l| l.connected),
+                "lastError": l.as_ref().and_then(|l| l.last_error.clone()),
+                "lastSeen": l.as_ref().and_then(|l| l.last_seen),
+                "since": l.as_ref().and_then(|l| l.since),
+            })
+        }).collect::<Vec<_>>(),
+        "keys": keys.iter().map(|k| serde_json::json!({
+            "fingerprint": key_fingerprint(&k.record.public_key),
+            "algorithm": k.record.algorithm,
+            "comment": k.record.comment,
+            "provider": k.record.provider,
+            "providerKind": k.record.provider,
+            "enabled": k.record.enabled,
+            "signer": k.signer_id,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+/// The agent's state for a person, one fact a line.
+pub fn status_lines(home: &AgentHome, status: Option<&Status>) -> anyhow::Result<Vec<String>> {
+    let signers = home.load_signers()?;
+    let keys = home.load_keys()?;
+    let mut out = vec![];
+    match status {
+        Some(s) => {
+            out.push(format!("agent: running (pid {}) on {}", s.pid, s.socket));
+            out.push(format!("  connection:  {}", s.connection_line));
+            out.push(format!("  certificate: {}", cert_line(s)));
+            for w in &s.waiting {
+                out.push(format!("  waiting:     {}", w.line()));
+            }
+            for o in s.recent.iter().take(5) {
+                out.push(format!(
+                    "  {}  {}: {}",
+                    vmux_proto::time::clock(o.time),
+                    o.what,
+                    o.reason
+                ));
             }
         }
-        _ => println!("agent: not running (start it with `vmux agent run` or `vmux up`)"),
+        None => out.push(
+            "agent: not running (start it with `vmux agent run` or `vmux up`)".into(),
+        ),
     }
     if signers.is_empty() {
-        println!("no paired signer: run `vmux agent pair HOST:PORT`");
+        out.push("  no paired signer: run `vmux agent pair HOST:PORT`".into());
     }
     for s in &signers {
-        let state = match link(&s.id) {
-            Some(l) if l.connected => "connected".to_string(),
-            Some(l) => format!("disconnected ({})", l.last_error.unwrap_or_default()),
-            None => "disconnected".into(),
+        let l = status.and_then(|st| st.signers.iter().find(|x| x.id == s.id));
+        let state = match l {
+            Some(l) if l.connected => format!(
+                "connected{}",
+                l.since
+                    .map(|t| format!(" since {}", vmux_proto::time::hm(t)))
+                    .unwrap_or_default()
+            ),
+            Some(l) => format!(
+                "not connected{}{}",
+                l.last_seen
+                    .map(|t| format!(", last seen {}", vmux_proto::time::hm(t)))
+                    .unwrap_or_default(),
+                l.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+            None => "not connected".into(),
         };
-        println!("signer {:?} ({}) at {}: {state}", s.name, s.id, s.address);
+        out.push(format!("  signer {:?} ({}) at {}: {state}", s.name, s.id, s.address));
     }
     for k in &keys {
-        println!(
-            "  {}  {}  {}  [{}]{}",
+        out.push(format!(
+            "  key {}  {}  {}  [{}]{}",
             key_fingerprint(&k.record.public_key),
             k.record.comment,
             k.record.algorithm,
             k.record.provider,
             if k.record.enabled { "" } else { " (disabled)" }
-        );
+        ));
     }
-    Ok(running)
+    Ok(out)
+}
+
+/// The certificate line, judged by this clock (the file may lag the agent by a tick).
+fn cert_line(s: &Status) -> String {
+    let now = vmux_proto::now_unix();
+    match &s.certificate {
+        Some(c) if c.valid_before <= now => format!(
+            "expired at {} — asks again on the next login",
+            vmux_proto::time::hm(c.valid_before)
+        ),
+        Some(c) => format!(
+            "{} (principals {}, key id {})",
+            s.certificate_line,
+            c.principals.join(","),
+            c.key_id
+        ),
+        None => s.certificate_line.clone(),
+    }
+}
+
+/// Print the agent's state; returns whether it is running.
+async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
+    let status = running_status(home).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status_json(home, status.as_ref())?)?
+        );
+    } else {
+        for l in status_lines(home, status.as_ref())? {
+            println!("{l}");
+        }
+    }
+    Ok(status.is_some())
 }
 
 /// The socket of the running agent: the one its status file records, else
@@ -614,33 +674,63 @@ pub fn print_log(path: &Path, verify: bool) -> anyhow::Result<ExitCode> {
     }
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            println!("(unreadable line) {line}");
+            println!("(unreadable line) {}", vmux_proto::text::field(line));
             continue;
         };
-        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
-        let time = v
-            .get("time")
-            .and_then(|t| t.as_u64())
-            .map(super::local_time)
-            .unwrap_or_default();
-        let latency = v
-            .get("latencyMs")
-            .and_then(|t| t.as_u64())
-            .map(|l| format!("{l}ms"))
-            .unwrap_or_default();
-        let who = v
-            .get("requester")
-            .and_then(|x| x.as_str())
-            .map(String::from)
-            .unwrap_or_else(|| s("device"));
-        println!(
-            "{time}  {}  {}  {}  {}  {}  {latency}",
-            s("requestId"),
-            s("decision"),
-            s("kind"),
-            s("key"),
-            who
-        );
+        println!("{}", log_line(&v));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One log record for a person: when, what kind, which request, what it was for and
+/// where it went, the decision and why, who asked; a change says what changed.
+fn log_line(v: &serde_json::Value) -> String {
+    let get = |k: &str| {
+        v.get(k)
+            .and_then(|x| match x {
+                serde_json::Value::String(s) => Some(vmux_proto::text::field(s)),
+                serde_json::Value::Null => None,
+                other => Some(vmux_proto::text::field(&other.to_string())),
+            })
+            .filter(|s| !s.is_empty())
+    };
+    let mut parts = vec![v
+        .get("time")
+        .and_then(|t| t.as_u64())
+        .map(super::local_time)
+        .unwrap_or_default()];
+    parts.push(get("event").or_else(|| get("kind")).unwrap_or_else(|| "-".into()));
+    if let Some(id) = get("requestId").or_else(|| get("label")) {
+        parts.push(id.chars().take(12).collect());
+    }
+    let what = get("purpose").or_else(|| get("what"));
+    let dest = get("destination").or_else(|| get("host"));
+    match (what, dest) {
+        (Some(w), Some(d)) => parts.push(format!("{w} → {d}")),
+        (Some(w), None) => parts.push(w),
+        (None, Some(d)) => parts.push(format!("→ {d}")),
+        (None, None) => {}
+    }
+    if let Some(c) = get("change") {
+        parts.push(format!("changed: {c}"));
+    }
+    if let Some(d) = get("decision") {
+        parts.push(d);
+    }
+    if let Some(r) = get("reason") {
+        parts.push(format!("({r})"));
+    }
+    if let Some(d) = get("device") {
+        parts.push(format!("from {d}"));
+    }
+    if let Some(r) = get("requester") {
+        parts.push(format!("requester {r}"));
+    }
+    if let Some(k) = get("key") {
+        parts.push(format!("key {k}"));
+    }
+    if let Some(l) = v.get("latencyMs").and_then(|t| t.as_u64()) {
+        parts.push(format!("{l}ms"));
+    }
+    parts.join("  ")
 }

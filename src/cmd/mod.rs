@@ -2,6 +2,7 @@ pub mod agent;
 pub mod client;
 pub mod service;
 pub mod signer;
+pub mod status;
 pub mod stores;
 pub mod up;
 
@@ -87,23 +88,7 @@ pub fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<Option<Zeroizin
     Ok(Some(p))
 }
 
-/// `8h`, `30m`, `90s`, `1d` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 8h, 30m or 90s"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too long"))
-}
+pub use vmux_proto::time::{local_time, parse_duration};
 
 /// Wait for Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
@@ -115,69 +100,34 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// `2026-11-22 09:41:07 CET`: the C library's idea of local time (TZ, /etc/localtime).
-pub fn local_time(unix: u64) -> String {
-    let t = unix as libc::time_t;
-    // SAFETY: localtime_r writes into the tm we own; strftime into our buffer, bounded.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if !libc::localtime_r(&t, &mut tm).is_null() {
-            let mut buf = [0u8; 64];
-            let n = libc::strftime(
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                c"%Y-%m-%d %H:%M:%S %Z".as_ptr(),
-                &tm,
-            );
-            if n > 0 {
-                return String::from_utf8_lossy(&buf[..n]).into_owned();
+
+/// Forwards each log line, summarised, to the sheet's event line (`vmux up`, `vmux
+/// signer run`): while the sheet owns the terminal, the lines themselves go to a file.
+pub struct SheetEvents;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SheetEvents {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                if f.name() == "message" {
+                    self.0 = v.to_string();
+                }
             }
         }
-    }
-    utc_time(unix)
-}
-
-/// The same in UTC, computed here (no time-zone database needed).
-pub fn utc_time(unix: u64) -> String {
-    let secs = unix as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations() {
-        assert_eq!(super::parse_duration("8h"), Ok(28_800));
-        assert_eq!(super::parse_duration("90"), Ok(90));
-        assert_eq!(super::parse_duration("2d"), Ok(172_800));
-        assert!(super::parse_duration("8x").is_err());
-        assert!(super::parse_duration("h").is_err());
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc_time(0), "1970-01-01 00:00:00Z");
-        assert_eq!(super::utc_time(1_700_000_000), "2023-11-14 22:13:20Z");
-        assert!(super::local_time(1_700_000_000).starts_with("2023-11-1"));
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        let level = *event.metadata().level();
+        let prefix = match level {
+            tracing::Level::ERROR => "error: ",
+            tracing::Level::WARN => "warning: ",
+            _ => "",
+        };
+        vmux_signer::sheet::note_event(&format!("{prefix}{}", m.0));
     }
 }

@@ -6,7 +6,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use vmux_signer::approve::{control_call, describe, ControlRequest};
+use vmux_signer::control::{control_call, ControlRequest};
+use vmux_signer::describe::describe;
 use vmux_signer::keystore::software::{self, SoftwareKeystore};
 use vmux_signer::state::SignerConfig;
 use vmux_signer::{Signer, SignerError, SignerHome};
@@ -203,7 +204,8 @@ pub enum CaCmd {
         /// Longest validity granted, e.g. 8h, 30m, 90s.
         #[arg(long, value_parser = super::parse_duration)]
         max_validity: Option<u64>,
-        /// Comma-separated principals (empty string: the signer's user name).
+        /// Comma-separated user names a workstation may ask certificates for (empty
+        /// string: any, the workstation's own user by default); others are refused.
         #[arg(long)]
         principals: Option<String>,
         /// Whether certificates are issued at all.
@@ -222,16 +224,23 @@ pub enum CaCmd {
 
 #[derive(Args)]
 pub struct Decide {
-    /// The request id (or a unique prefix of it), from `vmux signer pending`.
+    /// The request id (or a unique prefix of it), from `vmux signer pending`: the entry
+    /// is printed, then decided.
     #[arg(conflicts_with_all = ["next", "code"])]
     id: Option<String>,
-    /// The oldest pending request (never a pairing: pairings are approved with --code).
+    /// The oldest pending request (never a pairing): printed with its digest, then
+    /// decided only by an answer typed on this terminal, or by `--digest`.
     #[arg(long, conflicts_with = "code")]
     next: bool,
-    /// With --next: wait up to this many seconds for a request to arrive. The wait ends
-    /// with this command: interrupt it and nothing is decided.
-    #[arg(long, default_value_t = 0, requires = "next")]
+    /// With --next: wait up to this many seconds (at most 3600) for a request to
+    /// arrive. The wait ends with this command: interrupt it and nothing is decided.
+    #[arg(long, default_value_t = 0, requires = "next", value_parser = clap::value_parser!(u64).range(0..=3600))]
     wait: u64,
+    /// Decide only if the entry still shows exactly this digest (printed by `pending
+    /// --json`, `approve --next` and the sheet's details): how a script binds its
+    /// decision to what it displayed.
+    #[arg(long, value_name = "SHA256")]
+    digest: Option<String>,
     /// Approve the pairing whose code the other device shows (`vmux agent pair` prints it).
     #[arg(long, value_name = "NNNNNN")]
     code: Option<String>,
@@ -295,18 +304,23 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             let _advert = advertise(&signer, listener.local_addr()?)?;
             let sheet = !no_ui && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
             if sheet {
-                let header = vec![
-                    format!(
-                        "{:?} listening on {}, pairing fingerprint {}",
-                        signer.config.name,
-                        listener.local_addr()?,
-                        signer.fingerprint()
-                    ),
-                    "Decide here, or from another shell with `vmux signer approve|deny`.".into(),
-                ];
+                let opts = vmux_signer::sheet::Options {
+                    header: vec![
+                        format!(
+                            "{:?} listening on {}, pairing fingerprint {}",
+                            signer.config.name,
+                            listener.local_addr()?,
+                            signer.fingerprint()
+                        ),
+                        "Decide here, or from another shell with `vmux signer approve|deny`."
+                            .into(),
+                    ],
+                    log: home.output_log(),
+                    confirm_quit: None,
+                };
                 tokio::select! {
                     r = signer.clone().serve(listener) => r?,
-                    r = vmux_signer::sheet::run(signer.clone(), header) => r?,
+                    r = vmux_signer::sheet::run(signer.clone(), opts) => r?,
                     _ = super::shutdown_signal() => {}
                 }
             } else {
@@ -317,6 +331,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
                 }
             }
             let _ = std::fs::remove_file(home.control_socket());
+            signer.remove_listening();
         }
         SignerCmd::Pending { json } => {
             let resp = call(&home, &ControlRequest::Pending).await?;
@@ -327,7 +342,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
                 println!("nothing pending");
             } else {
                 for p in &pending {
-                    println!("{}", p.summary());
+                    println!("{}", vmux_signer::describe::summary(p));
                 }
             }
         }
@@ -919,6 +934,7 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
                 || issue.is_some()
                 || extensions.is_some()
                 || source_address.is_some();
+            let before = config.ca.clone();
             if let Some(e) = extensions {
                 let list: Vec<String> = e
                     .split(',')
@@ -955,13 +971,15 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
             }
             if changed {
                 home.save_config(&config)?;
-                self::changed(home, "caPolicy", &serde_json::to_string(&config.ca)?);
+                let what = ca_policy_change(&before, &config.ca);
+                println!("changed: {what}");
+                self::changed(home, "caPolicy", &what);
             }
             let p = &config.ca;
             println!("issue: {}", if p.issue { "on" } else { "off" });
             println!(
                 "max validity: {}",
-                vmux_signer::approve::duration(p.max_validity_secs)
+                vmux_proto::time::duration(p.max_validity_secs)
             );
             println!(
                 "extensions: {}",
@@ -975,18 +993,14 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
                 "source address: {}",
                 p.source_address.as_deref().unwrap_or("any")
             );
+            if p.principals.is_empty() {
+                println!("principals: the user the workstation asks for (its agent's user)");
+            } else {
+                println!("principals: only {} may be asked for", p.principals.join(", "));
+            }
             println!(
-                "approving a certificate grants: {}",
-                vmux_signer::ca::grants(p, p.max_validity_secs)
-            );
-            println!(
-                "principals: {}",
-                vmux_signer::ca::principals(p).join(",")
-                    + if p.principals.is_empty() {
-                        " (the signer's user)"
-                    } else {
-                        ""
-                    }
+                "approving a certificate grants, e.g.: {}",
+                vmux_signer::ca::grants(p, &[example_principal(p)], p.max_validity_secs)
             );
         }
     }
@@ -1021,7 +1035,7 @@ pub fn advertise(
 /// Bind the control socket and start the approval surfaces the config asks for:
 /// desktop notifications and ssh-askpass.
 pub async fn start(signer: &Arc<Signer>, home: &SignerHome) -> anyhow::Result<()> {
-    vmux_signer::approve::serve_control(signer.clone(), &home.control_socket()).await?;
+    vmux_signer::control::serve_control(signer.clone(), &home.control_socket()).await?;
     let c = &signer.config;
     if c.notify
         .unwrap_or_else(vmux_signer::desktop::session_bus_available)
@@ -1049,7 +1063,7 @@ pub async fn start(signer: &Arc<Signer>, home: &SignerHome) -> anyhow::Result<()
 async fn call(
     home: &SignerHome,
     req: &ControlRequest,
-) -> anyhow::Result<vmux_signer::approve::ControlResponse> {
+) -> anyhow::Result<vmux_signer::control::ControlResponse> {
     let resp = control_call(&home.control_socket(), req).await?;
     if !resp.ok {
         bail!(
@@ -1064,26 +1078,29 @@ async fn call(
 
 async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<ExitCode> {
     let verb = if approve { "approved" } else { "denied" };
-    let resp = if let Some(code) = d.code {
+    if let Some(code) = d.code {
         anyhow::ensure!(approve, "--code approves a pairing; deny one by its id");
-        call(home, &ControlRequest::ApproveCode { code }).await?
-    } else if d.next {
+        let resp = call(home, &ControlRequest::ApproveCode { code }).await?;
+        if let Some(p) = resp.decided {
+            println!("paired: {}", describe(&p));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Show what is being decided, then decide exactly that display.
+    let p = if d.next {
         if d.wait > 0 {
             eprintln!(
                 "waiting up to {}s for the next request (pairings excepted); Ctrl-C decides nothing",
                 d.wait
             );
         }
-        call(
-            home,
-            &ControlRequest::Next {
-                wait_secs: d.wait,
-                approve,
-            },
-        )
-        .await?
+        let resp = call(home, &ControlRequest::Next { wait_secs: d.wait }).await?;
+        resp.pending
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{}", SignerError::NothingPending))?
     } else {
-        // Show what is being decided, then decide exactly that display.
         let Some(id) = d.id else {
             bail!(
                 "say which request: its id (from `vmux signer pending`), --next for the oldest \
@@ -1095,51 +1112,74 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
             .pending
             .unwrap_or_default();
         let matches: Vec<_> = pending
-            .iter()
+            .into_iter()
             .filter(|p| !id.is_empty() && p.id.starts_with(&id))
             .collect();
-        let p = match matches.as_slice() {
-            [one] => *one,
-            [] => bail!("{}", SignerError::UnknownRequest(id)),
-            _ => bail!("{}", SignerError::AmbiguousRequest(id)),
-        };
-        if p.kind == "pair" && approve {
-            bail!("{}", SignerError::PairingNeedsCode);
+        match <[_; 1]>::try_from(matches) {
+            Ok([one]) => one,
+            Err(m) if m.is_empty() => bail!("{}", SignerError::UnknownRequest(id)),
+            Err(_) => bail!("{}", SignerError::AmbiguousRequest(id)),
         }
-        // User verification after Approve: the answer is collected here and checked by
-        // the signer's PAM stack before anything is signed.
-        let secret = match (&p.verify, approve) {
-            (Some(v), true) => {
-                println!("{}", describe(p));
-                Some(read_secret(&format!(
-                    "User verification ({v}): password: "
-                ))?)
-            }
-            _ => None,
-        };
-        call(
-            home,
-            &ControlRequest::Decide {
-                id: p.id.clone(),
-                digest: p.digest.clone(),
-                approve,
-                secret: secret.as_ref().map(|s| s.to_string()),
-            },
-        )
-        .await?
     };
-    if let Some(p) = resp.decided {
-        let verb = if p.kind == "pair" && approve {
-            "paired"
-        } else {
-            verb
-        };
-        println!("{verb}: {}", describe(&p));
-        if resp.delivered == Some(false) {
-            println!("(the requester had already gone; recorded as a delivery failure)");
+    if p.kind == "pair" && approve {
+        bail!("{}", SignerError::PairingNeedsCode);
+    }
+    // The digest of exactly what is printed here.
+    let shown = p.compute_digest();
+    println!("{}", describe(&p));
+    println!("  digest:      {shown}");
+    if let Some(want) = &d.digest {
+        if want != &shown {
+            bail!("{}", SignerError::DisplayChanged(p.id.clone()));
+        }
+    } else if d.next {
+        // `--next` names no request: only a person who read it here decides it.
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "--next decides only what a person read: answer on a terminal, or give the digest \
+                 printed above (`vmux signer {} --next --digest {shown}`)",
+                if approve { "approve" } else { "deny" }
+            );
+        }
+        let q = if approve { "Approve this request? [y/N] " } else { "Deny this request? [y/N] " };
+        if !confirm(q)? {
+            println!("nothing decided");
+            return Ok(ExitCode::from(1));
         }
     }
+    // User verification after Approve: the answer is collected here and checked by
+    // the signer's PAM stack before anything is signed.
+    let secret = match (&p.verify, approve) {
+        (Some(v), true) => Some(read_secret(&format!(
+            "User verification ({v}): password: "
+        ))?),
+        _ => None,
+    };
+    let resp = call(
+        home,
+        &ControlRequest::Decide {
+            id: p.id.clone(),
+            digest: shown,
+            approve,
+            secret: secret.as_ref().map(|s| s.to_string()),
+        },
+    )
+    .await?;
+    println!("{verb}: request {}", p.id);
+    if resp.delivered == Some(false) {
+        println!("(the requester had already gone; recorded as a delivery failure)");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A y/N question on the terminal; anything but y/yes is no.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::Write;
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// A secret from the terminal (not echoed), or the first line of standard input when it
@@ -1171,14 +1211,16 @@ async fn announce(signer: Arc<Signer>) {
                     .map(|d| format!(" → {d}"))
                     .unwrap_or_default();
                 let how = match p.kind.as_str() {
-                    "pair" => format!(
-                        "vmux signer approve --code {}",
-                        p.code.as_deref().unwrap_or("?")
+                    "pair" => "compare its code (`vmux signer pending`) with the one the \
+                               other device shows, then `vmux signer approve --code` it"
+                        .to_string(),
+                    _ => format!(
+                        "approve with `vmux signer approve {}`, or deny",
+                        &p.id[..12.min(p.id.len())]
                     ),
-                    _ => format!("vmux signer approve {}", &p.id[..12.min(p.id.len())]),
                 };
                 let line = format!(
-                    "{}request {}: {} from {}: {what}{dest} (approve with `{how}`, or deny)",
+                    "{}request {}: {} from {}: {what}{dest} ({how})",
                     if bell { "\x07" } else { "" },
                     p.id,
                     p.kind,
@@ -1221,4 +1263,52 @@ fn hosts(home: &SignerHome, action: Option<HostsCmd>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A principal to show what a certificate grants: the policy's first, else this user.
+fn example_principal(p: &vmux_signer::state::CaPolicy) -> String {
+    p.principals
+        .first()
+        .cloned()
+        .unwrap_or_else(vmux_agent::state::current_user)
+}
+
+/// What changed between two CA policies, in words (`principals any → alice,bob`).
+fn ca_policy_change(a: &vmux_signer::state::CaPolicy, b: &vmux_signer::state::CaPolicy) -> String {
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "any".to_string()
+        } else {
+            l.join(",")
+        }
+    };
+    let mut out = vec![];
+    if a.issue != b.issue {
+        out.push(format!("issue {} → {}", a.issue, b.issue));
+    }
+    if a.max_validity_secs != b.max_validity_secs {
+        out.push(format!(
+            "max validity {} → {}",
+            vmux_proto::time::duration(a.max_validity_secs),
+            vmux_proto::time::duration(b.max_validity_secs)
+        ));
+    }
+    if a.principals != b.principals {
+        out.push(format!("principals {} → {}", list(&a.principals), list(&b.principals)));
+    }
+    if a.extensions != b.extensions {
+        out.push(format!("extensions {} → {}", a.extensions.join(","), b.extensions.join(",")));
+    }
+    if a.source_address != b.source_address {
+        out.push(format!(
+            "source address {} → {}",
+            a.source_address.as_deref().unwrap_or("any"),
+            b.source_address.as_deref().unwrap_or("any")
+        ));
+    }
+    if out.is_empty() {
+        "nothing (the same values again)".into()
+    } else {
+        out.join("; ")
+    }
 }

@@ -5,13 +5,16 @@ use clap::Args;
 use std::process::ExitCode;
 use std::time::Duration;
 use vmux_agent::Agent;
-use vmux_signer::approve::{control_call, ControlRequest};
+use vmux_signer::control::{control_call, ControlRequest};
 
 #[derive(Args)]
 pub struct UpArgs {
     /// Where the signer listens; other workstations can pair with it there too.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: String,
+    /// Default: the signer's configured address (127.0.0.1:7227), or a free loopback
+    /// port when that is taken; the address used is recorded in the signer's config,
+    /// so the service units (`install-service`) use the same one.
+    #[arg(long)]
+    listen: Option<String>,
     /// Where the agent socket goes (default `~/.ssh/vmux-agent.sock`, or
     /// `$VMUX_HOME/agent.sock` when VMUX_HOME is set).
     #[arg(long)]
@@ -24,6 +27,7 @@ pub struct UpArgs {
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let shome = super::signer::home();
     let ahome = super::agent::home();
+    const LOOPBACK: &str = "127.0.0.1:7227";
     if !shome.exists() {
         let name = format!("{}-signer", vmux_agent::state::hostname());
         let line =
@@ -33,13 +37,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let mut config = shome.load_config()?;
         let lan = args
             .listen
-            .parse::<std::net::SocketAddr>()
-            .map(|a| !a.ip().is_loopback())
-            .unwrap_or(true);
-        if lan {
-            config.listen = args.listen.clone();
-        } else {
-            config.listen = "127.0.0.1:7227".into();
+            .as_deref()
+            .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+            .is_some_and(|a| !a.ip().is_loopback());
+        config.listen = args.listen.clone().unwrap_or_else(|| LOOPBACK.into());
+        if !lan {
             config.discovery = "off".into();
         }
         shome.save_config(&config)?;
@@ -49,10 +51,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let signer = super::signer::open(&shome)?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let wanted = args.listen.clone().unwrap_or_else(|| signer.config.listen.clone());
+    let listener = match tokio::net::TcpListener::bind(&wanted).await {
+        Ok(l) => l,
+        // The usual port is taken (another signer, another `vmux up`): any free
+        // loopback port, recorded below, unless the address was asked for.
+        Err(e) if args.listen.is_none() && e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("{wanted} is in use; listening on a free loopback port instead");
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on {wanted}")),
+    };
     let addr = listener.local_addr()?.to_string();
+    // `vmux up` and the service units use one address: the one used now.
+    let mut config = shome.load_config()?;
+    if config.listen != addr {
+        config.listen = addr.clone();
+        shome.save_config(&config)?;
+    }
     super::signer::start(&signer, &shome).await?;
     tokio::spawn(signer.clone().serve(listener));
     // A loopback signer serves only this machine's agent, which knows its address:
@@ -65,8 +81,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     println!("signer {:?} listening on {addr}", signer.config.name);
 
-    // Pair the local agent with the local signer once; afterwards only the address
-    // (a new port on every start) is refreshed.
+    // Pair the local agent with the local signer once; afterwards only the address is
+    // refreshed.
     let mut signers = ahome.load_signers()?;
     match signers
         .iter_mut()
@@ -87,35 +103,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let path = args.socket.unwrap_or_else(|| ahome.socket(&agent.config));
     let listener = super::agent::bind(&agent, &path).await?;
-    println!(
-        "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
-        super::agent::shell_quote(&path)
-    );
+    let sock = super::agent::shell_quote(&path);
+    println!("SSH_AUTH_SOCK={sock}; export SSH_AUTH_SOCK;");
     for line in super::signer::public_lines_of(&shome)? {
         println!("public key: {line}");
     }
     use std::io::IsTerminal;
     let served = if !args.no_ui && std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
     {
-        let header = vec![
-            format!(
-                "signer {:?} on {addr}; agent: SSH_AUTH_SOCK={}",
-                signer.config.name,
-                super::agent::shell_quote(&path)
-            ),
-            "Run `export SSH_AUTH_SOCK=…` (above) in another terminal, then ssh as usual. q quits."
-                .into(),
-        ];
-        let sheet = vmux_signer::sheet::run(signer.clone(), header);
+        let opts = vmux_signer::sheet::Options {
+            header: vec![
+                format!(
+                    "signer {:?} on {addr}; agent: SSH_AUTH_SOCK={sock}",
+                    signer.config.name
+                ),
+                format!("In another terminal: export SSH_AUTH_SOCK={sock}, then ssh as usual. [k] public keys and CA line"),
+            ],
+            log: shome.output_log(),
+            confirm_quit: Some("Stop agent and signer?".into()),
+        };
+        let sheet = vmux_signer::sheet::run(signer.clone(), opts);
         tokio::select! {
             r = super::agent::serve(agent, listener, &path) => r,
             r = sheet => r.map_err(anyhow::Error::from),
         }
     } else {
         println!("Requests appear below; answer y to approve, anything else denies (a pairing: type its code). Ctrl-C stops.");
-        let prompt = vmux_signer::approve::prompt(
+        let prompt = vmux_signer::prompt::prompt(
             signer.clone(),
-            vmux_signer::approve::read_terminal(),
+            vmux_signer::prompt::read_terminal(),
             tokio::io::stdout(),
         );
         // When input ends the prompt stops; decisions can still come from the control socket.
@@ -123,6 +139,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         super::agent::serve(agent, listener, &path).await
     };
     let _ = std::fs::remove_file(shome.control_socket());
+    signer.remove_listening();
     served?;
     Ok(ExitCode::SUCCESS)
 }

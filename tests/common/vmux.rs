@@ -131,12 +131,40 @@ impl Signer {
         }
     }
 
+    /// The oldest pending request that is not a pairing, as `pending --json` shows it
+    /// (waiting for one to arrive).
+    pub fn next_request(&self) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let out = try_vmux(&self.home, &["signer", "pending", "--json"]);
+            if out.success() {
+                let p: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+                if let Some(r) = p.into_iter().find(|p| p["kind"] != "pair") {
+                    return r;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no request arrived on the signer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Approve the oldest request as a person would: read it, then approve that entry
+    /// bound to the digest of what was read.
     pub fn approve_next(&self) -> String {
-        ok(&self.home, &["signer", "approve", "--next", "--wait", "30"])
+        self.decide_next("approve")
     }
 
     pub fn deny_next(&self) -> String {
-        ok(&self.home, &["signer", "deny", "--next", "--wait", "30"])
+        self.decide_next("deny")
+    }
+
+    fn decide_next(&self, verb: &str) -> String {
+        let r = self.next_request();
+        let (id, digest) = (r["id"].as_str().unwrap(), r["digest"].as_str().unwrap());
+        ok(&self.home, &["signer", verb, id, "--digest", digest])
     }
 
     pub fn log(&self) -> String {

@@ -2,21 +2,19 @@
 //! signer's CA after one approval, used to sign locally until it expires. The private
 //! key is never written anywhere and is zeroized when dropped (the curve crate's signing
 //! key, and ssh-key's key types, zeroize on drop).
+//!
+//! [`Lifecycle`] decides when to ask for one, without touching the network: on the first
+//! link; after a request nobody answered, a `reset`, `ssh-add -D` or an expiry only at the
+//! next login that would use one; after a denial only on `request-cert` or a restart.
+//! Renewal asks once per certificate, for the validity last approved.
 
-use crate::forward::Agent;
-use crate::AgentError;
-use serde_json::json;
 use ssh_key::encoding::Encode;
 use ssh_key::{Algorithm, Certificate, EcdsaCurve, PrivateKey};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
-use uuid::Uuid;
-use vmux_proto::envelope::CertificateRequest;
 use vmux_proto::envelope::CertificateResponse;
 use vmux_proto::keys::PreparedKey;
+use vmux_proto::time::hm;
 use vmux_proto::ErrorCode;
-use vmux_proto::{now_unix, random_bytes};
 
 pub const COMMENT: &str = "vmux-session-cert";
 
@@ -114,137 +112,217 @@ impl SessionCert {
     }
 }
 
-/// The certificate's life in the agent: asked for, renewed, dropped.
-impl Agent {
-    /// The session certificate, if there is one and it has not expired.
-    pub fn valid_cert(&self) -> Option<Arc<SessionCert>> {
-        let c = self.cert.lock().unwrap().clone()?;
-        c.is_valid_at(now_unix()).then_some(c)
+/// Why no certificate is asked for right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// Ask as soon as a signer is linked.
+    Ask,
+    /// Ask again at the next login that would use a certificate (`why`: what happened).
+    NextLogin(String),
+    /// Denied on this signer: asked again only on `request-cert` or a restart.
+    Denied(String),
+    /// Something failed (not a person's answer): ask again after this time.
+    RetryAt(u64),
+}
+
+/// The certificate's life in the agent (see the module docs).
+pub struct Lifecycle {
+    pub cert: Option<Arc<SessionCert>>,
+    /// A request in flight, on this signer (by name).
+    pub asking: Option<String>,
+    pub hold: Hold,
+    /// The validity to ask for: the last one approved, else the configured one.
+    pub validity: u64,
+    /// The serial whose renewal was already asked (asked once per certificate).
+    pub renewal_asked: Option<u64>,
+    /// Whether certificates are asked for automatically at all (`session_certs`).
+    pub enabled: bool,
+}
+
+/// How a certificate request ended, as the lifecycle needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Approved(u64),
+    Denied(String),
+    Unanswered(String),
+    Failed,
+}
+
+impl Lifecycle {
+    pub fn new(enabled: bool, validity: u64) -> Lifecycle {
+        Lifecycle {
+            cert: None,
+            asking: None,
+            hold: Hold::Ask,
+            validity,
+            renewal_asked: None,
+            enabled,
+        }
     }
 
-    /// Forget the session certificate and its key (`ssh-add -D`, LOCK, reset, expiry).
-    pub fn drop_cert(&self, why: &str) -> bool {
-        let had = self.cert.lock().unwrap().take().is_some();
-        if had {
-            tracing::info!("session certificate dropped: {why}");
-            self.write_status();
+    pub fn valid(&self, now: u64) -> Option<Arc<SessionCert>> {
+        self.cert.clone().filter(|c| c.is_valid_at(now))
+    }
+
+    /// Drop the certificate; nothing is asked again until a login needs one.
+    pub fn drop_cert(&mut self, why: &str) -> bool {
+        let had = self.cert.take().is_some();
+        if had || matches!(self.hold, Hold::Ask | Hold::RetryAt(_)) {
+            self.hold = Hold::NextLogin(why.to_string());
         }
         had
     }
 
-    /// Ask a reachable signer's CA for a session certificate (a person approves there).
-    pub async fn request_cert(&self, validity_secs: u64) -> Result<(), AgentError> {
-        if self.cert_in_flight.swap(true, Ordering::SeqCst) {
-            return Err(AgentError::Refused(
-                ErrorCode::Busy,
-                "a certificate request is already waiting".into(),
-            ));
+    /// Called every second: forget an expired certificate. Returns whether it did.
+    pub fn expire(&mut self, now: u64) -> bool {
+        match &self.cert {
+            Some(c) if !c.is_valid_at(now) => {
+                let at = c.valid_before;
+                self.cert = None;
+                self.hold = Hold::NextLogin(format!("expired at {}", hm(at)));
+                true
+            }
+            _ => false,
         }
-        let res = self.request_cert_inner(validity_secs).await;
-        self.cert_in_flight.store(false, Ordering::SeqCst);
-        let retry = match &res {
-            Ok(()) => 0,
-            Err(AgentError::Refused(ErrorCode::UserDenied | ErrorCode::PolicyDenied, _)) => 3600,
-            Err(_) => 60,
-        };
-        self.cert_retry_at
-            .store(now_unix() + retry, Ordering::Relaxed);
-        res
     }
 
-    async fn request_cert_inner(&self, validity_secs: u64) -> Result<(), AgentError> {
-        // The first paired signer that answers; its CA certifies the key.
-        let mut last = AgentError::NoSuchSigner("(none paired)".into());
-        let mut link = None;
-        for s in &self.signers() {
-            match self.link_or_wake(&s.id).await {
-                Ok(l) => {
-                    link = Some((s.id.clone(), l));
-                    break;
+    /// What to ask for now without a login (first link, a failure's retry, renewal):
+    /// the validity, or `None`. `renew_before`: the configured renewal margin.
+    pub fn due(&self, now: u64, linked: bool, renew_before: u64) -> Option<u64> {
+        if !self.enabled || !linked || self.asking.is_some() {
+            return None;
+        }
+        match self.valid(now) {
+            Some(c) => {
+                let life = c.valid_before.saturating_sub(c.valid_after);
+                let margin = renew_before.min(life / 4);
+                let left = c.valid_before.saturating_sub(now);
+                let renew = left < margin
+                    && self.renewal_asked != Some(c.serial)
+                    && !matches!(self.hold, Hold::Denied(_));
+                renew.then_some(self.validity)
+            }
+            None => match self.hold {
+                Hold::Ask => Some(self.validity),
+                Hold::RetryAt(t) if now >= t => Some(self.validity),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether a login (a bound, local connection listing keys) should ask now.
+    pub fn due_for_login(&self, now: u64) -> bool {
+        self.enabled
+            && self.asking.is_none()
+            && self.valid(now).is_none()
+            && !matches!(self.hold, Hold::Denied(_))
+    }
+
+    /// Record how a request ended (`renewing`: a certificate was valid when it was asked).
+    pub fn answered(&mut self, answer: Answer, now: u64) {
+        let renewing = self.valid(now).map(|c| c.serial);
+        self.asking = None;
+        match answer {
+            Answer::Approved(validity) => {
+                self.validity = validity;
+                self.hold = Hold::Ask;
+            }
+            Answer::Denied(signer) => self.hold = Hold::Denied(signer),
+            Answer::Unanswered(why) => {
+                if renewing.is_some() {
+                    self.renewal_asked = renewing;
+                } else {
+                    self.hold = Hold::NextLogin(why);
                 }
-                Err(e) => last = e,
+            }
+            Answer::Failed => {
+                self.renewal_asked = renewing.or(self.renewal_asked);
+                if renewing.is_none() {
+                    self.hold = Hold::RetryAt(now + 60);
+                }
             }
         }
-        let (signer_id, link) = link.ok_or(last)?;
+    }
+
+    /// The certificate in one line, true at this moment.
+    pub fn line(&self, now: u64) -> String {
+        let asking = self
+            .asking
+            .as_deref()
+            .map(|s| format!("waiting for approval on {s}"));
+        if let Some(c) = self.valid(now) {
+            let mut s = format!("valid until {}", hm(c.valid_before));
+            if let Some(a) = asking {
+                s += &format!(" (renewal: {a})");
+            }
+            return s;
+        }
+        if let Some(a) = asking {
+            return format!("none — {a}");
+        }
+        if !self.enabled {
+            return "none (session certificates are off in the agent config)".into();
+        }
+        match &self.hold {
+            Hold::Ask => "none — asks when a signer is connected".into(),
+            Hold::RetryAt(t) => format!("none — the last request failed; asks again at {}", hm(*t)),
+            Hold::NextLogin(why) if why.starts_with("expired") => {
+                format!("{why} — asks again on the next login")
+            }
+            Hold::NextLogin(why) => format!("none ({why}) — asks again on the next login"),
+            Hold::Denied(s) => {
+                format!("none — denied on {s}; `vmux agent request-cert` asks again")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(serial: u64, after: u64, before: u64) -> Arc<SessionCert> {
         let key = ephemeral_key();
-        let issued = now_unix();
-        let window = self.config.request_window_secs;
-        let req = CertificateRequest {
-            request_id: Uuid::new_v4(),
-            public_key: public_blob(&key),
-            validity_secs,
+        Arc::new(SessionCert {
+            plain_blob: public_blob(&key),
+            key: PreparedKey::new(&key).unwrap(),
+            blob: vec![],
+            key_id: "k".into(),
             principals: vec![],
-            device_id: self.identity.device_id(),
-            device_name: self.name.clone(),
-            nonce: random_bytes::<16>().to_vec(),
-            issued,
-            expires: issued + window,
-        };
-        let id = req.request_id;
-        let resp = link.certificate(req, Duration::from_secs(window + 5)).await;
-        let outcome = resp.and_then(|r| match r.error {
-            Some(code) => Err(AgentError::Refused(code, "certificate not issued".into())),
-            None => SessionCert::from_response(key, &r, &signer_id)
-                .map_err(|e| AgentError::Refused(ErrorCode::Internal, e)),
-        });
-        self.record(json!({
-            "time": now_unix(),
-            "requestId": id.to_string(),
-            "kind": "cert",
-            "decision": match &outcome { Ok(_) => "approved".to_string(), Err(e) => e.code().to_string() },
-            "validBefore": outcome.as_ref().ok().map(|c| c.valid_before),
-        }));
-        let c = outcome?;
-        tracing::info!(
-            "session certificate {} valid until {}",
-            c.key_id,
-            c.valid_before
-        );
-        *self.cert.lock().unwrap() = Some(Arc::new(c));
-        self.cert_expired.store(false, Ordering::Relaxed);
-        self.write_status();
-        Ok(())
+            serial,
+            valid_after: after,
+            valid_before: before,
+            signer_id: "s".into(),
+        })
     }
 
-    /// Once a second: drop an expired certificate; request or renew one when a signer
-    /// is reachable and it is due.
-    pub(crate) fn spawn_cert_keeper(self: &Arc<Self>) {
-        let agent = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = now_unix();
-                let current = agent.cert.lock().unwrap().clone();
-                if let Some(c) = &current {
-                    if !c.is_valid_at(now) {
-                        agent.drop_cert("expired");
-                        agent.cert_expired.store(true, Ordering::Relaxed);
-                        agent.write_status();
-                    }
-                }
-                if !agent.config.session_certs || agent.is_locked() {
-                    continue;
-                }
-                let due = match agent.valid_cert() {
-                    None => true,
-                    Some(c) => {
-                        c.valid_before.saturating_sub(now) < agent.config.cert_renew_before_secs
-                    }
-                };
-                let reachable = agent.links.lock().unwrap().values().any(|l| l.is_up());
-                if due
-                    && reachable
-                    && now >= agent.cert_retry_at.load(Ordering::Relaxed)
-                    && !agent.cert_in_flight.load(Ordering::SeqCst)
-                {
-                    let a = agent.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = a.request_cert(a.config.cert_validity_secs).await {
-                            tracing::warn!("session certificate: {e}");
-                        }
-                    });
-                }
-            }
-        });
+    #[test]
+    fn the_life_of_a_certificate() {
+        let mut l = Lifecycle::new(true, 28_800);
+        assert_eq!(l.due(100, false, 3600), None, "no link, no request");
+        assert_eq!(l.due(100, true, 3600), Some(28_800), "first link asks");
+        l.asking = Some("pi".into());
+        assert_eq!(l.due(100, true, 3600), None, "one at a time");
+        l.answered(Answer::Unanswered("nobody answered on pi".into()), 160);
+        assert_eq!(l.due(200, true, 3600), None, "not in a loop");
+        assert!(l.due_for_login(200), "the next login asks");
+        assert!(l.line(200).contains("asks again on the next login"));
+        l.answered(Answer::Approved(120), 300);
+        l.cert = Some(cert(1, 240, 420));
+        assert_eq!(l.due(300, true, 3600), None, "a 2-minute certificate is not renewed at once");
+        assert_eq!(l.due(400, true, 3600), Some(120), "renewed near its end, for 2 minutes");
+        l.answered(Answer::Unanswered("x".into()), 401);
+        assert_eq!(l.due(402, true, 3600), None, "renewal asked once per certificate");
+        assert!(l.expire(421));
+        assert!(l.line(421).starts_with("expired at"), "{}", l.line(421));
+        assert!(l.due_for_login(421));
+        l.answered(Answer::Denied("pi".into()), 500);
+        assert!(!l.due_for_login(500) && l.due(500, true, 3600).is_none());
+        assert!(l.line(500).contains("denied on pi"));
+        let mut l = Lifecycle::new(true, 28_800);
+        l.cert = Some(cert(2, 0, 100_000));
+        assert!(l.drop_cert("dropped by ssh-add -D"));
+        assert_eq!(l.due(10, true, 3600), None, "a reset does not ask again at once");
+        assert!(l.due_for_login(10));
     }
 }

@@ -2,7 +2,7 @@
 //! connection, as OpenSSH's agent does, for the requests that follow on it.
 
 use crate::destination::Binding;
-use crate::forward::{Agent, Caller};
+use crate::agent::{Agent, Caller};
 use crate::wire::{self, Request, Response};
 use std::sync::Arc;
 
@@ -53,6 +53,11 @@ impl Session {
         };
         match req {
             Request::RequestIdentities => {
+                // A login (ssh binds the session before it lists keys) that would use a
+                // session certificate asks for one first, and waits for the person.
+                if !self.bindings.is_empty() && !self.forwarded() {
+                    self.agent.cert_for_login(&self.caller).await;
+                }
                 Response::Identities(self.agent.identities_for(self.forwarded()))
             }
             Request::Sign {
@@ -81,7 +86,7 @@ impl Session {
             Request::AddKey => Response::Failure,
             // Like OpenSSH's agent, success even when there was nothing to drop.
             Request::RemoveAllIdentities => {
-                self.agent.drop_cert("ssh-add -D");
+                self.agent.drop_cert("dropped by ssh-add -D");
                 Response::Success
             }
             Request::RemoveIdentity { key_blob } => {
@@ -89,7 +94,7 @@ impl Session {
                     .agent
                     .valid_cert()
                     .is_some_and(|c| c.matches(&key_blob));
-                ok(is_cert && self.agent.drop_cert("ssh-add -d"))
+                ok(is_cert && self.agent.drop_cert("dropped by ssh-add -d"))
             }
             Request::Lock { passphrase } => ok(self.agent.lock(&passphrase)),
             Request::Unlock { passphrase } => {
@@ -119,10 +124,14 @@ impl Session {
                     [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]) as u64,
                     _ => return Response::Failure,
                 };
-                match self.agent.request_cert(validity).await {
+                match self
+                    .agent
+                    .request_cert(validity, true, self.caller.tty.clone())
+                    .await
+                {
                     Ok(()) => Response::Success,
-                    Err(e) => {
-                        tracing::warn!("session certificate: {e}");
+                    Err(r) => {
+                        tracing::warn!("session certificate: {}", r.reason);
                         Response::Failure
                     }
                 }
@@ -165,7 +174,7 @@ impl Session {
                 }
             },
             RESET => {
-                self.agent.drop_cert("vmux agent reset");
+                self.agent.drop_cert("dropped by vmux agent reset");
                 Response::Success
             }
             _ => Response::Failure,

@@ -1,7 +1,7 @@
 //! The agent socket: mode 0600 in a 0700 directory, same-uid peers only, one task per
 //! connection, messages capped at 256 KiB (a larger one closes that connection).
 
-use crate::forward::{Agent, Caller};
+use crate::agent::{Agent, Caller};
 use crate::session::Session;
 use crate::wire::{self, MAX_MESSAGE};
 use crate::AgentError;
@@ -80,6 +80,7 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result
         let caller = Caller {
             pid,
             requester: crate::requester::describe(pid, 4),
+            tty: pid.and_then(crate::feedback::controlling_tty),
         };
         let session = Session::new(agent.clone(), caller);
         let open = open.clone();

@@ -124,6 +124,11 @@ pub struct AgentConfig {
     /// `vmux ssh` only (its `client/config.toml`): log in with a session certificate of
     /// its own, as `--cert` does.
     pub ssh_cert: bool,
+    /// Where the person hears what a request waits for and how it ended: `both` (the
+    /// requester's terminal and a desktop notification), `tty`, `notify` or `off`.
+    pub feedback: String,
+    /// The tray item (StatusNotifierItem): `auto` (where the desktop has a tray) or `off`.
+    pub tray: String,
     /// The TPM that seals this device's identity (`vmux agent init --store tpm`):
     /// a TCTI such as `device:/dev/tpmrm0` or `swtpm:host=…,port=…`; default
     /// `TPM2TOOLS_TCTI`, `TCTI`, else the kernel's resource manager.
@@ -144,6 +149,8 @@ impl Default for AgentConfig {
             discovery: "auto".into(),
             forwarded_cert: false,
             ssh_cert: false,
+            feedback: "both".into(),
+            tray: "auto".into(),
             tcti: None,
             known_hosts: vec![
                 store::home_dir().join(".ssh/known_hosts"),
@@ -156,6 +163,24 @@ impl Default for AgentConfig {
 impl AgentConfig {
     pub fn device_name(&self) -> String {
         self.name.clone().unwrap_or_else(hostname)
+    }
+}
+
+/// The user this process runs as (`USER`, else the password database): the principal a
+/// session certificate is asked for.
+pub fn current_user() -> String {
+    if let Some(u) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+        return u;
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or null; read it at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() {
+            return "root".into();
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 

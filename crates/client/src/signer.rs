@@ -217,7 +217,7 @@ impl russh::Signer for Approval<'_> {
                 to_sign.extend_from_slice(&sig);
                 Ok(to_sign)
             }
-            Err(code) => Err(SignFailed::Refused(code)),
+            Err(r) => Err(SignFailed::Refused(r.code)),
         }
     }
 }
@@ -267,15 +267,11 @@ impl Signers {
             "waiting for signer {}… approve a session certificate for this vmux ssh on the signer",
             names.join(" or ")
         );
-        match self.agent.request_cert(validity_secs).await {
+        match self.agent.request_cert(validity_secs, true, None).await {
             Ok(()) => self.agent.valid_cert().ok_or(ClientError::NoSigner),
-            Err(AgentError::Refused(code @ ErrorCode::PairingInvalid, _)) => {
-                Err(ClientError::Revoked(code))
-            }
-            Err(AgentError::Refused(code, why)) => {
-                Err(ClientError::CertRefused(format!("{code}: {why}")))
-            }
-            Err(_) => Err(ClientError::NoSigner),
+            Err(r) if r.code == ErrorCode::PairingInvalid => Err(ClientError::Revoked(r.code)),
+            Err(r) if r.code == ErrorCode::SignerUnavailable => Err(ClientError::NoSigner),
+            Err(r) => Err(ClientError::CertRefused(r.reason)),
         }
     }
 }

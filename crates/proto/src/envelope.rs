@@ -229,6 +229,9 @@ pub struct SignResponse {
     pub signature: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
+    /// Why, in words the requesting side can show its person (`error` set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Ask the signer's CA to certify an ephemeral key the agent holds in memory only.
@@ -267,6 +270,9 @@ pub struct CertificateResponse {
     pub valid_before: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
+    /// Why, in words the requesting side can show its person (`error` set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The signer's wake URL (its "device token"): where an agent POSTs a content-free
@@ -384,6 +390,7 @@ mod tests {
             approved: true,
             signature: Some(vec![1, 2, 3]),
             error: None,
+            message: None,
         }));
         let j = e.to_json();
         assert_eq!(Envelope::from_json(&j).unwrap(), e);

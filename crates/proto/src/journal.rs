@@ -49,6 +49,48 @@ struct Pending {
     anchor: Option<Anchor>,
     file: Option<Arc<std::fs::File>>,
     stop: bool,
+    /// The highest sequence number known to be on disk (fdatasync done).
+    durable: Option<u64>,
+    /// Why the last sync failed, while it stays failed: nothing after it is durable.
+    failed: Option<String>,
+    /// Callers waiting for their line to be durable: the flusher does not pause then.
+    waiting: usize,
+}
+
+/// A line that was appended; [`Durable::wait`] returns once it is on disk.
+pub struct Durable {
+    flusher: Arc<Flusher>,
+    seq: u64,
+    path: PathBuf,
+}
+
+impl Durable {
+    /// Wait until this line is on disk (fdatasync done); an error when the sync failed,
+    /// so the caller can refuse what the line records.
+    pub fn wait(self) -> Result<(), ProtoError> {
+        let mut p = self.flusher.state.lock().unwrap();
+        p.waiting += 1;
+        self.flusher.wake.notify_one();
+        let r = loop {
+            if let Some(e) = &p.failed {
+                break Err(ProtoError::file(&self.path, format!("not written to disk: {e}")));
+            }
+            if p.durable.is_some_and(|d| d >= self.seq) {
+                break Ok(());
+            }
+            p = self.flusher.done.wait(p).unwrap();
+        };
+        p.waiting -= 1;
+        r
+    }
+
+    /// The same, off the async runtime's threads.
+    pub async fn wait_async(self) -> Result<(), ProtoError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || self.wait())
+            .await
+            .unwrap_or_else(|e| Err(ProtoError::file(path, e)))
+    }
 }
 
 struct Flusher {
@@ -73,8 +115,9 @@ fn line_hash(line: &str) -> String {
     hex(&Sha256::digest(line.as_bytes()))
 }
 
-/// Cut a torn last line off `path` (a crash mid-write); returns the whole lines' text.
-fn repair(path: &Path, text: String) -> Result<String, ProtoError> {
+/// Cut a torn last line off `path` (a crash mid-write). `text` is the file from byte
+/// `offset` on; returns the whole lines of it.
+fn repair(path: &Path, offset: u64, text: String) -> Result<String, ProtoError> {
     let whole_end = match text.rfind('\n') {
         Some(i) => i + 1,
         None => 0,
@@ -99,7 +142,7 @@ fn repair(path: &Path, text: String) -> Result<String, ProtoError> {
         .write(true)
         .open(path)
         .map_err(|e| ProtoError::file(path, e))?;
-    f.set_len(keep as u64)
+    f.set_len(offset + keep as u64)
         .and_then(|_| f.sync_all())
         .map_err(|e| ProtoError::file(path, e))?;
     Ok(text[..keep].to_string())
@@ -116,26 +159,56 @@ fn open_append(path: &Path) -> Result<(std::fs::File, (u64, u64)), ProtoError> {
     Ok((file, (m.dev(), m.ino())))
 }
 
+/// The last whole line of the log at `path` (a torn tail cut off first), read from the
+/// end of the file only: opening a large log costs what its last line costs.
+fn last_line(path: &Path) -> Result<Option<String>, ProtoError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ProtoError::file(path, e)),
+    };
+    let len = f.metadata().map_err(|e| ProtoError::file(path, e))?.len();
+    let mut window = 64 * 1024u64;
+    loop {
+        let start = len.saturating_sub(window);
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| ProtoError::file(path, e))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)
+            .map_err(|e| ProtoError::file(path, e))?;
+        let tail = String::from_utf8_lossy(&tail).into_owned();
+        // Two newlines in the window (or the window is the whole file): the last whole
+        // line is in it.
+        if start == 0 || tail.matches('\n').count() >= 2 {
+            let skip = if start == 0 {
+                0
+            } else {
+                tail.find('\n').map(|i| i + 1).unwrap_or(0)
+            };
+            let kept = repair(path, start + skip as u64, tail[skip..].to_string())?;
+            return Ok(kept
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .map(String::from));
+        }
+        window *= 4;
+    }
+}
+
 impl Journal {
     pub fn open(path: &Path) -> Result<Self, ProtoError> {
         if let Some(dir) = path.parent() {
             crate::store::ensure_dir(dir, 0o700)?;
         }
         let (mut seq, mut prev) = (0, GENESIS.to_string());
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let text = repair(path, text)?;
-                if let Some(last) = text.lines().rfind(|l| !l.trim().is_empty()) {
-                    prev = line_hash(last);
-                    seq = serde_json::from_str::<Value>(last)
-                        .ok()
-                        .and_then(|v| v.get("seq").and_then(Value::as_u64))
-                        .map(|s| s + 1)
-                        .unwrap_or(text.lines().count() as u64);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ProtoError::file(path, e)),
+        if let Some(last) = last_line(path)? {
+            prev = line_hash(&last);
+            seq = serde_json::from_str::<Value>(&last)
+                .ok()
+                .and_then(|v| v.get("seq").and_then(Value::as_u64))
+                .map(|s| s + 1)
+                .unwrap_or(0);
         }
         let (file, ident) = open_append(path)?;
         let file = Arc::new(file);
@@ -144,6 +217,9 @@ impl Journal {
                 anchor: None,
                 file: None,
                 stop: false,
+                durable: seq.checked_sub(1),
+                failed: None,
+                waiting: 0,
             }),
             wake: Condvar::new(),
             done: Condvar::new(),
@@ -166,9 +242,15 @@ impl Journal {
         })
     }
 
-    /// Append one record (a JSON object); `seq` and `prev` are added here.
-    pub fn append(&mut self, mut record: Map<String, Value>) -> Result<(), ProtoError> {
+    /// Append one record (a JSON object); `seq` and `prev` are added here. The line is
+    /// in the kernel when this returns; the returned [`Durable`] waits for the disk.
+    pub fn append(&mut self, mut record: Map<String, Value>) -> Result<Durable, ProtoError> {
         self.follow_rotation()?;
+        if let Some(e) = self.flusher.state.lock().unwrap().failed.clone() {
+            // A failed sync may have lost lines the chain continues from: nothing more
+            // is written until the disk works again (the flusher retries).
+            return Err(ProtoError::file(&self.path, format!("not writable: {e}")));
+        }
         record.insert("seq".into(), Value::from(self.seq));
         record.insert("prev".into(), Value::from(self.prev.clone()));
         let line = Value::Object(record).to_string();
@@ -182,12 +264,17 @@ impl Journal {
             seq: self.seq,
             hash: self.prev.clone(),
         };
+        let seq = self.seq;
         self.seq += 1;
         let mut p = self.flusher.state.lock().unwrap();
         p.anchor = Some(anchor);
         p.file = Some(self.file.clone());
         self.flusher.wake.notify_one();
-        Ok(())
+        Ok(Durable {
+            flusher: self.flusher.clone(),
+            seq,
+            path: self.path.clone(),
+        })
     }
 
     /// Wait until everything appended so far is durable (fsynced, anchored).
@@ -209,24 +296,19 @@ impl Journal {
         }
         self.sync();
         let (last_seq, last_hash) = (self.seq.checked_sub(1), self.prev.clone());
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        let text = if text.is_empty() {
-            text
-        } else {
-            repair(&self.path, text)?
-        };
+        let last = last_line(&self.path)?;
         let (file, ident) = open_append(&self.path)?;
         self.file = Arc::new(file);
         self.ident = ident;
-        match text.lines().rfind(|l| !l.trim().is_empty()) {
+        match last {
             // Someone put a log there: go on from its last line.
             Some(last) => {
-                self.prev = line_hash(last);
-                self.seq = serde_json::from_str::<Value>(last)
+                self.prev = line_hash(&last);
+                self.seq = serde_json::from_str::<Value>(&last)
                     .ok()
                     .and_then(|v| v.get("seq").and_then(Value::as_u64))
                     .map(|s| s + 1)
-                    .unwrap_or(text.lines().count() as u64);
+                    .unwrap_or(0);
             }
             None => {
                 self.seq = 0;
@@ -245,7 +327,7 @@ impl Journal {
             serde_json::json!({"lastSeq": last_seq, "lastHash": last_hash}),
         );
         // Appending re-checks the file: it is ours now.
-        self.append(start)
+        self.append(start).map(|_| ())
     }
 }
 
@@ -274,32 +356,62 @@ fn flush_loop(f: &Flusher, anchor_path: &Path) {
             }
             (p.anchor.clone(), p.file.clone())
         };
-        if let Some(file) = file {
-            if let Err(e) = file.sync_data() {
-                tracing::error!("{}: fsync failed: {e}", anchor_path.display());
+        let synced = match file {
+            Some(file) => file.sync_data().map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        // The anchor moves only past lines that are on disk.
+        let synced = synced.and_then(|()| match &anchor {
+            Some(a) => {
+                let text = serde_json::to_vec(a).expect("anchor serializes");
+                crate::store::write_atomic(anchor_path, &text, 0o600).map_err(|e| e.to_string())
             }
-        }
-        if let Some(a) = &anchor {
-            let text = serde_json::to_vec(a).expect("anchor serializes");
-            if let Err(e) = crate::store::write_atomic(anchor_path, &text, 0o600) {
-                tracing::error!("{e}");
-            }
-        }
-        {
+            None => Ok(()),
+        });
+        let pause = {
             let mut p = f.state.lock().unwrap();
-            if p.anchor == anchor {
-                p.anchor = None;
+            match synced {
+                Ok(()) => {
+                    if p.failed.take().is_some() {
+                        tracing::info!("{}: the disk takes writes again", anchor_path.display());
+                    }
+                    if p.anchor == anchor {
+                        p.anchor = None;
+                    }
+                    p.durable = anchor.as_ref().map(|a| a.seq).max(p.durable);
+                }
+                Err(e) => {
+                    if p.failed.is_none() {
+                        tracing::error!("{}: sync failed: {e}", anchor_path.display());
+                    }
+                    p.failed = Some(e);
+                }
             }
             f.done.notify_all();
-            if p.stop {
+            if p.stop && p.failed.is_none() {
                 continue;
             }
+            if p.stop {
+                return;
+            }
+            // A failed disk is retried a little later; appends gather for a moment when
+            // nobody waits for them (one fsync and one anchor for all of them).
+            if p.failed.is_some() {
+                Some(RETRY)
+            } else if p.waiting == 0 {
+                Some(GATHER)
+            } else {
+                None
+            }
+        };
+        if let Some(d) = pause {
+            std::thread::sleep(d);
         }
-        // Let appends gather for a moment: one fsync and one anchor for all of them
-        // (a machine crash can lose about this much; a process crash loses nothing).
-        std::thread::sleep(GATHER);
     }
 }
+
+/// How long a failed sync waits before it is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How long the flusher lets appends gather between durable rounds.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -532,6 +644,26 @@ mod tests {
         j.append(rec("c")).unwrap();
         j.sync();
         assert_eq!(verify(&std::fs::read_to_string(&p).unwrap()), Ok(3));
+    }
+
+    #[test]
+    fn durable_appends_and_a_long_log_opens_from_its_tail() {
+        let p = tmp("durable");
+        let mut j = Journal::open(&p).unwrap();
+        for i in 0..2000 {
+            let d = j.append(rec(&format!("{i}{}", "x".repeat(100)))).unwrap();
+            if i % 500 == 0 {
+                d.wait().unwrap();
+            }
+        }
+        j.append(rec("last")).unwrap().wait().unwrap();
+        drop(j);
+        let mut j = Journal::open(&p).unwrap();
+        j.append(rec("after")).unwrap().wait().unwrap();
+        drop(j);
+        let v = verify_file(&p).unwrap();
+        assert_eq!(v.lines, 2002);
+        assert!(v.anchored);
     }
 
     #[test]

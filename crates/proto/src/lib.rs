@@ -3,6 +3,7 @@
 //! pinned static keys (`noise`), device identities and the pairing code (`identity`),
 //! and the small on-disk helpers both daemons share (`store`, `journal`).
 
+pub mod desktop;
 pub mod discovery;
 pub mod envelope;
 pub mod error;
@@ -10,11 +11,13 @@ pub mod frame;
 pub mod identity;
 pub mod journal;
 pub mod keys;
+pub mod local;
 pub mod noise;
 pub mod pairing;
 pub mod sshdata;
 pub mod store;
 pub mod text;
+pub mod time;
 
 pub use envelope::{Envelope, ErrorCode, Message};
 pub use error::ProtoError;

@@ -263,6 +263,7 @@ mod tests {
             approved: true,
             signature: Some(vec![9u8; 200_000]),
             error: None,
+            message: None,
         }));
         let sent = big.clone();
         let w = tokio::spawn(async move {

@@ -49,6 +49,14 @@ pub fn field_bytes(b: &[u8]) -> String {
     field(&String::from_utf8_lossy(&b[..cap]))
 }
 
+/// Text for a desktop notification body, which servers read as markup: `&`, `<` and
+/// `>` escaped after [`inert`], so a peer string cannot add links, images or tags.
+pub fn markup_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +72,7 @@ mod tests {
         assert_eq!(capped.chars().count(), MAX_FIELD + 1);
         assert!(capped.ends_with('…'));
         assert_eq!(field("plain name-1.lan"), "plain name-1.lan");
+        assert_eq!(markup_escape("<a href=x>&"), "&lt;a href=x&gt;&amp;");
         for s in [field("\u{9b}x"), field_bytes(b"\xff\x1b\x00")] {
             assert!(!s.chars().any(|c| c.is_control()), "{s:?}");
         }

@@ -4,9 +4,10 @@
 //! runs as a plain prompt and what it prints must be the pairing code. A request that
 //! leaves the queue kills its dialog; a dialog that dies by a signal decides nothing.
 
-use crate::approve::describe;
+use crate::decide;
+use crate::describe::describe;
 use crate::queue::{Decision, PendingInfo};
-use crate::Signer;
+use crate::signer::Signer;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -27,15 +28,17 @@ pub async fn run(signer: Arc<Signer>, program: PathBuf) {
         last = p.id.clone();
         match ask(&signer, &program, &p).await {
             Ok(Some((d, typed))) => {
+                // The digest of exactly what the dialog showed.
+                let shown = p.compute_digest();
                 let r = match (p.kind.as_str(), d) {
                     // Nothing typed is no answer (a confirm-only askpass): the pairing
                     // waits for its code elsewhere.
                     ("pair", _) if typed.trim().is_empty() => continue,
                     ("pair", Decision::Approve) => {
                         if p.code.as_deref() == Some(typed.trim()) {
-                            signer.queue.approve_code(typed.trim())
+                            decide::pair_by_code(&signer, typed.trim())
                         } else {
-                            signer.queue.decide(&p.id, &p.digest, Decision::Deny)
+                            decide::deny(&signer, &p.id, &shown)
                         }
                     }
                     (_, Decision::Approve) if p.verify.is_some() => {
@@ -44,14 +47,14 @@ pub async fn run(signer: Arc<Signer>, program: PathBuf) {
                             p.verify.as_deref().unwrap_or("")
                         );
                         match secret(&program, &prompt).await {
-                            Some(s) => crate::approve::approve_verified(&signer, &p, Some(s)).await,
+                            Some(s) => decide::approve(&signer, &p.id, &shown, Some(s)).await,
                             None => continue,
                         }
                     }
-                    _ => signer.queue.decide(&p.id, &p.digest, d),
+                    (_, Decision::Approve) => decide::approve(&signer, &p.id, &shown, None).await,
+                    _ => decide::deny(&signer, &p.id, &shown),
                 };
                 match r {
-                    Ok((_, false)) => signer.delivery_failed(&p.id, &p.from_id),
                     Ok(_) => tracing::info!("request {}: decided through ssh-askpass", p.id),
                     Err(e) => tracing::info!("ssh-askpass answer for {}: {e}", p.id),
                 }

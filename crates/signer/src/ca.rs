@@ -3,17 +3,12 @@
 //! like any identity, so a hardware backend can hold it too.
 
 use crate::keystore::Keystore;
-use crate::queue::{Decision, PendingInfo};
-use crate::serve::{obj, refused_cert, Live, Signer};
 use crate::state::{CaPolicy, PairedDevice, SignerHome};
-use serde_json::json;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::encoding::Decode;
 use ssh_key::public::KeyData;
 use ssh_key::Signature;
 use vmux_proto::envelope::CertificateRequest;
-use vmux_proto::envelope::CertificateResponse;
-use vmux_proto::identity::key_fingerprint;
 use vmux_proto::{now_unix, ErrorCode};
 
 /// The user-certificate extensions OpenSSH knows (PROTOCOL.certkeys); the CA policy
@@ -69,7 +64,16 @@ pub fn ca_key(ca: &dyn Keystore) -> Option<Vec<u8>> {
     ca.keys().into_iter().next().map(|k| k.public_key)
 }
 
-/// Principals the policy grants: its list, or the signer's own user name when empty.
+/// The CA's public key as an OpenSSH line (`ssh-ed25519 AAAA… comment`), for
+/// TrustedUserCAKeys.
+pub fn ca_line(ca: &dyn Keystore) -> Option<String> {
+    let k = ca.keys().into_iter().next()?;
+    let data = KeyData::decode(&mut k.public_key.as_slice()).ok()?;
+    ssh_key::PublicKey::new(data, k.comment).to_openssh().ok()
+}
+
+/// Principals the policy grants when a request names none: its list, or the signer's
+/// own user name when empty.
 pub fn principals(policy: &CaPolicy) -> Vec<String> {
     if policy.principals.is_empty() {
         vec![std::env::var("USER")
@@ -94,13 +98,15 @@ fn current_user() -> String {
     }
 }
 
-/// Issue a user certificate for `req` as the policy allows. Called only after approval.
+/// Issue a user certificate for `req`, for `principals`, as the policy allows. Called
+/// only after approval.
 pub fn issue(
     ca: &dyn Keystore,
     home: &SignerHome,
     policy: &CaPolicy,
     device: &PairedDevice,
     req: &CertificateRequest,
+    principals: &[String],
 ) -> Result<Issued, ErrorCode> {
     let ca_blob = ca_key(ca).ok_or(ErrorCode::PolicyDenied)?;
     let ca_public = KeyData::decode(&mut ca_blob.as_slice()).map_err(|_| ErrorCode::Internal)?;
@@ -121,8 +127,8 @@ pub fn issue(
         b.serial(serial)?
             .cert_type(CertType::User)?
             .key_id(key_id.clone())?;
-        for p in principals(policy) {
-            b.valid_principal(p)?;
+        for p in principals {
+            b.valid_principal(p.clone())?;
         }
         if let Some(src) = &policy.source_address {
             b.critical_option("source-address", src.clone())?;
@@ -192,12 +198,12 @@ pub fn logged_serial_max(log: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// What approving a certificate grants, in words a person can weigh.
-pub fn grants(policy: &CaPolicy, validity_secs: u64) -> String {
-    let who = principals(policy).join(", ");
+/// What approving a certificate for `principals` grants, in words a person can weigh.
+pub fn grants(policy: &CaPolicy, principals: &[String], validity_secs: u64) -> String {
+    let who = principals.join(", ");
     let mut s = format!(
         "for {}: logins as {who} to every server that trusts this CA, without asking you again",
-        crate::approve::duration(validity_secs)
+        vmux_proto::time::duration(validity_secs)
     );
     let ext: Vec<&str> = policy.extensions.iter().map(String::as_str).collect();
     let mut extras = vec![];
@@ -223,112 +229,4 @@ pub fn grants(policy: &CaPolicy, validity_secs: u64) -> String {
         s += &format!("; only from {src}");
     }
     s
-}
-
-/// A certificate request on the link, from policy to the person to the CA.
-impl Signer {
-    /// One certificate request: policy first (no prompt when issuance is off), then a
-    /// person, then the CA.
-    pub(crate) async fn certificate(
-        &self,
-        device: &PairedDevice,
-        req: CertificateRequest,
-        live: &Live,
-    ) -> Option<CertificateResponse> {
-        let label = req.request_id;
-        let mut fields = obj(
-            json!({"event": "cert", "label": label.to_string(), "deviceId": device.id,
-            "device": vmux_proto::text::field(&device.name), "key": key_fingerprint(&req.public_key),
-            "validitySecs": req.validity_secs}),
-        );
-        let outcome = async {
-            if self.paired_device(&device.public_key).is_none() {
-                return Err(ErrorCode::PairingInvalid);
-            }
-            self.check_window_and_nonce(&device.id, req.issued, req.expires, &req.nonce)?;
-            // The policy is read per request so that `vmux signer ca policy` applies at once.
-            let config = self.home.load_config().map_err(|e| {
-                tracing::error!("{e}");
-                ErrorCode::Internal
-            })?;
-            let policy = config.ca;
-            let ca = self
-                .ca
-                .as_deref()
-                .filter(|_| policy.issue)
-                .ok_or(ErrorCode::PolicyDenied)?;
-            KeyData::decode(&mut req.public_key.as_slice())
-                .map_err(|_| ErrorCode::UnsupportedAlgorithm)?;
-            let validity = req.validity_secs.min(policy.max_validity_secs).max(1);
-            let info = PendingInfo {
-                kind: "cert".into(),
-                from: vmux_proto::text::field(&device.name),
-                from_id: device.id.clone(),
-                origin: Some("agent".into()),
-                label: Some(label.to_string()),
-                key: Some(key_fingerprint(&req.public_key)),
-                key_comment: Some(
-                    "the requesting device's session key (in its memory only)".into(),
-                ),
-                purpose: Some("session certificate".into()),
-                validity_secs: Some(validity),
-                principals: Some(principals(&policy)),
-                grants: Some(grants(&policy, validity)),
-                verify: config.verify,
-                created: now_unix(),
-                expires: req.expires,
-                ..Default::default()
-            };
-            let verdict = self.decision(info, req.expires, label, live).await?;
-            if let Some(id) = live.lock().unwrap().get(&label).cloned().flatten() {
-                fields.insert("requestId".into(), json!(id));
-            }
-            match verdict {
-                None => Ok(None),
-                Some(Decision::Deny) => Err(ErrorCode::UserDenied),
-                Some(Decision::Unverified) => Err(ErrorCode::PresenceFailed),
-                Some(Decision::Approve) => {
-                    // Revoked while the person looked: no certificate for it.
-                    if self.paired_device(&device.public_key).is_none() {
-                        return Err(ErrorCode::PairingInvalid);
-                    }
-                    // A CA on a token or in the TPM may take a while: off the runtime's
-                    // core threads when the runtime has others.
-                    let go = || issue(ca, &self.home, &policy, device, &req).map(Some);
-                    match tokio::runtime::Handle::current().runtime_flavor() {
-                        tokio::runtime::RuntimeFlavor::MultiThread
-                            if ca_key(ca).is_some_and(|b| ca.blocking(&b)) =>
-                        {
-                            tokio::task::block_in_place(go)
-                        }
-                        _ => go(),
-                    }
-                }
-            }
-        }
-        .await;
-        let resp = match outcome {
-            Ok(None) => return None,
-            Ok(Some(issued)) => {
-                fields.insert("decision".into(), json!("approved"));
-                fields.insert("serial".into(), json!(issued.serial));
-                fields.insert("keyId".into(), json!(issued.key_id));
-                fields.insert("validBefore".into(), json!(issued.valid_before));
-                CertificateResponse {
-                    request_id: label,
-                    certificate: Some(issued.certificate),
-                    ca_public_key: Some(issued.ca_public_key),
-                    valid_after: issued.valid_after,
-                    valid_before: issued.valid_before,
-                    error: None,
-                }
-            }
-            Err(code) => {
-                fields.insert("decision".into(), json!(code.as_str()));
-                refused_cert(label, code)
-            }
-        };
-        self.record(fields);
-        Some(resp)
-    }
 }

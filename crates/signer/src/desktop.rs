@@ -3,54 +3,32 @@
 //! notification server offers actions. An action decides through the same digest-bound
 //! path as the CLI; a notification is withdrawn when its request leaves the queue.
 
-use crate::queue::{Decision, PendingInfo};
-use crate::Signer;
+use crate::decide;
+use crate::queue::PendingInfo;
+use crate::signer::Signer;
 use notify_rust::{Notification, Timeout, Urgency};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Whether a desktop session bus is there to notify on.
-pub fn session_bus_available() -> bool {
-    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|v| !v.is_empty()) {
-        return true;
-    }
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(|d| std::path::Path::new(&d).join("bus").exists())
-        .unwrap_or(false)
-}
+pub use vmux_proto::desktop::session_bus_available;
 
-/// The notification's title and body for `p`.
+/// The notification's title and body for `p`: the body is the whole display (every
+/// field an Approve binds), as every other surface shows it.
 pub fn text(p: &PendingInfo) -> (String, String) {
-    let to = p
-        .destination
-        .clone()
-        .or_else(|| p.purpose.clone())
-        .unwrap_or_default();
-    match p.kind.as_str() {
-        "pair" => (
-            "Pairing Request".into(),
-            format!(
-                "From {}: compare the code, then type it on the signer to pair",
-                p.from
-            ),
+    let title = match p.kind.as_str() {
+        "pair" => "Pairing Request",
+        "cert" => "SSH Certificate Request",
+        _ => "SSH Sign Request",
+    };
+    let body = match p.kind.as_str() {
+        "pair" => format!(
+            "From a device calling itself {}: compare the code, then type it on the signer to pair",
+            p.from
         ),
-        "cert" => (
-            "SSH Certificate Request".into(),
-            format!("From {} → {}", p.from, p.grants.as_deref().unwrap_or("")),
-        ),
-        _ => (
-            "SSH Sign Request".into(),
-            format!(
-                "From {} → {to}{}",
-                p.from,
-                p.warning
-                    .as_deref()
-                    .map(|w| format!("\nWARNING: {w}"))
-                    .unwrap_or_default()
-            ),
-        ),
-    }
+        _ => crate::describe::describe(p),
+    };
+    (title.into(), body)
 }
 
 /// Notify about every request as it arrives, until the signer stops.
@@ -73,7 +51,7 @@ async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
     let mut n = Notification::new();
     n.appname("vmux")
         .summary(&title)
-        .body(&body)
+        .body(&vmux_proto::text::markup_escape(&body))
         .urgency(Urgency::Critical)
         .timeout(Timeout::Never);
     // A pairing is approved only by typing its code on the signer, and a request that
@@ -100,20 +78,20 @@ async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
     tokio::select! {
         _ = waiting => {
             let a = action.lock().unwrap().clone();
-            let d = match a.as_deref() {
-                Some("approve") if approvable => Decision::Approve,
-                Some("deny") => Decision::Deny,
+            // The digest of exactly what the notification showed.
+            let shown = p.compute_digest();
+            let r = match a.as_deref() {
+                Some("approve") if approvable => decide::approve(&signer, &p.id, &shown, None).await,
+                Some("deny") => decide::deny(&signer, &p.id, &shown),
                 // Dismissed or closed: nothing is decided.
                 _ => return,
             };
-            match signer.queue.decide(&p.id, &p.digest, d) {
-                Ok((_, delivered)) => {
-                    let word = if d == Decision::Approve { "approved" } else { "denied" };
-                    tracing::info!("request {}: {word} from a desktop notification", p.id);
-                    if !delivered {
-                        signer.delivery_failed(&p.id, &p.from_id);
-                    }
-                }
+            match r {
+                Ok(_) => tracing::info!(
+                    "request {}: {} from a desktop notification",
+                    p.id,
+                    if a.as_deref() == Some("approve") { "approved" } else { "denied" }
+                ),
                 Err(e) => tracing::info!("notification action for {}: {e}", p.id),
             }
         }

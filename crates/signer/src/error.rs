@@ -29,6 +29,8 @@ pub enum SignerError {
     DisplayChanged(String),
     #[error("a pairing is approved by typing the code the other device shows: `vmux signer approve --code NNNNNN`")]
     PairingNeedsCode,
+    #[error("several pairings are waiting ({0}): a typed code is approved only while one waits; deny the ones you did not start (`vmux signer deny ID`, `vmux signer pending` lists them) and type the code again")]
+    SeveralPairings(String),
     #[error("no pending pairing has that code; compare it with the code the other device shows (`vmux signer pending` lists pairings)")]
     NoPairingWithCode,
     #[error("unsupported key type {0}: use ed25519 or ecdsa (ecdsa-sha2-nistp256); rsa only on a token or the TPM")]

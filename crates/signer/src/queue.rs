@@ -112,40 +112,6 @@ impl PendingInfo {
         let bytes = serde_json::to_vec(&shown).expect("pending info serializes");
         vmux_proto::identity::hex(&Sha256::digest(bytes))
     }
-
-    /// One line for a terminal: what, from where, with which key, how old.
-    pub fn summary(&self) -> String {
-        let age = vmux_proto::now_unix().saturating_sub(self.created);
-        let mut s = format!(
-            "{}  {:<4}  from {} ({})",
-            self.id, self.kind, self.from, self.from_id
-        );
-        if let Some(c) = &self.code {
-            s += &format!("  code {c}");
-        }
-        if let Some(p) = &self.purpose {
-            s += &format!("  {p}");
-        }
-        if let Some(d) = &self.destination {
-            s += &format!(" → {d}");
-        }
-        if let Some(k) = &self.key {
-            s += &format!("  key {k}");
-            if let Some(c) = self.key_comment.as_deref().filter(|c| !c.is_empty()) {
-                s += &format!(" ({c})");
-            }
-        }
-        if let Some(r) = &self.requester {
-            s += &format!("  requester (claimed) {r}");
-        }
-        if let Some(v) = self.validity_secs {
-            s += &format!("  validity {}", crate::approve::duration(v));
-        }
-        if let Some(w) = &self.warning {
-            s += &format!("  WARNING: {w}");
-        }
-        s + &format!("  {age}s ago")
-    }
 }
 
 struct Entry {
@@ -261,10 +227,12 @@ impl Queue {
         }
     }
 
-    /// Decide the entry `id` if it still is exactly what was displayed (`digest`). A
-    /// pairing is approved only by its code ([`Queue::approve_code`]). Returns what was
-    /// decided and whether the requester was still there to hear it.
-    pub fn decide(
+    /// Decide the entry `id` if it still is exactly what was displayed (`digest`: the
+    /// digest of the display the deciding surface showed, carried in the verdict and
+    /// checked again by the request before anything is signed). A pairing is approved
+    /// only by its code ([`Queue::approve_code`]). Returns what was decided and whether
+    /// the requester was still there to hear it. Only `crate::decide` calls this.
+    pub(crate) fn decide(
         &self,
         id: &str,
         digest: &str,
@@ -283,13 +251,22 @@ impl Queue {
         }
         let e = q.remove(pos);
         drop(q);
-        Ok(self.deliver(e, d))
+        Ok(self.deliver(e, d, digest))
     }
 
-    /// Approve the pairing whose code is `code`.
-    pub fn approve_code(&self, code: &str) -> Result<(PendingInfo, bool), SignerError> {
+    /// Approve the pairing whose code is `code`: only while exactly one pairing waits
+    /// (with several, a typed code would be a guess against each of them).
+    pub(crate) fn approve_code(&self, code: &str) -> Result<(PendingInfo, bool), SignerError> {
         let code = code.trim();
         let mut q = self.entries.lock().unwrap();
+        let pairings: Vec<&Entry> = q.iter().filter(|e| e.info.kind == "pair").collect();
+        if pairings.len() > 1 {
+            let who: Vec<String> = pairings
+                .iter()
+                .map(|e| format!("{} ({})", e.info.from, e.info.from_id))
+                .collect();
+            return Err(SignerError::SeveralPairings(who.join(", ")));
+        }
         let pos = q
             .iter()
             .position(|e| e.info.kind == "pair" && e.info.code.as_deref() == Some(code))
@@ -297,11 +274,12 @@ impl Queue {
             .ok_or(SignerError::NoPairingWithCode)?;
         let e = q.remove(pos);
         drop(q);
-        Ok(self.deliver(e, Decision::Approve))
+        let digest = e.info.digest.clone();
+        Ok(self.deliver(e, Decision::Approve, &digest))
     }
 
     /// Deny everything `device_id` has waiting (the device was revoked).
-    pub fn deny_device(&self, device_id: &str) -> usize {
+    pub(crate) fn deny_device(&self, device_id: &str) -> usize {
         let mut q = self.entries.lock().unwrap();
         let (gone, kept): (Vec<Entry>, Vec<Entry>) =
             q.drain(..).partition(|e| e.info.from_id == device_id);
@@ -309,12 +287,13 @@ impl Queue {
         drop(q);
         let n = gone.len();
         for e in gone {
-            self.deliver(e, Decision::Deny);
+            let digest = e.info.digest.clone();
+            self.deliver(e, Decision::Deny, &digest);
         }
         n
     }
 
-    fn deliver(&self, e: Entry, d: Decision) -> (PendingInfo, bool) {
+    fn deliver(&self, e: Entry, d: Decision, shown: &str) -> (PendingInfo, bool) {
         self.remember(
             &e.info.id,
             match d {
@@ -326,7 +305,7 @@ impl Queue {
         let delivered =
             e.tx.send(Verdict {
                 decision: d,
-                digest: e.info.digest.clone(),
+                digest: shown.to_string(),
             })
             .is_ok();
         (e.info, delivered)

@@ -1,37 +1,70 @@
 //! The approval sheet: a full-screen terminal view of the queue (ratatui + crossterm).
 //! It shows the head of the queue with everything a person needs to decide, a countdown,
-//! how many more wait, recent decisions and a status banner. `a` approves, `d` denies,
-//! `?` shows details; a pairing is approved only by typing its code. Keys pressed before
-//! a request was on screen are thrown away, and a request that leaves the queue leaves
-//! the sheet.
+//! how many more wait, an event line and recent decisions. `a` approves, `d` denies,
+//! `?` shows details, `k` the public keys and the CA line; a pairing is approved only
+//! by typing its code. Keys pressed before a request was on screen are thrown away, and
+//! a request that leaves the queue leaves the sheet.
+//!
+//! Nothing else may draw on this screen: while the sheet runs, standard error goes to
+//! a log file (log lines and anything a library prints), and the sheet shows a one-line
+//! summary of the latest ones itself ([`note_event`]).
 
-use crate::approve::duration;
-use crate::queue::{Decision, Gone, PendingInfo};
-use crate::Signer;
+use crate::decide::{self, Decided};
+use crate::queue::{Gone, PendingInfo};
+use crate::signer::Signer;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::{execute, terminal};
-use ratatui::layout::{Constraint, Layout};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vmux_proto::time::{clock, duration};
 
-/// A key and when it was read.
-type Key = (Instant, KeyEvent);
+/// What the terminal sends: a key (and when it was read), or a new size.
+enum Input {
+    Key(Instant, KeyEvent),
+    Resize,
+}
 
-/// Restores the terminal on every exit path (return, error, panic unwinding).
-struct TerminalGuard;
+/// The latest log lines, summarised for the sheet's event line.
+static EVENTS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+static EVENTS_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A log line happened (called by the process's log subscriber): the sheet shows the
+/// latest as its event line, inert and on one line.
+pub fn note_event(line: &str) {
+    let one = vmux_proto::text::inert(line.trim(), 200);
+    let mut e = EVENTS.lock().unwrap();
+    e.push_front(format!("{}  {one}", clock(vmux_proto::now_unix())));
+    e.truncate(4);
+    drop(e);
+    EVENTS_CHANGED.notify_waiters();
+}
+
+fn latest_event() -> Option<String> {
+    EVENTS.lock().unwrap().front().cloned()
+}
+
+/// Restores the terminal and standard error on every exit path (return, error, panic
+/// unwinding).
+struct TerminalGuard {
+    saved_stderr: Option<libc::c_int>,
+}
 
 impl TerminalGuard {
-    fn enter() -> std::io::Result<TerminalGuard> {
+    fn enter(log: &Path) -> std::io::Result<TerminalGuard> {
+        let saved_stderr = redirect_stderr(log);
         terminal::enable_raw_mode()?;
         if let Err(e) = execute!(std::io::stdout(), terminal::EnterAlternateScreen) {
             let _ = terminal::disable_raw_mode();
             return Err(e);
         }
-        Ok(TerminalGuard)
+        Ok(TerminalGuard { saved_stderr })
     }
 }
 
@@ -39,23 +72,64 @@ impl Drop for TerminalGuard {
     fn drop(&mut self) {
         let _ = execute!(std::io::stdout(), terminal::LeaveAlternateScreen);
         let _ = terminal::disable_raw_mode();
+        if let Some(fd) = self.saved_stderr.take() {
+            // SAFETY: puts back the descriptor saved in `redirect_stderr`.
+            unsafe {
+                libc::dup2(fd, 2);
+                libc::close(fd);
+            }
+        }
     }
 }
 
-/// Read keys on a thread of its own, stamped with their arrival time.
-fn read_keys() -> tokio::sync::mpsc::Receiver<Key> {
+/// Send standard error to `log` (appended, 0600); returns the saved descriptor.
+fn redirect_stderr(log: &Path) -> Option<libc::c_int> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = log.parent() {
+        let _ = vmux_proto::store::ensure_dir(dir, 0o700);
+    }
+    // A log that grew large is moved aside once, so it cannot fill the disk.
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > 16 << 20) {
+        let _ = std::fs::rename(log, log.with_extension("log.1"));
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)
+        .ok()?;
+    // SAFETY: dup/dup2 on descriptors we own; 2 is standard error.
+    unsafe {
+        let saved = libc::dup(2);
+        if saved < 0 {
+            return None;
+        }
+        if libc::dup2(file.as_raw_fd(), 2) < 0 {
+            libc::close(saved);
+            return None;
+        }
+        Some(saved)
+    }
+}
+
+/// Read the terminal on a thread of its own, keys stamped with their arrival time.
+fn read_input() -> tokio::sync::mpsc::Receiver<Input> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     std::thread::spawn(move || loop {
         match event::poll(Duration::from_millis(250)) {
-            Ok(true) => match event::read() {
-                Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => {
-                    if tx.blocking_send((Instant::now(), k)).is_err() {
-                        return;
+            Ok(true) => {
+                let sent = match event::read() {
+                    Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => {
+                        tx.blocking_send(Input::Key(Instant::now(), k))
                     }
+                    Ok(Event::Resize(..)) => tx.blocking_send(Input::Resize),
+                    Ok(_) => Ok(()),
+                    Err(_) => return,
+                };
+                if sent.is_err() {
+                    return;
                 }
-                Ok(_) => {}
-                Err(_) => return,
-            },
+            }
             Ok(false) if tx.is_closed() => return,
             Ok(false) => {}
             Err(_) => return,
@@ -64,35 +138,55 @@ fn read_keys() -> tokio::sync::mpsc::Receiver<Key> {
     rx
 }
 
+/// What the sheet needs besides the signer.
+pub struct Options {
+    /// Lines that stay at the top (where the signer listens, `SSH_AUTH_SOCK`).
+    pub header: Vec<String>,
+    /// Where standard error goes while the sheet runs.
+    pub log: PathBuf,
+    /// `q` asks this first (`vmux up`: "stop agent and signer?"); `None`: `q` quits.
+    pub confirm_quit: Option<String>,
+}
+
 struct View {
     header: Vec<String>,
     banner: (String, Color),
     recent: VecDeque<String>,
     details: bool,
+    keys: bool,
     typed: String,
     /// Collecting the user-verification password (after `a` on a request that needs it).
     secret: Option<zeroize::Zeroizing<String>>,
     /// The entry on screen and when it appeared there.
     shown: Option<(PendingInfo, Instant)>,
+    /// `q` was pressed and the sheet asks whether to stop.
+    quitting: bool,
+    public: Vec<String>,
 }
 
-/// Run the sheet until `q` or Ctrl-C. `header` lines (where the signer listens, the
-/// SSH_AUTH_SOCK line of `vmux up`) stay at the top.
-pub async fn run(signer: Arc<Signer>, header: Vec<String>) -> std::io::Result<()> {
-    let _guard = TerminalGuard::enter()?;
+const IDLE: &str = "Waiting for requests";
+const WAITS: &str = "A request waits for your decision";
+
+/// Run the sheet until `q` (confirmed where `opts` says) or Ctrl-C.
+pub async fn run(signer: Arc<Signer>, opts: Options) -> std::io::Result<()> {
+    let _guard = TerminalGuard::enter(&opts.log)?;
     let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
     let mut term = ratatui::Terminal::new(backend)?;
     term.clear()?;
-    let mut keys = read_keys();
+    let mut input = read_input();
     let mut v = View {
-        header,
-        banner: ("Waiting for requests".into(), Color::Gray),
+        header: opts.header,
+        banner: (IDLE.into(), Color::Gray),
         recent: VecDeque::new(),
         details: false,
+        keys: false,
         typed: String::new(),
         secret: None,
         shown: None,
+        quitting: false,
+        public: public_lines(&signer),
     };
+    v.header.push(format!("log: {}", opts.log.display()));
     loop {
         let head = signer.queue.pending().into_iter().next();
         let depth = signer.queue.depth();
@@ -114,47 +208,92 @@ pub async fn run(signer: Arc<Signer>, header: Vec<String>) -> std::io::Result<()
             v.secret = None;
             v.details = false;
             v.shown = head.clone().map(|h| (h, Instant::now()));
-            while keys.try_recv().is_ok() {}
+            while input.try_recv().is_ok() {}
             // SAFETY: tcflush only drops queued terminal input.
             unsafe {
                 libc::tcflush(0, libc::TCIFLUSH);
             }
             if v.shown.is_some() {
                 print!("\x07");
-                if v.banner.0 == "Waiting for requests" {
-                    v.banner = ("A request waits for your decision".into(), Color::Cyan);
+                if v.banner.0 == IDLE {
+                    v.banner = (WAITS.into(), Color::Cyan);
                 }
-            } else if v.banner.0 == "A request waits for your decision" {
-                v.banner = ("Waiting for requests".into(), Color::Gray);
+            } else if v.banner.0 == WAITS {
+                v.banner = (IDLE.into(), Color::Gray);
             }
         }
         term.draw(|f| draw(f, &v, depth))?;
-        tokio::select! {
-            k = keys.recv() => {
-                let Some((at, key)) = k else { return Ok(()) };
-                if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-                    return Ok(());
-                }
-                if key.code == KeyCode::Char('q') && v.typed.is_empty() && v.secret.is_none() {
-                    return Ok(());
-                }
-                let Some((p, since)) = v.shown.clone() else { continue };
-                if at < since {
+        let key = tokio::select! {
+            i = input.recv() => match i {
+                None => return Ok(()),
+                Some(Input::Resize) => {
+                    term.autoresize()?;
+                    term.clear()?;
                     continue;
                 }
-                if let Some(secret) = handle_key(&signer, &mut v, &p, key.code) {
-                    v.banner = ("Verifying…".into(), Color::Cyan);
-                    term.draw(|f| draw(f, &v, depth))?;
-                    let r = crate::approve::approve_verified(&signer, &p, Some(secret)).await;
-                    let failed = matches!(r, Err(crate::SignerError::VerificationFailed(_)));
-                    let d = if failed { Decision::Unverified } else { Decision::Approve };
-                    let r = if failed { Ok((p.clone(), true)) } else { r };
-                    decided(&mut v, &p, r, d);
+                Some(Input::Key(at, key)) => (at, key),
+            },
+            _ = signer.queue.changed(Duration::from_secs(1)) => continue,
+            _ = EVENTS_CHANGED.notified() => continue,
+        };
+        let (at, key) = key;
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Ok(());
+        }
+        if v.quitting {
+            v.quitting = false;
+            if matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
+                return Ok(());
+            }
+            v.banner = ("Not stopped".into(), Color::Gray);
+            continue;
+        }
+        let typing = !v.typed.is_empty() || v.secret.is_some();
+        if key.code == KeyCode::Char('q') && !typing {
+            match &opts.confirm_quit {
+                None => return Ok(()),
+                Some(q) => {
+                    v.quitting = true;
+                    v.banner = (format!("{q} y/N"), Color::Yellow);
+                    continue;
                 }
             }
-            _ = signer.queue.changed(Duration::from_secs(1)) => {}
+        }
+        if key.code == KeyCode::Char('k') && !typing {
+            v.keys = !v.keys;
+            continue;
+        }
+        let Some((p, since)) = v.shown.clone() else {
+            continue;
+        };
+        if at < since {
+            continue;
+        }
+        if let Some(secret) = handle_key(&signer, &mut v, &p, key.code).await {
+            v.banner = ("Verifying…".into(), Color::Cyan);
+            term.draw(|f| draw(f, &v, depth))?;
+            let r = decide::approve(&signer, &p.id, &p.compute_digest(), Some(secret)).await;
+            decided(&mut v, &p, r, "approve");
         }
     }
+}
+
+/// The signing keys and the CA as OpenSSH lines (what `k` shows).
+fn public_lines(signer: &Signer) -> Vec<String> {
+    use ssh_key::encoding::Decode;
+    let mut lines: Vec<String> = signer
+        .keystore
+        .listed()
+        .into_iter()
+        .filter_map(|k| {
+            let data = ssh_key::public::KeyData::decode(&mut k.public_key.as_slice()).ok()?;
+            ssh_key::PublicKey::new(data, k.comment).to_openssh().ok()
+        })
+        .collect();
+    if let Some(ca) = signer.ca.as_deref().and_then(crate::ca::ca_line) {
+        lines.push(format!("CA (TrustedUserCAKeys): {ca}"));
+    }
+    lines
 }
 
 fn note_gone(v: &mut View, p: &PendingInfo, why: Gone) {
@@ -168,8 +307,8 @@ fn note_gone(v: &mut View, p: &PendingInfo, why: Gone) {
 }
 
 fn remember(v: &mut View, line: &str) {
-    let now = crate::approve::clock(vmux_proto::now_unix());
-    v.recent.push_front(format!("{now}  {line}"));
+    v.recent
+        .push_front(format!("{}  {line}", clock(vmux_proto::now_unix())));
     v.recent.truncate(8);
 }
 
@@ -187,12 +326,14 @@ fn one_line(p: &PendingInfo) -> String {
 
 /// Act on a key; returns the collected password when a request that needs user
 /// verification was approved (the caller runs the verification).
-fn handle_key(
+async fn handle_key(
     signer: &Signer,
     v: &mut View,
     p: &PendingInfo,
     code: KeyCode,
 ) -> Option<zeroize::Zeroizing<String>> {
+    // The digest of exactly what this sheet shows.
+    let shown = p.compute_digest();
     if let Some(secret) = v.secret.as_mut() {
         match code {
             KeyCode::Char(c) if secret.len() < 512 => secret.push(c),
@@ -220,10 +361,11 @@ fn handle_key(
             KeyCode::Enter if !v.typed.is_empty() => {
                 // One guess per pairing: a wrong code denies it.
                 if p.code.as_deref() == Some(v.typed.as_str()) {
-                    decided(v, p, signer.queue.approve_code(&v.typed), Decision::Approve);
+                    let r = decide::pair_by_code(signer, &v.typed);
+                    decided(v, p, r, "approve");
                 } else {
-                    let r = signer.queue.decide(&p.id, &p.digest, Decision::Deny);
-                    decided(v, p, r, Decision::Deny);
+                    let r = decide::deny(signer, &p.id, &shown);
+                    decided(v, p, r, "deny");
                     v.banner = (
                         "Wrong code: pairing denied (start it again on the other device)".into(),
                         Color::Red,
@@ -231,8 +373,8 @@ fn handle_key(
                 }
             }
             KeyCode::Esc | KeyCode::Char('d') => {
-                let r = signer.queue.decide(&p.id, &p.digest, Decision::Deny);
-                decided(v, p, r, Decision::Deny);
+                let r = decide::deny(signer, &p.id, &shown);
+                decided(v, p, r, "deny");
             }
             KeyCode::Char('?') => v.details = !v.details,
             _ => {}
@@ -254,12 +396,12 @@ fn handle_key(
             );
         }
         KeyCode::Char('a') => {
-            let r = signer.queue.decide(&p.id, &p.digest, Decision::Approve);
-            decided(v, p, r, Decision::Approve);
+            let r = decide::approve(signer, &p.id, &shown, None).await;
+            decided(v, p, r, "approve");
         }
         KeyCode::Char('d') => {
-            let r = signer.queue.decide(&p.id, &p.digest, Decision::Deny);
-            decided(v, p, r, Decision::Deny);
+            let r = decide::deny(signer, &p.id, &shown);
+            decided(v, p, r, "deny");
         }
         KeyCode::Char('?') => v.details = !v.details,
         _ => {}
@@ -267,33 +409,28 @@ fn handle_key(
     None
 }
 
-fn decided(
-    v: &mut View,
-    p: &PendingInfo,
-    r: Result<(PendingInfo, bool), crate::SignerError>,
-    d: Decision,
-) {
-    let (text, color) = match (r, d) {
+fn decided(v: &mut View, p: &PendingInfo, r: Result<Decided, crate::SignerError>, what: &str) {
+    let (text, color) = match (r, what) {
+        (Err(crate::SignerError::VerificationFailed(_)), _) => (
+            "Verification failed: refused (presenceFailed)".to_string(),
+            Color::Red,
+        ),
         (Err(_), _) => (
             "That request is no longer pending".to_string(),
             Color::Yellow,
         ),
-        (Ok((_, false)), _) => (
+        (Ok(d), _) if !d.delivered => (
             "Delivery failed: the requester was gone".to_string(),
             Color::Red,
         ),
-        (Ok(_), Decision::Approve) if p.kind == "pair" => {
+        (Ok(_), "approve") if p.kind == "pair" => {
             (format!("Paired with {}", p.from), Color::Green)
         }
-        (Ok(_), Decision::Approve) if p.kind == "cert" => {
+        (Ok(_), "approve") if p.kind == "cert" => {
             ("Approved session certificate".to_string(), Color::Green)
         }
-        (Ok(_), Decision::Approve) => ("Approved remote sign request".to_string(), Color::Green),
-        (Ok(_), Decision::Deny) => ("Denied".to_string(), Color::Yellow),
-        (Ok(_), Decision::Unverified) => (
-            "Verification failed: refused (presenceFailed)".to_string(),
-            Color::Red,
-        ),
+        (Ok(_), "approve") => ("Approved remote sign request".to_string(), Color::Green),
+        (Ok(_), _) => ("Denied".to_string(), Color::Yellow),
     };
     remember(v, &format!("{text}: {}", one_line(p)));
     v.banner = (text, color);
@@ -309,66 +446,105 @@ fn field<'a>(name: &'a str, value: String, style: Style) -> Line<'a> {
     ])
 }
 
+/// Rows `lines` take in a box of inner width `width`, wrapped.
+fn rows(lines: &[Line], width: u16) -> u16 {
+    let w = width.max(1) as usize;
+    lines
+        .iter()
+        .map(|l| l.width().max(1).div_ceil(w) as u16)
+        .sum()
+}
+
 fn draw(f: &mut ratatui::Frame, v: &View, depth: usize) {
-    let areas = Layout::vertical([
-        Constraint::Length(v.header.len() as u16 + 2),
-        Constraint::Length(3),
-        Constraint::Min(12),
-        Constraint::Length(10),
-    ])
-    .split(f.area());
+    let area = f.area();
+    let inner = area.width.saturating_sub(2);
     let header: Vec<Line> = v.header.iter().map(|h| Line::from(h.as_str())).collect();
-    f.render_widget(
-        Paragraph::new(header).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" vmux signer "),
-        ),
-        areas[0],
-    );
     let waiting = match depth {
-        0 => String::new(),
-        1 => String::new(),
+        0 | 1 => String::new(),
         n => format!("   ({} more waiting)", n - 1),
     };
-    f.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::styled(
-                v.banner.0.clone(),
-                Style::default().fg(v.banner.1).add_modifier(Modifier::BOLD),
-            ),
-            Span::raw(waiting),
-        ]))
-        .block(Block::default().borders(Borders::ALL).title(" status ")),
-        areas[1],
-    );
-    let body = match &v.shown {
-        None => vec![Line::from(
-            "Nothing waiting. Requests appear here as they arrive.",
-        )],
-        Some((p, _)) => request_lines(p, v, depth),
-    };
-    let title = match v.shown.as_ref().map(|(p, _)| p.kind.as_str()) {
-        Some("pair") => " Pairing request ",
-        Some("cert") => " Session certificate request ",
-        Some(_) => " SSH Sign Request ",
-        None => " queue ",
-    };
-    f.render_widget(
-        Paragraph::new(body)
-            .wrap(Wrap { trim: false })
-            .block(Block::default().borders(Borders::ALL).title(title)),
-        areas[2],
-    );
-    let recent: Vec<Line> = v.recent.iter().map(|r| Line::from(r.as_str())).collect();
-    f.render_widget(
-        Paragraph::new(recent).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" recent decisions "),
+    let mut status = vec![Line::from(vec![
+        Span::styled(
+            v.banner.0.clone(),
+            Style::default().fg(v.banner.1).add_modifier(Modifier::BOLD),
         ),
-        areas[3],
+        Span::raw(waiting),
+    ])];
+    if let Some(e) = latest_event() {
+        status.push(Line::from(Span::styled(
+            e,
+            Style::default().fg(Color::DarkGray),
+        )));
+    }
+    let body = match (&v.shown, v.keys) {
+        (_, true) => key_lines(v),
+        (None, false) => vec![Line::from(
+            "Nothing waiting. Requests appear here as they arrive.   [k] public keys  [q] quit",
+        )],
+        (Some((p, _)), false) => request_lines(p, v, depth),
+    };
+    // The request gets the room it needs; the header and the recent decisions give
+    // way on a small terminal, the status line never overlaps anything.
+    let status_h = status.len() as u16 + 2;
+    let body_h = rows(&body, inner) + 2;
+    let mut header_h = (rows(&header, inner) + 2).min(area.height / 4).max(3);
+    let left = area.height.saturating_sub(status_h + body_h);
+    if left < header_h {
+        header_h = left.max(if area.height >= 20 { 3 } else { 0 });
+    }
+    let recent_h = area
+        .height
+        .saturating_sub(header_h + status_h + body_h)
+        .min(v.recent.len() as u16 + 2);
+    let areas = Layout::vertical([
+        Constraint::Length(header_h),
+        Constraint::Length(status_h),
+        Constraint::Min(3),
+        Constraint::Length(if recent_h >= 3 { recent_h } else { 0 }),
+    ])
+    .split(area);
+    boxed(f, areas[0], header, " vmux signer ");
+    boxed(f, areas[1], status, " status ");
+    let title = if v.keys {
+        " Public keys (k closes) "
+    } else {
+        match v.shown.as_ref().map(|(p, _)| p.kind.as_str()) {
+            Some("pair") => " Pairing request ",
+            Some("cert") => " Session certificate request ",
+            Some(_) => " SSH Sign Request ",
+            None => " queue ",
+        }
+    };
+    boxed(f, areas[2], body, title);
+    if areas[3].height >= 3 {
+        let recent: Vec<Line> = v.recent.iter().map(|r| Line::from(r.as_str())).collect();
+        boxed(f, areas[3], recent, " recent decisions ");
+    }
+}
+
+fn boxed(f: &mut ratatui::Frame, area: Rect, lines: Vec<Line>, title: &str) {
+    if area.height == 0 {
+        return;
+    }
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::default().borders(Borders::ALL).title(title.to_string())),
+        area,
     );
+}
+
+fn key_lines(v: &View) -> Vec<Line<'static>> {
+    let mut l: Vec<Line> = vec![Line::from(
+        "authorized_keys lines (the keys this signer offers), then the CA line for sshd's TrustedUserCAKeys:",
+    )];
+    for k in &v.public {
+        l.push(Line::from(k.clone()));
+    }
+    if v.public.is_empty() {
+        l.push(Line::from("(no keys)"));
+    }
+    l
 }
 
 fn request_lines<'a>(p: &'a PendingInfo, v: &View, depth: usize) -> Vec<Line<'a>> {
@@ -400,7 +576,6 @@ fn request_lines<'a>(p: &'a PendingInfo, v: &View, depth: usize) -> Vec<Line<'a>
                 p.code.clone().unwrap_or_default(),
                 bold.fg(Color::Cyan),
             ));
-            l.push(Line::from(""));
             l.push(Line::from(
                 "Approve only if the other device shows this same code: type it and press Enter.",
             ));
@@ -464,27 +639,43 @@ fn request_lines<'a>(p: &'a PendingInfo, v: &View, depth: usize) -> Vec<Line<'a>
         l.push(field("Password", "*".repeat(secret.chars().count()), bold));
     }
     let left = p.expires.saturating_sub(vmux_proto::now_unix());
-    l.push(field("Expires in", duration(left), plain));
+    let mut expires = duration(left);
     if depth > 1 {
-        l.push(field("Queue", format!("{} more waiting", depth - 1), plain));
+        expires += &format!("   ({} more waiting)", depth - 1);
     }
+    l.push(field("Expires in", expires, plain));
     if v.details {
-        l.push(Line::from(""));
-        l.push(field("Request id", p.id.clone(), plain));
+        l.push(field(
+            "Request id",
+            format!("{} (this signer's id for the request)", p.id),
+            plain,
+        ));
         if let Some(label) = &p.label {
-            l.push(field("Device's id", label.clone(), plain));
+            l.push(field(
+                "Device's id",
+                format!("{label} (the requesting device's own id for it)"),
+                plain,
+            ));
         }
+        l.push(field(
+            "Device id",
+            format!("{} (the requesting device)", p.from_id),
+            plain,
+        ));
         if let Some(d) = &p.data_digest {
             l.push(field("Data SHA-256", d.clone(), plain));
         }
-        l.push(field("Shown digest", p.digest.clone(), plain));
+        l.push(field(
+            "Shown digest",
+            format!("{} (what a decision is bound to)", p.digest),
+            plain,
+        ));
     }
-    l.push(Line::from(""));
     l.push(Line::from(Span::styled(
         if p.kind == "pair" {
-            "[digits] code  [Enter] pair  [Esc] deny  [?] details  [q] quit"
+            "[digits] code  [Enter] pair  [Esc] deny  [?] details  [k] keys  [q] quit"
         } else {
-            "[a] approve  [d] deny  [?] details  [q] quit   (y / n work too)"
+            "[a] approve  [d] deny  [?] details  [k] keys  [q] quit   (y / n work too)"
         },
         Style::default().fg(Color::DarkGray),
     )));

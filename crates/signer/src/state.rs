@@ -75,6 +75,13 @@ impl SignerHome {
     pub fn log(&self) -> PathBuf {
         self.dir.join("decisions.log")
     }
+    /// Where log output goes while a sheet owns the terminal: `<vmux home>/vmux.log`.
+    pub fn output_log(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join("vmux.log")
+    }
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")
     }

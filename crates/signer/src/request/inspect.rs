@@ -5,9 +5,10 @@
 //! apply the key's policy to the parsed values. The result is the display a person
 //! decides on.
 
+use super::Refusal;
 use crate::hosts::{self, HostPins};
 use crate::queue::PendingInfo;
-use crate::serve::Signer;
+use crate::signer::{obj, Signer};
 use crate::state::PairedDevice;
 use sha2::{Digest, Sha256};
 use vmux_proto::envelope::{Origin, SessionBinding, SignRequest};
@@ -56,7 +57,7 @@ impl Examined {
     }
 }
 
-pub fn examine(req: &SignRequest, pins: &HostPins) -> Result<Examined, ErrorCode> {
+pub fn examine(req: &SignRequest, pins: &HostPins) -> Result<Examined, Refusal> {
     let parsed = sshdata::parse(&req.data);
     check_claims(req, &parsed)?;
     let claimer = match req.origin {
@@ -83,37 +84,42 @@ pub fn examine(req: &SignRequest, pins: &HostPins) -> Result<Examined, ErrorCode
     Ok(Examined { parsed, dest, hops })
 }
 
-impl Signer {
-    pub(crate) fn inspect(
-        &self,
-        device: &PairedDevice,
-        req: &SignRequest,
-    ) -> Result<Inspection, ErrorCode> {
-        let pins = self.pins.get(&hosts::path(&self.home.dir));
+/// Everything checked before a person is asked, and the display they will decide on.
+pub(crate) fn inspect(
+    signer: &Signer,
+    device: &PairedDevice,
+    req: &SignRequest,
+) -> Result<Inspection, Refusal> {
+        let pins = signer.pins.get(&hosts::path(&signer.home.dir));
         let Examined { parsed, dest, hops } = examine(req, &pins)?;
-        let key = self
+        let key_fp = key_fingerprint(&req.key_blob);
+        let key = signer
             .keystore
             .keys()
             .into_iter()
             .find(|k| k.public_key == req.key_blob)
-            .ok_or(ErrorCode::KeyNotFound)?;
+            .ok_or_else(|| {
+                Refusal::new(ErrorCode::KeyNotFound)
+                    .why(format!("this signer holds no key {key_fp}"))
+            })?;
         if !key.enabled {
-            return Err(ErrorCode::KeyDisabled);
+            return Err(Refusal::new(ErrorCode::KeyDisabled).why(format!(
+                "key {key_fp} is disabled on this signer (`vmux signer keys enable`)"
+            )));
         }
         // RSA keys sign rsa-sha2-256 (flag 2) or rsa-sha2-512 (flag 4) only; plain
         // `ssh-rsa` (SHA-1) is refused before anyone is asked to approve what no key
         // here would sign.
         if key.algorithm == "ssh-rsa" && req.flags & (2 | 4) == 0 {
             tracing::warn!(
-                "key {}: refused an ssh-rsa (SHA-1) signature; only rsa-sha2-256/512 are made",
-                key_fingerprint(&req.key_blob)
+                "key {key_fp}: refused an ssh-rsa (SHA-1) signature; only rsa-sha2-256/512 are made"
             );
-            return Err(ErrorCode::UnsupportedAlgorithm);
+            return Err(Refusal::new(ErrorCode::UnsupportedAlgorithm)
+                .why("ssh-rsa (SHA-1) signatures are not made; rsa-sha2-256/512 only"));
         }
-        let key_fp = key_fingerprint(&req.key_blob);
-        let config = self.home.load_config().map_err(|e| {
+        let config = signer.home.load_config().map_err(|e| {
             tracing::error!("{e}");
-            ErrorCode::Internal
+            Refusal::new(ErrorCode::Internal).why("the signer could not read its config")
         })?;
         let policy = config.policy.iter().find(|p| p.key == key_fp);
         let verify = policy
@@ -124,7 +130,8 @@ impl Signer {
                 .as_ref()
                 .filter(|_| hops.is_empty())
                 .and_then(|d| d.policy_name.as_deref());
-            p.check(parsed.kind, parsed.namespace.as_deref(), host)?;
+            p.check(parsed.kind, parsed.namespace.as_deref(), host)
+                .map_err(|code| Refusal::new(code).why(policy_words(p, parsed.kind, host)))?;
         }
         let user = parsed.user.as_deref().map(field);
         let (mut destination, mut quality, host_key, warning, pin) = match dest {
@@ -177,33 +184,51 @@ impl Signer {
         // A host pin is recorded only for a login to the host itself, never via a hop.
         let pin = pin.filter(|_| hops.is_empty());
         Ok(Inspection { info, pin, parsed })
-    }
+}
 
-    /// After approval: remember the host key under the name that was shown.
-    pub(crate) fn pin_host(&self, name: &str, key: &[u8]) {
-        let path = hosts::path(&self.home.dir);
-        let mut pins = HostPins::load(&path);
-        if pins.add(name, key) {
-            let saved = pins.save(&path);
-            self.pins.invalidate();
-            match saved {
-                Ok(()) => self.record(crate::serve::obj(serde_json::json!({
-                    "event": "hostPinned", "host": name, "hostKey": hosts::fingerprint(key)}))),
-                Err(e) => tracing::error!("{e}"),
-            }
+/// Why a key's policy refused a request, in words.
+fn policy_words(p: &crate::state::KeyPolicy, kind: &str, host: Option<&str>) -> String {
+    let list = |l: &Option<Vec<String>>| l.as_ref().map(|l| l.join(", "));
+    let limits = match (list(&p.namespaces), list(&p.hosts)) {
+        (Some(n), Some(h)) => format!("signatures in namespaces {n} and logins to {h}"),
+        (Some(n), None) => format!("signatures in namespaces {n} only"),
+        (None, Some(h)) => format!("logins to {h} only (destinations this signer verified)"),
+        (None, None) => "anything".into(),
+    };
+    let what = match (kind, host) {
+        ("login", Some(h)) => format!("a login to {h}"),
+        ("login", None) => "a login to a destination this signer cannot name".into(),
+        ("sshsig", _) => "this signature".into(),
+        _ => "data it cannot recognise".into(),
+    };
+    format!("key {} may sign {limits}, not {what} (policy)", p.key)
+}
+
+/// After approval: remember the host key under the name that was shown.
+pub(crate) fn pin_host(signer: &Signer, name: &str, key: &[u8]) {
+    let path = hosts::path(&signer.home.dir);
+    let mut pins = HostPins::load(&path);
+    if pins.add(name, key) {
+        let saved = pins.save(&path);
+        signer.pins.invalidate();
+        match saved {
+            Ok(()) => signer.record(obj(serde_json::json!({
+                "event": "hostPinned", "host": name, "hostKey": hosts::fingerprint(key)}))),
+            Err(e) => tracing::error!("{e}"),
         }
     }
 }
 
 /// What the device says about the request must agree with the data.
-fn check_claims(req: &SignRequest, parsed: &Parsed) -> Result<(), ErrorCode> {
+fn check_claims(req: &SignRequest, parsed: &Parsed) -> Result<(), Refusal> {
     let c = &req.context;
     let mismatch = |what: &str| {
         tracing::warn!(
             "request {}: {what} contradicts the data to sign; refused",
             req.request_id
         );
-        Err(ErrorCode::ContextMismatch)
+        Err(Refusal::new(ErrorCode::ContextMismatch)
+            .why(format!("{what} contradicts the data to sign")))
     };
     if !c.kind.is_empty() && c.kind != "unknown" && c.kind != parsed.kind {
         return mismatch("the claimed kind");
@@ -237,13 +262,14 @@ fn purpose(p: &Parsed) -> String {
 /// the agent was forwarded through, named from the pins, first to last. A connection
 /// is forwarded when a binding says so, or when more than one session was bound on it
 /// (each hop binds its own session).
-fn hop_names(bindings: &[SessionBinding], pins: &HostPins) -> Result<Vec<String>, ErrorCode> {
+fn hop_names(bindings: &[SessionBinding], pins: &HostPins) -> Result<Vec<String>, Refusal> {
     let mut hops = vec![];
     let last = bindings.len().saturating_sub(1);
     for (i, b) in bindings.iter().enumerate().take(16) {
         if verify_session_bind(&b.host_key, &b.session_id, &b.signature) == Some(false) {
             tracing::warn!("a session binding's signature does not verify; refused");
-            return Err(ErrorCode::ContextMismatch);
+            return Err(Refusal::new(ErrorCode::ContextMismatch)
+                .why("a session binding's signature does not verify"));
         }
         if b.is_forwarding || i < last {
             hops.push(
@@ -263,7 +289,7 @@ fn login_destination(
     claim: Option<&str>,
     claimer: &str,
     pins: &HostPins,
-) -> Result<Dest, ErrorCode> {
+) -> Result<Dest, Refusal> {
     let user = parsed.user.as_deref().map(field).unwrap_or_default();
     let calls = |c: Option<&str>| match c {
         Some(c) => format!("{claimer} calls it {c}"),
@@ -289,7 +315,8 @@ fn login_destination(
     if let Some(hk) = &parsed.host_key {
         if hk != &bound.host_key {
             tracing::warn!("the userauth request names another host key than the bound one");
-            return Err(ErrorCode::ContextMismatch);
+            return Err(Refusal::new(ErrorCode::ContextMismatch)
+                .why("the login names another host key than the session it is bound to"));
         }
     }
     let fp = hosts::fingerprint(&bound.host_key);

@@ -1,51 +1,63 @@
 //! Replay protection: every request carries a nonce and an issued/expires window; the
-//! signer refuses expired windows and nonces it has seen (DESIGN.md invariant 6).
+//! signer refuses expired windows and nonces it has seen (invariant 6).
 
-use crate::serve::Signer;
+use super::Refusal;
+use crate::signer::Signer;
 use std::collections::HashSet;
 use vmux_proto::{now_unix, ErrorCode};
 
 /// The longest request window any configuration may allow (DESIGN.md: at most 60 s).
 pub const MAX_WINDOW_SECS: u64 = 60;
+/// The most clock skew any configuration may allow.
+pub const MAX_SKEW_SECS: u64 = 120;
 /// Nonce sizes accepted, in bytes.
 pub const NONCE_LEN: std::ops::RangeInclusive<usize> = 16..=64;
 
-impl Signer {
-    /// Refuse expired windows and nonces seen before (DESIGN.md invariant 6), also
-    /// across restarts.
-    pub(crate) fn check_window_and_nonce(
-        &self,
-        device: &str,
-        issued: u64,
-        expires: u64,
-        nonce: &[u8],
-    ) -> Result<(), ErrorCode> {
-        let now = now_unix();
-        let c = &self.config;
-        if expires < now
-            || issued > now + c.max_skew_secs
-            || expires < issued
-            || expires - issued > c.max_window_secs.min(MAX_WINDOW_SECS)
-        {
-            return Err(ErrorCode::RequestExpired);
-        }
-        if !NONCE_LEN.contains(&nonce.len()) {
-            return Err(ErrorCode::ReplayDetected);
-        }
-        // Nonces are remembered per device (a hash of device and nonce).
-        let key = nonce_key(device, nonce);
-        let mut seen = self.seen.lock().unwrap();
-        if !seen.insert(&key, expires, now.saturating_sub(c.max_skew_secs)) {
-            return Err(ErrorCode::ReplayDetected);
-        }
-        // Written before the request goes on, so a restart (or a killed process: the
-        // bytes are in the kernel) still knows it.
-        if let Err(e) = seen.persist(&key, expires) {
-            tracing::error!("{}: {e}", self.home.replay().display());
-            return Err(ErrorCode::Internal);
-        }
-        Ok(())
+/// Refuse expired windows and nonces seen before (ARCHITECTURE.md, invariant 6), also
+/// across restarts.
+pub(crate) fn check(
+    signer: &Signer,
+    device: &str,
+    issued: u64,
+    expires: u64,
+    nonce: &[u8],
+) -> Result<(), Refusal> {
+    let now = now_unix();
+    let c = &signer.config;
+    let skew = c.max_skew_secs.min(MAX_SKEW_SECS);
+    let window = c.max_window_secs.min(MAX_WINDOW_SECS);
+    let expired = |why: String| Err(Refusal::new(ErrorCode::RequestExpired).why(why));
+    if expires < now {
+        return expired(format!(
+            "the request expired {} s before it arrived (are both clocks right?)",
+            now - expires
+        ));
     }
+    if issued > now + skew {
+        return expired(format!(
+            "the request is dated {} s in the signer's future (more than the {skew} s of clock skew allowed)",
+            issued - now
+        ));
+    }
+    if expires < issued || expires - issued > window {
+        return expired(format!("the request's window is longer than {window} s"));
+    }
+    if !NONCE_LEN.contains(&nonce.len()) {
+        return Err(Refusal::new(ErrorCode::ReplayDetected).why("the request's nonce has the wrong size"));
+    }
+    // Nonces are remembered per device (a hash of device and nonce).
+    let key = nonce_key(device, nonce);
+    let mut seen = signer.seen.lock().unwrap();
+    if !seen.insert(&key, expires, now.saturating_sub(skew)) {
+        return Err(Refusal::new(ErrorCode::ReplayDetected).why("this request was seen before (a replay)"));
+    }
+    // Written before the request goes on, so a restart (or a killed process: the
+    // bytes are in the kernel) still knows it.
+    if let Err(e) = seen.persist(&key, expires) {
+        tracing::error!("{}: {e}", signer.home.replay().display());
+        return Err(Refusal::new(ErrorCode::Internal).why("the signer could not write its replay log"));
+    }
+    Ok(())
 }
 
 /// Nonces in arrival order, so forgetting the expired ones costs only what expired

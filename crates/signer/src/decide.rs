@@ -1,0 +1,93 @@
+//! The one way anything is decided. Every surface (sheet, line prompt, control socket
+//! and CLI, ssh-askpass, desktop notification) passes the id of the entry it showed and
+//! the digest of exactly what it displayed; the entry is decided only if that is still
+//! what waits, and the request checks the digest again before anything is signed.
+//! User verification (PAM) runs here, after the person said yes and before the
+//! decision reaches the request. Nothing here decides on its own.
+
+use crate::queue::{Decision, PendingInfo};
+use crate::signer::{obj, Signer};
+use crate::SignerError;
+use zeroize::Zeroizing;
+
+/// What was decided, and whether its requester was still there to hear it.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub info: PendingInfo,
+    pub delivered: bool,
+}
+
+fn done(signer: &Signer, (info, delivered): (PendingInfo, bool)) -> Decided {
+    if !delivered {
+        signer.delivery_failed(&info.id, &info.from_id);
+    }
+    Decided { info, delivered }
+}
+
+/// Approve the entry `id` that was displayed with `digest`, running the user
+/// verification it asks for first (`secret`: what the surface collected). A failed
+/// verification refuses the request (`presenceFailed`), logged; no answer to a
+/// verification decides nothing. A pairing is approved only by its code.
+pub async fn approve(
+    signer: &Signer,
+    id: &str,
+    digest: &str,
+    secret: Option<Zeroizing<String>>,
+) -> Result<Decided, SignerError> {
+    let p = exact(signer, id, digest)?;
+    if p.kind == "pair" {
+        return Err(SignerError::PairingNeedsCode);
+    }
+    if p.verify.as_deref() == Some("pam") {
+        let Some(secret) = secret else {
+            return Err(SignerError::VerificationNeeded(p.id.clone()));
+        };
+        if let Err(e) = verify(signer, secret).await {
+            tracing::warn!("request {}: {e}", p.id);
+            signer.record(obj(serde_json::json!({
+                "event": "verify", "requestId": p.id, "decision": "presenceFailed",
+                "reason": e.to_string()})));
+            signer.queue.decide(id, digest, Decision::Unverified)?;
+            return Err(SignerError::VerificationFailed(e.to_string()));
+        }
+    }
+    Ok(done(signer, signer.queue.decide(id, digest, Decision::Approve)?))
+}
+
+/// Deny the entry `id` that was displayed with `digest` (pairings included).
+pub fn deny(signer: &Signer, id: &str, digest: &str) -> Result<Decided, SignerError> {
+    Ok(done(signer, signer.queue.decide(id, digest, Decision::Deny)?))
+}
+
+/// Approve the one waiting pairing whose code is `code` (what the other device shows).
+pub fn pair_by_code(signer: &Signer, code: &str) -> Result<Decided, SignerError> {
+    Ok(done(signer, signer.queue.approve_code(code)?))
+}
+
+/// The pending entry `id`, if it still shows exactly `digest`.
+fn exact(signer: &Signer, id: &str, digest: &str) -> Result<PendingInfo, SignerError> {
+    let p = signer
+        .queue
+        .pending()
+        .into_iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| SignerError::UnknownRequest(id.to_string()))?;
+    if p.digest != digest || p.compute_digest() != digest {
+        return Err(SignerError::DisplayChanged(id.to_string()));
+    }
+    Ok(p)
+}
+
+async fn verify(signer: &Signer, secret: Zeroizing<String>) -> Result<(), crate::verify::VerifyError> {
+    let config = signer.home.load_config().map_err(|e| {
+        crate::verify::VerifyError::NoPam(format!("the signer's config: {e}"))
+    })?;
+    let user = config
+        .pam_user
+        .clone()
+        .unwrap_or_else(crate::verify::current_user);
+    let service = config.pam_service.clone();
+    tokio::task::spawn_blocking(move || crate::verify::pam(&service, &user, vec![secret]))
+        .await
+        .unwrap_or_else(|e| Err(crate::verify::VerifyError::NoPam(e.to_string())))
+}
