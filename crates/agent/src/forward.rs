@@ -38,6 +38,8 @@ pub struct Agent {
     keys: Mutex<Vec<CachedKey>>,
     pub(crate) links: Mutex<HashMap<String, SignerLink>>,
     link_errors: Mutex<HashMap<String, String>>,
+    /// Each signer's link state as last reported, and since when (Unix seconds).
+    link_since: Mutex<HashMap<String, (bool, u64)>>,
     dialing: HashMap<String, tokio::sync::Mutex<()>>,
     /// Salt and SHA-256 of the LOCK passphrase while locked.
     locked: Mutex<Option<([u8; 16], [u8; 32])>>,
@@ -84,6 +86,13 @@ pub struct SignerStatus {
     pub connected: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Since when the link is in this state (Unix seconds; down: since the agent
+    /// started, if it never came up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// The signer's clock minus this machine's, measured when the link last came up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<i64>,
 }
 
 impl Agent {
@@ -106,6 +115,7 @@ impl Agent {
             keys: Mutex::new(keys),
             links: Default::default(),
             link_errors: Default::default(),
+            link_since: Default::default(),
             dialing,
             locked: Mutex::new(None),
             log: Mutex::new(log),
@@ -452,6 +462,8 @@ impl Agent {
     pub fn status(&self) -> Status {
         let links = self.links.lock().unwrap();
         let errors = self.link_errors.lock().unwrap();
+        let mut since = self.link_since.lock().unwrap();
+        let now = now_unix();
         Status {
             pid: std::process::id(),
             socket: self
@@ -463,12 +475,21 @@ impl Agent {
             signers: self
                 .signers()
                 .iter()
-                .map(|s| SignerStatus {
-                    id: s.id.clone(),
-                    name: s.name.clone(),
-                    address: s.address.clone(),
-                    connected: links.get(&s.id).is_some_and(|l| l.is_up()),
-                    last_error: errors.get(&s.id).cloned(),
+                .map(|s| {
+                    let connected = links.get(&s.id).is_some_and(|l| l.is_up());
+                    let state = since.entry(s.id.clone()).or_insert((connected, now));
+                    if state.0 != connected {
+                        *state = (connected, now);
+                    }
+                    SignerStatus {
+                        id: s.id.clone(),
+                        name: s.name.clone(),
+                        address: s.address.clone(),
+                        connected,
+                        last_error: errors.get(&s.id).cloned(),
+                        since: Some(state.1),
+                        clock_skew_secs: links.get(&s.id).and_then(|l| l.clock_skew_secs),
+                    }
                 })
                 .collect(),
             certificate: self.valid_cert().map(|c| CertStatus {

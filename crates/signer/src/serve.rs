@@ -305,6 +305,7 @@ impl Signer {
             device_name: self.config.name.clone(),
             role: Role::Signer,
             software: concat!("vmux ", env!("CARGO_PKG_VERSION")).into(),
+            time: Some(vmux_proto::now_unix()),
         }))
         .await?;
         if let Some(url) = &self.config.wake_url {
