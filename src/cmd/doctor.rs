@@ -389,7 +389,7 @@ async fn check(home: &AgentHome, r: &mut Report) {
         match st.certificate.as_ref().filter(|c| c.valid_before > now) {
             Some(c) => {
                 let user = local_user();
-                if !c.principals.iter().any(|p| *p == user) {
+                if !c.principals.contains(&user) {
                     r.problem(
                         "certificate",
                         format!(

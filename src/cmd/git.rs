@@ -122,8 +122,8 @@ impl Git {
     fn run(&self, args: &[&str]) -> anyhow::Result<()> {
         let out = self.output(args)?;
         // `--unset-all` of a key that is not there exits 5: nothing to do.
-        if !out.status.success() && !(args.contains(&"--unset-all") && out.status.code() == Some(5))
-        {
+        let nothing_to_unset = args.contains(&"--unset-all") && out.status.code() == Some(5);
+        if !out.status.success() && !nothing_to_unset {
             bail!(
                 "git {}: {}",
                 args.join(" "),
