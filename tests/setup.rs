@@ -443,6 +443,22 @@ fn doctor(s: &Setup, home: &Path, auth_sock: &Path) -> (Output, serde_json::Valu
     (out, serde_json::from_str(&json.stdout).unwrap())
 }
 
+/// `vmux doctor` again until its report says `said` (bounded).
+fn doctor_until(s: &Setup, home: &Path, said: &str) -> (Output, serde_json::Value) {
+    let deadline = Instant::now() + T;
+    loop {
+        let (out, json) = doctor(s, home, &s.agent.sock);
+        if out.stdout.contains(said) {
+            return (out, json);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "doctor never said {said:?}: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The problem doctor reported for `check`: its message and fix.
 fn problem(out: &Output, json: &serde_json::Value, check: &str) -> (String, String) {
     assert_eq!(
@@ -549,15 +565,7 @@ fn doctor_names_five_misconfigurations_with_their_fixes() {
     std::fs::remove_file(ssh_dir.join("config")).unwrap();
 
     // 3. The certificate expired (and the renewal waits for a person).
-    let deadline = Instant::now() + T;
-    let (out, json) = loop {
-        let (out, json) = doctor(&s, &home, &s.agent.sock);
-        if out.stdout.contains("certificate expired") {
-            break (out, json);
-        }
-        assert!(Instant::now() < deadline, "never expired: {out:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let (out, json) = doctor_until(&s, &home, "certificate expired");
     let (msg, fix) = problem(&out, &json, "certificate");
     assert!(msg.contains("expired"), "{msg}");
     assert!(fix.starts_with("vmux agent request-cert"), "{fix}");
@@ -577,15 +585,7 @@ fn doctor_names_five_misconfigurations_with_their_fixes() {
         ],
     );
     s.agent.wait_connected();
-    let deadline = Instant::now() + T;
-    let (out, json) = loop {
-        let (out, json) = doctor(&s, &home, &s.agent.sock);
-        if out.stdout.contains("ahead of this machine") {
-            break (out, json);
-        }
-        assert!(Instant::now() < deadline, "no skew seen: {out:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (out, json) = doctor_until(&s, &home, "ahead of this machine");
     let (msg, fix) = problem(&out, &json, "clock");
     assert!(
         msg.contains("s ahead of this machine's") && msg.contains("60 s"),

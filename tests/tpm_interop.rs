@@ -142,19 +142,7 @@ fn tpm_keys_move_between_vmux_tpm2_openssl_and_tpm2_tools() {
         .last()
         .unwrap()
         .to_string();
-    let file = std::fs::read_dir(shome.join("signer/keys"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "tpm")
-                && std::fs::read_to_string(p.with_extension("pub"))
-                    .is_ok_and(|l| l.contains("made-by-vmux"))
-        })
-        .unwrap();
-    let key =
-        vmux_signer::keystore::tss2::TpmKey::from_pem(&std::fs::read_to_string(&file).unwrap())
-            .unwrap();
+    let (file, key) = common::hw::tpm_key_file(&shome.join("signer/keys"), "made-by-vmux");
     assert_eq!(
         key.description, None,
         "tpm2-openssl refuses the description field"

@@ -522,8 +522,19 @@ async fn signer_here(r: &mut Report) {
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "tpm"))
         .count();
+    #[cfg(not(feature = "tpm"))]
     if tpm_keys > 0 {
-        let tcti = tcti(config.as_ref().and_then(|c| c.tcti.as_deref()));
+        let _ = &config;
+        r.problem(
+            "tpm",
+            format!("{tpm_keys} key(s) live in a TPM, and this vmux is built without TPM support"),
+            "install the package (scripts/package), or cargo install --path . --features tpm",
+        );
+    }
+    #[cfg(feature = "tpm")]
+    if tpm_keys > 0 {
+        let tcti =
+            vmux_signer::keystore::tpm::tcti(config.as_ref().and_then(|c| c.tcti.as_deref()));
         match tcti_reachable(&tcti) {
             Ok(()) => r.ok("tpm", format!("TPM {tcti} reachable ({tpm_keys} key(s))")),
             Err(e) => r.problem(
@@ -551,18 +562,9 @@ async fn signer_here(r: &mut Report) {
     }
 }
 
-/// The signer's TCTI, as it picks it (config, TPM2TOOLS_TCTI, TCTI, the kernel's).
-fn tcti(configured: Option<&str>) -> String {
-    configured
-        .map(String::from)
-        .or_else(|| std::env::var("TPM2TOOLS_TCTI").ok())
-        .or_else(|| std::env::var("TCTI").ok())
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "device:/dev/tpmrm0".into())
-}
-
 /// Whether the TPM behind a TCTI string answers: its device opens, or its TCP port
 /// accepts (swtpm, mssim). Other TCTIs are taken as reachable.
+#[cfg_attr(not(feature = "tpm"), allow(dead_code))]
 fn tcti_reachable(tcti: &str) -> Result<(), String> {
     let (kind, conf) = tcti.split_once(':').unwrap_or((tcti, ""));
     match kind {
