@@ -275,6 +275,14 @@ enum LoadFail {
     Setup(SignerError),
 }
 
+/// A load failure as an error: the TPM's answer prefixed with `what`.
+fn failed(what: &str) -> impl Fn(LoadFail) -> SignerError + '_ {
+    move |f| match f {
+        LoadFail::Setup(e) => e,
+        LoadFail::Tpm(e) => tpm_err(what)(e),
+    }
+}
+
 impl Tpm {
     fn ctx(&mut self) -> Result<&mut Context, SignerError> {
         if self.ctx.is_none() {
@@ -499,15 +507,9 @@ impl Tpm {
     }
 
     fn unseal(&mut self, key: &TpmKey) -> Result<Zeroizing<Vec<u8>>, SignerError> {
-        let handle = match self.load(key) {
-            Ok(h) => h,
-            Err(LoadFail::Setup(e)) => return Err(e),
-            Err(LoadFail::Tpm(e)) => {
-                return Err(tpm_err(
-                    "this TPM cannot load the sealed identity (sealed by another TPM?)",
-                )(e))
-            }
-        };
+        let handle = self.load(key).map_err(failed(
+            "this TPM cannot load the sealed identity (sealed by another TPM?)",
+        ))?;
         let ctx = self.ctx()?;
         let out =
             ctx.execute_with_session(Some(AuthSession::Password), |c| c.unseal(handle.into()));
@@ -658,15 +660,9 @@ pub fn import(
     let probe = key.clone();
     worker
         .run(move |t| {
-            let h = match t.load(&probe) {
-                Ok(h) => h,
-                Err(LoadFail::Setup(e)) => return Err(e),
-                Err(LoadFail::Tpm(e)) => {
-                    return Err(tpm_err(
-                        "this TPM cannot load the key (made by another TPM, or under another storage key?)",
-                    )(e))
-                }
-            };
+            let h = t.load(&probe).map_err(failed(
+                "this TPM cannot load the key (made by another TPM, or under another storage key?)",
+            ))?;
             let _ = t.ctx()?.flush_context(h.into());
             Ok::<_, SignerError>(())
         })
