@@ -40,6 +40,14 @@ enum Command {
     /// The key-holding side: keys, approval queue, link server.
     #[command(subcommand)]
     Signer(cmd::signer::SignerCmd),
+    /// git commit and tag signing with a signer key, in one command.
+    #[command(subcommand)]
+    Git(cmd::git::GitCmd),
+    /// A Host block that offers only the chosen keys through vmux (printed; --write
+    /// puts it in ~/.ssh/config.d/vmux, included from ~/.ssh/config).
+    SshConfig(cmd::ssh_config::SshConfigArgs),
+    /// Check the setup; for each problem say what is wrong and the command that fixes it.
+    Doctor(cmd::doctor::DoctorArgs),
     /// Print a shell completion script: `source <(vmux completions bash)`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -125,6 +133,9 @@ fn main() -> ExitCode {
             Command::Signer(c) => cmd::signer::run(c).await,
             Command::Client(c) => cmd::client::run(c).await,
             Command::Status { json } => cmd::status::run(json).await,
+            Command::Git(c) => cmd::git::run(c).await,
+            Command::SshConfig(a) => cmd::ssh_config::run(a).await,
+            Command::Doctor(a) => cmd::doctor::run(a).await,
             Command::Ssh(a) => {
                 // The remote command's status, at once: a thread may still be blocked
                 // reading stdin, which no runtime shutdown can interrupt.

@@ -362,6 +362,7 @@ async fn hostile_pairing(
         device_name: name.into(),
         role: Role::Agent,
         software: "flood".into(),
+        time: None,
     })))
     .await
     .ok()?;

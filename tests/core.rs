@@ -404,6 +404,7 @@ async fn raw_link(
         device_name: name.into(),
         role: Role::Agent,
         software: "test".into(),
+        time: None,
     });
     tx.send(&Envelope::new(hello)).await.unwrap();
     (rx, tx)

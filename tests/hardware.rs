@@ -639,23 +639,27 @@ fn tpm_keys_move_between_vmux_and_tpm2_tools() {
     assert_eq!(list.matches("(tpm)").count(), 1, "{list}");
 
     // vmux -> tpm2-tools: the public and private parts of vmux's file load under
-    // tpm2-tools' storage key and sign there.
+    // tpm2-tools' storage key (the key-file spec's: an empty `unique`) and sign there.
+    tpm2(
+        &tpm,
+        "",
+        "createprimary",
+        &[
+            "-C",
+            "o",
+            "-G",
+            "ecc256:aes128cfb",
+            "-a",
+            "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt",
+            "-c",
+            &f("spec-srk.ctx"),
+        ],
+    );
+    let srk = f("spec-srk.ctx");
     let made = hw.add(&["--store", "tpm", "--comment", "made-by-vmux"]);
-    let keys = hw.shome.join("signer/keys");
-    let file = std::fs::read_dir(&keys)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "tpm")
-                && std::fs::read_to_string(p.with_extension("pub"))
-                    .is_ok_and(|l| l.contains("made-by-vmux"))
-        })
-        .unwrap();
-    let key =
-        vmux_signer::keystore::tss2::TpmKey::from_pem(&std::fs::read_to_string(&file).unwrap())
-            .unwrap();
-    assert_eq!(key.description.as_deref(), Some("made-by-vmux"));
+    let (_, key) = common::hw::tpm_key_file(&hw.shome.join("signer/keys"), "made-by-vmux");
+    // The comment lives in the .pub: tpm2-openssl refuses the optional description.
+    assert_eq!(key.description, None);
     std::fs::write(d.join("vmux.pub"), &key.public).unwrap();
     std::fs::write(d.join("vmux.priv"), &key.private).unwrap();
     std::fs::write(d.join("msg"), "signed by tpm2-tools\n").unwrap();

@@ -1,7 +1,10 @@
 pub mod agent;
 pub mod client;
+pub mod doctor;
+pub mod git;
 pub mod service;
 pub mod signer;
+pub mod ssh_config;
 pub mod status;
 pub mod stores;
 pub mod up;

@@ -14,6 +14,14 @@ pub struct InstallArgs {
     /// Print the files instead of writing them.
     #[arg(long)]
     print: bool,
+    /// The binary the units start (default: this one). A package writes /usr/bin/vmux.
+    #[arg(long, value_name = "PATH")]
+    exe: Option<PathBuf>,
+    /// The agent socket the socket unit listens on (default: the agent's configured
+    /// one); a package writes `%h/.ssh/vmux-agent.sock`, systemd's specifier for the
+    /// user's home.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
 }
 
 /// Which daemon a unit runs.
@@ -117,7 +125,11 @@ fn default_dir() -> PathBuf {
 
 /// `vmux agent|signer install-service`.
 pub fn install(daemon: Daemon, args: InstallArgs, agent_socket: &Path) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("where is this vmux binary?")?;
+    let exe = match args.exe {
+        Some(e) => e,
+        None => std::env::current_exe().context("where is this vmux binary?")?,
+    };
+    let agent_socket = args.socket.as_deref().unwrap_or(agent_socket);
     let files = units(daemon, &exe, agent_socket);
     if args.print {
         for (name, text) in &files {

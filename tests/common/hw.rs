@@ -109,6 +109,23 @@ impl Swtpm {
     }
 }
 
+/// The `*.tpm` file in a signer's `keys` directory whose `.pub` carries `comment`, parsed.
+pub fn tpm_key_file(keys: &Path, comment: &str) -> (PathBuf, vmux_signer::keystore::tss2::TpmKey) {
+    let file = std::fs::read_dir(keys)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "tpm")
+                && std::fs::read_to_string(p.with_extension("pub"))
+                    .is_ok_and(|l| l.contains(comment))
+        })
+        .unwrap_or_else(|| panic!("no TPM key {comment:?} in {}", keys.display()));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let key = vmux_signer::keystore::tss2::TpmKey::from_pem(&text).unwrap();
+    (file, key)
+}
+
 impl Drop for Swtpm {
     fn drop(&mut self) {
         self.daemon.terminate(Duration::from_secs(2));

@@ -39,6 +39,7 @@ impl Peer {
                 device_name: name.into(),
                 role: Role::Agent,
                 software: "hostile test peer".into(),
+                time: None,
             });
             tx.send(&Envelope::new(hello)).await.unwrap();
             (rx, tx)

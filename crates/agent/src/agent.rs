@@ -342,6 +342,7 @@ impl Agent {
                         last_seen: i.last_seen,
                         since: i.since,
                         wakeable: s.wake_url.is_some(),
+                        clock_skew_secs: links.get(&s.id).and_then(|l| l.clock_skew_secs),
                     }
                 })
                 .collect(),

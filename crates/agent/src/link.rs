@@ -27,6 +27,9 @@ pub struct SignerLink {
     pub wake_url: Option<String>,
     /// Key lists the signer pushed (its keys changed) or sent for a refresh.
     pub keys: watch::Receiver<Option<Vec<KeyRecord>>>,
+    /// The signer's clock minus this machine's, from its Hello (seconds; positive: the
+    /// signer is ahead). Requests are valid for a minute, so a skew near that fails them.
+    pub clock_skew_secs: Option<i64>,
 }
 
 /// How often the agent pings a signer, and how long silence means the link is dead
@@ -54,6 +57,7 @@ pub fn hello(identity: &Identity, name: &str) -> Message {
         device_name: name.to_string(),
         role: Role::Agent,
         software: concat!("vmux ", env!("CARGO_PKG_VERSION")).into(),
+        time: Some(vmux_proto::now_unix()),
     })
 }
 
@@ -93,24 +97,28 @@ impl SignerLink {
             let outbox = writer.spawn();
             outbox.send(hello(identity, my_name)).await?;
             outbox.send(Message::KeyListRequest).await?;
-            let (mut signer_name, mut wake_url) = (String::new(), None);
+            let (mut signer_name, mut wake_url, mut skew) = (String::new(), None, None);
             let keys = loop {
                 match reader.recv().await?.message {
-                    Message::Hello(h) => signer_name = h.device_name,
+                    Message::Hello(h) => {
+                        signer_name = h.device_name;
+                        skew = h.time.map(|t| t as i64 - vmux_proto::now_unix() as i64);
+                    }
                     Message::DeviceToken(t) => wake_url = Some(t.wake_url),
                     Message::KeyList(k) => break k.keys,
                     Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
                     m => return Err(unexpected(&m)),
                 }
             };
-            Ok((reader, outbox, signer_name, wake_url, keys))
+            Ok((reader, outbox, signer_name, wake_url, keys, skew))
         };
-        let (reader, outbox, signer_name, wake_url, keys) = tokio::time::timeout(timeout, setup)
-            .await
-            .map_err(|_| AgentError::Unreachable {
-                addr: addr.to_string(),
-                reason: format!("link not up within {}s", timeout.as_secs()),
-            })??;
+        let (reader, outbox, signer_name, wake_url, keys, clock_skew_secs) =
+            tokio::time::timeout(timeout, setup)
+                .await
+                .map_err(|_| AgentError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: format!("link not up within {}s", timeout.as_secs()),
+                })??;
         let waiters: Waiters = Default::default();
         let (closed_tx, closed) = watch::channel(None);
         let (keys_tx, keys_rx) = watch::channel(None);
@@ -130,6 +138,7 @@ impl SignerLink {
                 signer_name,
                 wake_url,
                 keys: keys_rx,
+                clock_skew_secs,
             },
             keys,
         ))

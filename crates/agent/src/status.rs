@@ -62,6 +62,9 @@ pub struct SignerStatus {
     /// Whether the signer gave a wake URL (a request then wakes it).
     #[serde(default)]
     pub wakeable: bool,
+    /// The signer's clock minus this machine's, measured when the link last came up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<i64>,
 }
 
 /// A request waiting on a signer: `Waiting for approval on alice-pi: login root@prod`.

@@ -89,6 +89,10 @@ pub struct Hello {
     /// The sending program and its version, e.g. `vmux 0.1.0` (the link protocol
     /// version is the envelope's `version`).
     pub software: String,
+    /// The sender's clock (Unix seconds) when it sent this: the agent compares it with
+    /// its own to tell the person about a skew before requests expire for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<u64>,
 }
 
 /// Sent by an agent that is not paired yet; the signer queues it for a human, who
@@ -408,6 +412,7 @@ mod tests {
                 device_name: "n".into(),
                 role: Role::Agent,
                 software: "vmux 0".into(),
+                time: Some(1_700_000_000),
             }),
             Message::PairRequest(PairRequest {
                 device_name: "n".into(),

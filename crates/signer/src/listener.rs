@@ -156,6 +156,7 @@ async fn accept(
         device_name: signer.config.name.clone(),
         role: Role::Signer,
         software: concat!("vmux ", env!("CARGO_PKG_VERSION")).into(),
+        time: Some(vmux_proto::now_unix()),
     }))
     .await?;
     if let Some(url) = &signer.config.wake_url {

@@ -1,12 +1,20 @@
 //! Keys in a TPM 2.0 (tss-esapi): created inside the TPM under the owner hierarchy's
 //! storage key, kept on disk only as `NAME.tpm`, a `TSS2 PRIVATE KEY` PEM (see `tss2`)
 //! whose private part only this TPM can load, so the files move between vmux,
-//! ssh-tpm-agent and tpm2-openssl.
+//! tpm2-openssl, tpm2-tools and ssh-tpm-agent.
 //!
 //! One worker thread owns the TPM connection: TPM commands are serial anyway, a
 //! `Context` must stay on one thread, and a slow TPM then stalls nobody else. The
-//! storage key is recreated from the TCG template (ECC P-256, AES-128-CFB) when the
-//! worker first needs it, as the other tools do, rather than persisted.
+//! storage key is recreated from its template (ECC P-256, AES-128-CFB) when the worker
+//! first needs it, as the other tools do, rather than persisted.
+//!
+//! A key file's parent `0x40000001` names "the owner hierarchy's storage key", and the
+//! tools disagree on which template makes it: the key-file spec and tpm2-openssl (and
+//! tpm2-tools' ECC primary) leave the template's `unique` field empty; go-tpm, and so
+//! ssh-tpm-agent, fill it with two 32-byte zero coordinates. Different `unique`, a
+//! different key: a key made under one does not load under the other (`TPM_RC_INTEGRITY`,
+//! 0x1df). vmux makes keys under the spec's (see [`Srk`]) and loads every key under
+//! either, so keys from all of them import, and its own keys load in tpm2-openssl.
 
 use super::blob::{ecdsa_blob_rs, mpint, rsa_blob, ssh_string};
 use super::tss2::{TpmKey, OWNER};
@@ -105,8 +113,19 @@ fn is_auth_failure(e: &tss_esapi::Error) -> bool {
     )
 }
 
-/// The TCG storage-key template (ECC P-256, restricted decryption, AES-128-CFB, noDA).
-fn srk_template() -> Result<Public, SignerError> {
+/// Which template makes the owner hierarchy's storage key (see the module notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Srk {
+    /// The key-file spec's (TCG EK profile H-2 style: `unique` empty): tpm2-openssl,
+    /// tpm2-tools. vmux makes its keys here.
+    Spec,
+    /// go-tpm's `ECCSRKTemplate` (`unique` = two 32-byte zero coordinates):
+    /// ssh-tpm-agent, and vmux before it moved to the spec's.
+    ZeroUnique,
+}
+
+/// A storage-key template (ECC P-256, restricted decryption, AES-128-CFB, noDA).
+fn srk_template(which: Srk) -> Result<Public, SignerError> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -129,10 +148,13 @@ fn srk_template() -> Result<Public, SignerError> {
             .build()
             .map_err(tpm_err("SRK parameters"))?,
         )
-        .with_ecc_unique_identifier(EccPoint::new(
-            vec![0u8; 32].try_into().map_err(tpm_err("SRK unique"))?,
-            vec![0u8; 32].try_into().map_err(tpm_err("SRK unique"))?,
-        ))
+        .with_ecc_unique_identifier(match which {
+            Srk::Spec => EccPoint::default(),
+            Srk::ZeroUnique => EccPoint::new(
+                vec![0u8; 32].try_into().map_err(tpm_err("SRK unique"))?,
+                vec![0u8; 32].try_into().map_err(tpm_err("SRK unique"))?,
+            ),
+        })
         .build()
         .map_err(tpm_err("SRK template"))
 }
@@ -242,7 +264,23 @@ fn unmarshal_public(b: &[u8]) -> Result<Public, SignerError> {
 struct Tpm {
     tcti: String,
     ctx: Option<Context>,
-    srk: Option<KeyHandle>,
+    /// The storage key loaded now (one at a time: a TPM holds few objects).
+    srk: Option<(Srk, KeyHandle)>,
+}
+
+/// Why a key did not load: the TPM (or its connection) said no, or the storage key
+/// could not be made.
+enum LoadFail {
+    Tpm(tss_esapi::Error),
+    Setup(SignerError),
+}
+
+/// A load failure as an error: the TPM's answer prefixed with `what`.
+fn failed(what: &str) -> impl Fn(LoadFail) -> SignerError + '_ {
+    move |f| match f {
+        LoadFail::Setup(e) => e,
+        LoadFail::Tpm(e) => tpm_err(what)(e),
+    }
 }
 
 impl Tpm {
@@ -262,11 +300,16 @@ impl Tpm {
         Ok(self.ctx.as_mut().expect("just set"))
     }
 
-    fn srk(&mut self) -> Result<KeyHandle, SignerError> {
-        if let Some(h) = self.srk {
-            return Ok(h);
+    fn srk(&mut self, which: Srk) -> Result<KeyHandle, SignerError> {
+        match self.srk {
+            Some((w, h)) if w == which => return Ok(h),
+            Some((_, h)) => {
+                self.srk = None;
+                let _ = self.ctx()?.flush_context(h.into());
+            }
+            None => {}
         }
-        let template = srk_template()?;
+        let template = srk_template(which)?;
         let ctx = self.ctx()?;
         let h = ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
@@ -274,8 +317,33 @@ impl Tpm {
             })
             .map_err(tpm_err("creating the storage key"))?
             .key_handle;
-        self.srk = Some(h);
+        self.srk = Some((which, h));
         Ok(h)
+    }
+
+    /// Load a key file's parts under the owner hierarchy's storage key: the one loaded
+    /// now first, then the other template, when the TPM refuses the key under the first.
+    fn load(&mut self, key: &TpmKey) -> Result<KeyHandle, LoadFail> {
+        let order = match self.srk {
+            Some((Srk::ZeroUnique, _)) => [Srk::ZeroUnique, Srk::Spec],
+            _ => [Srk::Spec, Srk::ZeroUnique],
+        };
+        let mut last = None;
+        for which in order {
+            let parent = self.srk(which).map_err(LoadFail::Setup)?;
+            let private = unmarshal_private(&key.private).map_err(LoadFail::Setup)?;
+            let public = unmarshal_public(&key.public).map_err(LoadFail::Setup)?;
+            let ctx = self.ctx().map_err(LoadFail::Setup)?;
+            match ctx.execute_with_session(Some(AuthSession::Password), |c| {
+                c.load(parent, private, public)
+            }) {
+                Ok(h) => return Ok(h),
+                // The TPM answered (this storage key is not the key's parent): try the other.
+                Err(e) if answered(&e) => last = Some(e),
+                Err(e) => return Err(LoadFail::Tpm(e)),
+            }
+        }
+        Err(LoadFail::Tpm(last.expect("two tries")))
     }
 
     /// Forget the connection after an error: the next command starts afresh.
@@ -284,13 +352,8 @@ impl Tpm {
         self.ctx = None;
     }
 
-    fn create(
-        &mut self,
-        kind: Kind,
-        pin: Option<&str>,
-        description: Option<String>,
-    ) -> Result<TpmKey, SignerError> {
-        let parent = self.srk()?;
+    fn create(&mut self, kind: Kind, pin: Option<&str>) -> Result<TpmKey, SignerError> {
+        let parent = self.srk(Srk::Spec)?;
         let template = key_template(kind, pin.is_some())?;
         let auth = pin
             .map(|p| Auth::try_from(p.as_bytes().to_vec()))
@@ -309,7 +372,7 @@ impl Tpm {
             sealed: false,
             empty_auth: pin.is_none(),
             parent: OWNER,
-            description,
+            description: None,
             public,
             private: marshal_private(&r.out_private),
         })
@@ -347,22 +410,18 @@ impl Tpm {
                 ))
             }
         };
-        let parent = self.srk().map_err(internal)?;
-        let private = unmarshal_private(&key.private).map_err(internal)?;
-        let public = unmarshal_public(&key.public).map_err(internal)?;
         let tcti = self.tcti.clone();
-        let ctx = self.ctx().map_err(internal)?;
-        let handle = ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
-                c.load(parent, private, public)
-            })
-            .map_err(|e| {
+        let handle = self.load(key).map_err(|f| match f {
+            LoadFail::Setup(e) => internal(e),
+            LoadFail::Tpm(e) => {
                 let why = match answered(&e) {
                     true => format!("this TPM cannot load the key (made by another TPM?): {e}"),
                     false => explain(&tcti, &e),
                 };
                 (ErrorCode::Internal, why)
-            })?;
+            }
+        })?;
+        let ctx = self.ctx().map_err(internal)?;
         let result = (|| {
             if let Some(pin) = pin {
                 let auth = Auth::try_from(pin.as_bytes().to_vec())?;
@@ -411,7 +470,7 @@ impl Tpm {
     /// Seal `secret` under the storage key: only this TPM can unseal it.
     fn seal(&mut self, secret: &[u8]) -> Result<TpmKey, SignerError> {
         use tss_esapi::structures::{KeyedHashScheme, PublicKeyedHashParameters, SensitiveData};
-        let parent = self.srk()?;
+        let parent = self.srk(Srk::Spec)?;
         let attrs = ObjectAttributesBuilder::new()
             .with_fixed_tpm(true)
             .with_fixed_parent(true)
@@ -448,17 +507,10 @@ impl Tpm {
     }
 
     fn unseal(&mut self, key: &TpmKey) -> Result<Zeroizing<Vec<u8>>, SignerError> {
-        let parent = self.srk()?;
-        let private = unmarshal_private(&key.private)?;
-        let public = unmarshal_public(&key.public)?;
+        let handle = self.load(key).map_err(failed(
+            "this TPM cannot load the sealed identity (sealed by another TPM?)",
+        ))?;
         let ctx = self.ctx()?;
-        let handle = ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
-                c.load(parent, private, public)
-            })
-            .map_err(tpm_err(
-                "this TPM cannot load the sealed identity (sealed by another TPM?)",
-            ))?;
         let out =
             ctx.execute_with_session(Some(AuthSession::Password), |c| c.unseal(handle.into()));
         let _ = ctx.flush_context(handle.into());
@@ -540,10 +592,9 @@ pub fn generate(
 ) -> Result<ssh_key::PublicKey, SignerError> {
     let worker = Worker::start(tcti_conf.to_string());
     let pin_owned = pin.map(|p| Zeroizing::new(p.to_string()));
-    let description = Some(comment.to_string()).filter(|c| !c.is_empty());
     let key = worker
         .run(move |t| {
-            let r = t.create(kind, pin_owned.as_deref().map(|s| s.as_str()), description);
+            let r = t.create(kind, pin_owned.as_deref().map(|s| s.as_str()));
             if r.is_err() {
                 t.reset();
             }
@@ -553,8 +604,13 @@ pub fn generate(
     store(dir, &key, comment)
 }
 
-/// Write `tpm-FINGERPRINT.tpm` and its `.pub` into `dir`.
+/// Write `tpm-FINGERPRINT.tpm` and its `.pub` into `dir`. The comment goes into the
+/// `.pub` only: tpm2-openssl refuses a key file with the optional `description` field.
 fn store(dir: &Path, key: &TpmKey, comment: &str) -> Result<ssh_key::PublicKey, SignerError> {
+    let key = &TpmKey {
+        description: None,
+        ..key.clone()
+    };
     let (blob, _) = ssh_blob(&unmarshal_public(&key.public)?)?;
     let mut public = ssh_key::PublicKey::from_bytes(&blob)
         .map_err(|e| SignerError::Tpm(format!("the TPM's public key does not parse: {e}")))?;
@@ -604,18 +660,10 @@ pub fn import(
     let probe = key.clone();
     worker
         .run(move |t| {
-            let parent = t.srk()?;
-            let private = unmarshal_private(&probe.private)?;
-            let public = unmarshal_public(&probe.public)?;
-            let ctx = t.ctx()?;
-            let h = ctx
-                .execute_with_session(Some(AuthSession::Password), |c| {
-                    c.load(parent, private, public)
-                })
-                .map_err(tpm_err(
-                    "this TPM cannot load the key (made by another TPM, or under another storage key?)",
-                ))?;
-            let _ = ctx.flush_context(h.into());
+            let h = t.load(&probe).map_err(failed(
+                "this TPM cannot load the key (made by another TPM, or under another storage key?)",
+            ))?;
+            let _ = t.ctx()?.flush_context(h.into());
             Ok::<_, SignerError>(())
         })
         .ok_or_else(|| SignerError::Tpm("the TPM worker stopped".into()))??;
