@@ -74,7 +74,7 @@ fn one_approval_then_twenty_logins_without_prompts() {
         "{listed}"
     );
     let status = ok(&s.agent.home, &["agent", "status"]);
-    assert!(status.contains("Certificate valid until"), "{status}");
+    assert!(status.contains("certificate: valid until"), "{status}");
 
     // No authorized_keys: only the CA makes these logins possible.
     let sshd = ca_sshd(&s, "");
@@ -130,6 +130,7 @@ fn policy_caps_validity_and_can_turn_issuance_off() {
     // Ask for 24 h; the signer's policy allows 1 h.
     let tmp_policy = |s: &Setup| ok(&s.signer.home, &["signer", "ca", "policy"]);
     let s = Setup::with_agent_config("session_certs = false\n");
+    let me = common::sshd::current_user();
     let p = ok(
         &s.signer.home,
         &[
@@ -143,8 +144,31 @@ fn policy_caps_validity_and_can_turn_issuance_off() {
         ],
     );
     assert!(
-        p.contains("max validity: 1h") && p.contains("principals: alice,deploy"),
+        p.contains("max validity: 1h") && p.contains("only alice, deploy may be asked for"),
         "{p}"
+    );
+    // The workstation asks for its own user, who is not on the list: refused before
+    // anyone is asked, with the reason on the requester's side.
+    let out = try_vmux(&s.agent.home, &["agent", "request-cert"]);
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        s.signer.pending().is_empty(),
+        "asked a person about a refused principal"
+    );
+    let log = ok(&s.agent.home, &["agent", "log"]);
+    assert!(
+        log.contains(&format!("principal {me} is not allowed")),
+        "{log}"
+    );
+    ok(
+        &s.signer.home,
+        &[
+            "signer",
+            "ca",
+            "policy",
+            "--principals",
+            &format!("alice,{me}"),
+        ],
     );
     let req = background({
         let mut c = vmux(&s.agent.home);
@@ -154,12 +178,20 @@ fn policy_caps_validity_and_can_turn_issuance_off() {
     let pending = s.signer.wait_pending(1);
     assert_eq!(pending[0]["kind"], "cert");
     assert_eq!(pending[0]["validitySecs"], 3600);
+    assert_eq!(pending[0]["principals"], serde_json::json!([me.clone()]));
+    assert!(
+        pending[0]["grants"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("logins as {me} ")),
+        "{pending:?}"
+    );
     s.signer.approve_next();
     let out = req.join().unwrap();
     assert!(out.success(), "{out:?}");
     let cert = wait_cert_listed(&s, None);
     let l = keygen_l(&s, &cert);
-    assert!(l.contains("alice") && l.contains("deploy"), "{l}");
+    assert!(l.contains(&me) && !l.contains("alice"), "{l}");
     let status: serde_json::Value =
         serde_json::from_str(&ok(&s.agent.home, &["agent", "status", "--json"])).unwrap();
     let c = &status["certificate"];
@@ -217,7 +249,7 @@ fn renewal_before_expiry_and_fallback_after() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let status = ok(&s.agent.home, &["agent", "status"]);
-    assert!(status.contains("Certificate expired"), "{status}");
+    assert!(status.contains("certificate: expired at"), "{status}");
     let msg = s.path("m");
     std::fs::write(&msg, "x").unwrap();
     let started = Instant::now();

@@ -114,8 +114,12 @@ fn desktop_notifications_show_approve_and_withdraw() {
     let n = signs().remove(0);
     assert_eq!(n["summary"], "SSH Sign Request", "{n}");
     let body = n["body"].as_str().unwrap();
+    // The whole display, every field an Approve binds.
     assert!(
-        body.starts_with("From ") && body.contains("→ file signature"),
+        body.starts_with("SIGNATURE request from ")
+            && body.contains("purpose:     file signature")
+            && body.contains("requester:")
+            && body.contains("key:         SHA256:"),
         "{n}"
     );
     assert_eq!(n["urgency"], 2, "critical urgency: {n}");
@@ -337,11 +341,11 @@ fn pam_verifies_after_approve_and_before_signing() {
     s.signer.wait_pending(1);
     let next = try_vmux(&s.signer.home, &["signer", "approve", "--next"]);
     assert!(
-        !next.success() && next.stderr.contains("approve it by id"),
+        !next.success() && next.stderr.contains("--digest"),
         "{next:?}"
     );
     assert_eq!(s.signer.pending().len(), 1);
-    ok(&s.signer.home, &["signer", "deny", "--next"]);
+    s.signer.deny_next();
     assert!(!h.join().unwrap().success());
 }
 

@@ -101,7 +101,20 @@ fn vmux_up_twice_after_a_certificate() {
         String::from_utf8_lossy(&listed.stdout).contains("-cert-v01@openssh.com"),
         "{listed:?}"
     );
+    // One `q` asks first; anything but y keeps both running.
     t.keys(&["q"]);
+    t.wait_for("Stop agent and signer? y/N", 1);
+    t.keys(&["n"]);
+    t.wait_for("Not stopped", 1);
+    assert!(std::process::Command::new("ssh-add")
+        .arg("-l")
+        .env("SSH_AUTH_SOCK", &sock)
+        .status()
+        .unwrap()
+        .success());
+    t.keys(&["q"]);
+    t.wait_for("Stop agent and signer? y/N", 1);
+    t.keys(&["y"]);
     t.wait_for("VMUX-EXITED", 1);
     drop(t);
 
@@ -123,9 +136,11 @@ fn vmux_up_twice_after_a_certificate() {
     // The signer it wrote listens on loopback only and does not advertise.
     let config = std::fs::read_to_string(home.join("signer/config.toml")).unwrap();
     assert!(
-        config.contains("listen = \"127.0.0.1:7227\"") && config.contains("discovery = \"off\""),
+        config.contains("listen = \"127.0.0.1:") && config.contains("discovery = \"off\""),
         "{config}"
     );
     t.keys(&["q"]);
+    t.wait_for("Stop agent and signer? y/N", 1);
+    t.keys(&["y"]);
     t.wait_for("VMUX-EXITED", 1);
 }

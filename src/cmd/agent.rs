@@ -414,6 +414,7 @@ pub async fn serve(
     path: &Path,
 ) -> anyhow::Result<()> {
     agent.spawn_keepers();
+    tokio::spawn(vmux_agent::tray::run(agent.clone()));
     let res = tokio::select! {
         r = vmux_agent::socket::serve(agent.clone(), listener) => r.context("agent socket"),
         _ = super::shutdown_signal() => Ok(()),
@@ -437,11 +438,15 @@ pub fn shell_quote(p: &Path) -> String {
 /// The running agent's status (`None` when it does not run: the status file is only
 /// as good as the agent behind it, so the socket must answer).
 pub async fn running_status(home: &AgentHome) -> anyhow::Result<Option<Status>> {
-    let status: Option<Status> = vmux_proto::store::read_json(&home.status_file())?;
-    Ok(match status {
-        Some(s) if tokio::net::UnixStream::connect(&s.socket).await.is_ok() => Some(s),
-        _ => None,
-    })
+    let file: Option<Status> = vmux_proto::store::read_json(&home.status_file())?;
+    let mut candidates: Vec<PathBuf> = file.iter().map(|s| PathBuf::from(&s.socket)).collect();
+    candidates.push(home.socket(&home.load_config()?));
+    for c in candidates {
+        if let Some(s) = status_from(&c).await {
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
 }
 
 /// The agent's state as JSON (for `agent status --json` and `vmux status --json`).
@@ -504,9 +509,7 @@ pub fn status_lines(home: &AgentHome, status: Option<&Status>) -> anyhow::Result
                 ));
             }
         }
-        None => out.push(
-            "agent: not running (start it with `vmux agent run` or `vmux up`)".into(),
-        ),
+        None => out.push("agent: not running (start it with `vmux agent run` or `vmux up`)".into()),
     }
     if signers.is_empty() {
         out.push("  no paired signer: run `vmux agent pair HOST:PORT`".into());
@@ -532,7 +535,10 @@ pub fn status_lines(home: &AgentHome, status: Option<&Status>) -> anyhow::Result
             ),
             None => "not connected".into(),
         };
-        out.push(format!("  signer {:?} ({}) at {}: {state}", s.name, s.id, s.address));
+        out.push(format!(
+            "  signer {:?} ({}) at {}: {state}",
+            s.name, s.id, s.address
+        ));
     }
     for k in &keys {
         out.push(format!(
@@ -610,9 +616,25 @@ pub async fn running_socket(home: &AgentHome) -> anyhow::Result<PathBuf> {
 
 /// Call one of the agent's own extensions on its socket and require SUCCESS.
 async fn extension(home: &AgentHome, name: &str, contents: &[u8]) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let path = running_socket(home).await?;
-    let mut c = tokio::net::UnixStream::connect(&path)
+    let resp = extension_at(&path, name, contents).await?;
+    if resp.first() != Some(&vmux_agent::wire::SUCCESS) {
+        // The agent protocol carries no reason: the agent's status has the latest one.
+        let why = status_from(&path)
+            .await
+            .and_then(|s| s.recent.first().map(|o| o.reason.clone()));
+        match why {
+            Some(w) => bail!("{w}"),
+            None => bail!("the agent could not do it; `vmux agent log` says why"),
+        }
+    }
+    Ok(())
+}
+
+/// Send one of the agent's own extensions to the socket at `path`; the raw answer.
+async fn extension_at(path: &Path, name: &str, contents: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::UnixStream::connect(path)
         .await
         .with_context(|| format!("agent socket {}", path.display()))?;
     let mut body = vec![vmux_agent::wire::EXTENSION];
@@ -628,10 +650,17 @@ async fn extension(home: &AgentHome, name: &str, contents: &[u8]) -> anyhow::Res
         .context("the agent closed the connection")?;
     let mut resp = vec![0u8; (u32::from_be_bytes(len) as usize).min(vmux_agent::wire::MAX_MESSAGE)];
     c.read_exact(&mut resp).await?;
-    if resp.first() != Some(&vmux_agent::wire::SUCCESS) {
-        bail!("the agent could not do it; `vmux agent log` and the agent's output say why");
-    }
-    Ok(())
+    Ok(resp)
+}
+
+/// The live status of the agent serving `path` (its `status@vmux.dev` extension).
+async fn status_from(path: &Path) -> Option<Status> {
+    let resp = extension_at(path, vmux_agent::session::STATUS, &[])
+        .await
+        .ok()?;
+    let rest = resp.strip_prefix(&[vmux_agent::wire::EXTENSION_RESPONSE])?;
+    let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    serde_json::from_slice(rest.get(4 + n..)?).ok()
 }
 
 /// Print a hash-chained log, or verify it.
@@ -699,7 +728,11 @@ fn log_line(v: &serde_json::Value) -> String {
         .and_then(|t| t.as_u64())
         .map(super::local_time)
         .unwrap_or_default()];
-    parts.push(get("event").or_else(|| get("kind")).unwrap_or_else(|| "-".into()));
+    parts.push(
+        get("event")
+            .or_else(|| get("kind"))
+            .unwrap_or_else(|| "-".into()),
+    );
     if let Some(id) = get("requestId").or_else(|| get("label")) {
         parts.push(id.chars().take(12).collect());
     }

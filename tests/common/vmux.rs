@@ -212,6 +212,16 @@ pub fn pair_in(
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(pairing["code"], code.as_str(), "codes differ");
+    // Pairings this person did not start are denied first: a typed code approves only
+    // while one pairing waits.
+    for other in signer.pending() {
+        if other["kind"] == "pair" && other["code"] != code.as_str() {
+            let _ = try_vmux(
+                &signer.home,
+                &["signer", "deny", other["id"].as_str().unwrap()],
+            );
+        }
+    }
     ok(&signer.home, &["signer", "approve", "--code", &code]);
     p.wait_for_line(|l| l.starts_with("paired with signer"), T)
         .unwrap_or_else(|| panic!("pairing did not finish: {}", p.output()));

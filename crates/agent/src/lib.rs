@@ -28,6 +28,7 @@ pub mod session;
 pub mod socket;
 pub mod state;
 pub mod status;
+pub mod tray;
 pub mod wake;
 pub mod wire;
 

@@ -1,8 +1,8 @@
 //! One client connection: decode a request, answer it. Session bindings are kept per
 //! connection, as OpenSSH's agent does, for the requests that follow on it.
 
-use crate::destination::Binding;
 use crate::agent::{Agent, Caller};
+use crate::destination::Binding;
 use crate::wire::{self, Request, Response};
 use std::sync::Arc;
 
@@ -22,10 +22,13 @@ pub const EXTENSIONS: &[&str] = &[
     REQUEST_CERT,
     RESET,
     REFRESH,
+    STATUS,
 ];
 pub const REQUEST_CERT: &str = "request-cert@vmux.dev";
 pub const RESET: &str = "reset@vmux.dev";
 pub const REFRESH: &str = "refresh@vmux.dev";
+/// The agent's status as JSON (what `vmux agent status` and `vmux status` show).
+pub const STATUS: &str = "status@vmux.dev";
 
 impl Session {
     pub fn new(agent: Arc<Agent>, caller: Caller) -> Self {
@@ -177,6 +180,10 @@ impl Session {
                 self.agent.drop_cert("dropped by vmux agent reset");
                 Response::Success
             }
+            STATUS => Response::Extension {
+                name: STATUS.into(),
+                contents: serde_json::to_vec(&self.agent.status()).unwrap_or_default(),
+            },
             _ => Response::Failure,
         }
     }

@@ -35,11 +35,7 @@ pub async fn run(signer: Arc<Signer>, program: PathBuf) {
                     // waits for its code elsewhere.
                     ("pair", _) if typed.trim().is_empty() => continue,
                     ("pair", Decision::Approve) => {
-                        if p.code.as_deref() == Some(typed.trim()) {
-                            decide::pair_by_code(&signer, typed.trim())
-                        } else {
-                            decide::deny(&signer, &p.id, &shown)
-                        }
+                        decide::pair_shown(&signer, &p.id, &shown, typed.trim())
                     }
                     (_, Decision::Approve) if p.verify.is_some() => {
                         let prompt = format!(

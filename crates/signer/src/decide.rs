@@ -51,12 +51,37 @@ pub async fn approve(
             return Err(SignerError::VerificationFailed(e.to_string()));
         }
     }
-    Ok(done(signer, signer.queue.decide(id, digest, Decision::Approve)?))
+    Ok(done(
+        signer,
+        signer.queue.decide(id, digest, Decision::Approve)?,
+    ))
 }
 
 /// Deny the entry `id` that was displayed with `digest` (pairings included).
 pub fn deny(signer: &Signer, id: &str, digest: &str) -> Result<Decided, SignerError> {
-    Ok(done(signer, signer.queue.decide(id, digest, Decision::Deny)?))
+    Ok(done(
+        signer,
+        signer.queue.decide(id, digest, Decision::Deny)?,
+    ))
+}
+
+/// A surface that shows one pairing (`id`, displayed with `digest`) and read a code
+/// for it: the code of that pairing approves it, any other denies it (one guess).
+pub fn pair_shown(
+    signer: &Signer,
+    id: &str,
+    digest: &str,
+    code: &str,
+) -> Result<Decided, SignerError> {
+    let p = exact(signer, id, digest)?;
+    if p.kind != "pair" {
+        return Err(SignerError::UnknownRequest(id.to_string()));
+    }
+    if code.is_empty() || p.code.as_deref() != Some(code.trim()) {
+        deny(signer, id, digest)?;
+        return Err(SignerError::NoPairingWithCode);
+    }
+    Ok(done(signer, signer.queue.approve_entry(id, digest)?))
 }
 
 /// Approve the one waiting pairing whose code is `code` (what the other device shows).
@@ -78,10 +103,14 @@ fn exact(signer: &Signer, id: &str, digest: &str) -> Result<PendingInfo, SignerE
     Ok(p)
 }
 
-async fn verify(signer: &Signer, secret: Zeroizing<String>) -> Result<(), crate::verify::VerifyError> {
-    let config = signer.home.load_config().map_err(|e| {
-        crate::verify::VerifyError::NoPam(format!("the signer's config: {e}"))
-    })?;
+async fn verify(
+    signer: &Signer,
+    secret: Zeroizing<String>,
+) -> Result<(), crate::verify::VerifyError> {
+    let config = signer
+        .home
+        .load_config()
+        .map_err(|e| crate::verify::VerifyError::NoPam(format!("the signer's config: {e}")))?;
     let user = config
         .pam_user
         .clone()

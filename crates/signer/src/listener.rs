@@ -121,8 +121,7 @@ async fn accept(
                 signer.refusal(addr, &name, "too many pairings are waiting");
                 out.send(Message::Error(LinkError {
                     code: ErrorCode::Busy,
-                    message: "too many pairings are waiting on this signer; try again later"
-                        .into(),
+                    message: "too many pairings are waiting on this signer; try again later".into(),
                 }))
                 .await?;
                 return Ok(());

@@ -177,11 +177,11 @@ async fn decide_typed(signer: &Signer, p: &PendingInfo, answer: &str) -> String 
     // The digest of exactly what this prompt printed.
     let shown = p.compute_digest();
     let result = if p.kind == "pair" {
-        if answer.is_empty() || p.code.as_deref() != Some(answer) {
-            decide::deny(signer, &p.id, &shown)
-                .map(|_| "that is not the code of this pairing: denied\n".to_string())
-        } else {
-            decide::pair_by_code(signer, answer).map(|d| format!("paired with {}\n", d.info.from))
+        match decide::pair_shown(signer, &p.id, &shown, answer) {
+            Err(crate::SignerError::NoPairingWithCode) => {
+                Ok("that is not the code of this pairing: denied\n".to_string())
+            }
+            r => r.map(|d| format!("paired with {}\n", d.info.from)),
         }
     } else if is_yes(answer) {
         decide::approve(signer, &p.id, &shown, None)

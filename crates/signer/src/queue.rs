@@ -278,6 +278,23 @@ impl Queue {
         Ok(self.deliver(e, Decision::Approve, &digest))
     }
 
+    /// Approve the pairing `id` (its code was checked by the caller against what it
+    /// showed). Only `crate::decide` calls this.
+    pub(crate) fn approve_entry(
+        &self,
+        id: &str,
+        digest: &str,
+    ) -> Result<(PendingInfo, bool), SignerError> {
+        let mut q = self.entries.lock().unwrap();
+        let pos = q
+            .iter()
+            .position(|e| e.info.id == id && e.info.digest == digest)
+            .ok_or_else(|| SignerError::UnknownRequest(id.to_string()))?;
+        let e = q.remove(pos);
+        drop(q);
+        Ok(self.deliver(e, Decision::Approve, digest))
+    }
+
     /// Deny everything `device_id` has waiting (the device was revoked).
     pub(crate) fn deny_device(&self, device_id: &str) -> usize {
         let mut q = self.entries.lock().unwrap();

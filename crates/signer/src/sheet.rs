@@ -360,16 +360,16 @@ async fn handle_key(
             }
             KeyCode::Enter if !v.typed.is_empty() => {
                 // One guess per pairing: a wrong code denies it.
-                if p.code.as_deref() == Some(v.typed.as_str()) {
-                    let r = decide::pair_by_code(signer, &v.typed);
-                    decided(v, p, r, "approve");
-                } else {
-                    let r = decide::deny(signer, &p.id, &shown);
-                    decided(v, p, r, "deny");
-                    v.banner = (
-                        "Wrong code: pairing denied (start it again on the other device)".into(),
-                        Color::Red,
-                    );
+                match decide::pair_shown(signer, &p.id, &shown, &v.typed) {
+                    Err(crate::SignerError::NoPairingWithCode) => {
+                        decided(v, p, Err(crate::SignerError::NoPairingWithCode), "deny");
+                        v.banner = (
+                            "Wrong code: pairing denied (start it again on the other device)"
+                                .into(),
+                            Color::Red,
+                        );
+                    }
+                    r => decided(v, p, r, "approve"),
                 }
             }
             KeyCode::Esc | KeyCode::Char('d') => {
@@ -423,9 +423,7 @@ fn decided(v: &mut View, p: &PendingInfo, r: Result<Decided, crate::SignerError>
             "Delivery failed: the requester was gone".to_string(),
             Color::Red,
         ),
-        (Ok(_), "approve") if p.kind == "pair" => {
-            (format!("Paired with {}", p.from), Color::Green)
-        }
+        (Ok(_), "approve") if p.kind == "pair" => (format!("Paired with {}", p.from), Color::Green),
         (Ok(_), "approve") if p.kind == "cert" => {
             ("Approved session certificate".to_string(), Color::Green)
         }
@@ -527,9 +525,11 @@ fn boxed(f: &mut ratatui::Frame, area: Rect, lines: Vec<Line>, title: &str) {
         return;
     }
     f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::default().borders(Borders::ALL).title(title.to_string())),
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(title.to_string()),
+        ),
         area,
     );
 }
