@@ -12,6 +12,7 @@ pub mod journal;
 pub mod keys;
 pub mod noise;
 pub mod pairing;
+pub mod ssh_config;
 pub mod sshdata;
 pub mod store;
 pub mod text;
