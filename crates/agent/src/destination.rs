@@ -183,11 +183,8 @@ fn literal(p: &str) -> Option<String> {
     if p.starts_with('!') || p.contains(['*', '?']) {
         return None;
     }
-    if let Some(rest) = p.strip_prefix('[') {
-        let (host, port) = rest.split_once("]:")?;
-        return Some(format!("{host}:{port}"));
-    }
-    Some(p.to_string())
+    // `[host]:port` as `host:port`, `[host]:22` as `host`: one name for one host.
+    Some(vmux_proto::ssh_config::canonical_name(p))
 }
 
 #[cfg(test)]
@@ -198,6 +195,7 @@ mod tests {
     fn literals() {
         assert_eq!(literal("github.com").as_deref(), Some("github.com"));
         assert_eq!(literal("[h]:2222").as_deref(), Some("h:2222"));
+        assert_eq!(literal("[h]:22").as_deref(), Some("h"));
         assert_eq!(literal("*.example.com"), None);
         assert_eq!(literal("!bad"), None);
     }
