@@ -63,7 +63,18 @@ fn main() -> ExitCode {
         let tcti = cmd::agent::configured_tcti(path)?;
         tpm::unseal(&tpm::tcti(tcti.as_deref()), text).map_err(|e| e.to_string())
     });
-    let cli = Cli::parse();
+    // `vmux ssh` reads its arguments as ssh does (options after the destination,
+    // ssh's other options named); its errors are said as ssh says them.
+    let argv = match cmd::client::normalize_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(code) => std::process::exit(code),
+    };
+    let is_ssh = argv.get(1).is_some_and(|a| a == "ssh");
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) if is_ssh && e.use_stderr() => std::process::exit(cmd::client::ssh_usage_error(&e)),
+        Err(e) => e.exit(),
+    };
     // One-shot commands end quietly when their reader goes away (`vmux signer log |
     // head`), as Unix tools do; daemons keep Rust's default (EPIPE as an error) so a
     // vanished socket peer never kills them.
@@ -86,11 +97,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG").unwrap_or_else(|_| {
-                // An SSH client's stderr belongs to the session: warnings only.
-                let level = if matches!(cli.command, Command::Ssh(_)) {
-                    "warn"
-                } else {
-                    "info"
+                // An SSH client's stderr belongs to the session: warnings only, unless
+                // -v asks for debug lines.
+                let level = match &cli.command {
+                    Command::Ssh(a) => a.log_filter(),
+                    _ => "info",
                 };
                 // tss-esapi narrates every context it opens and closes, and repeats each
                 // failure in its own words; vmux logs one line of its own for each TPM
