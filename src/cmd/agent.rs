@@ -44,6 +44,11 @@ pub enum AgentCmd {
         /// one signer is paired) or ID=HOST:PORT.
         #[arg(long)]
         signer: Vec<String>,
+        /// Another agent's socket whose keys are listed after vmux's and sign without a
+        /// prompt (outside vmux's promise); `ssh-add` adds keys there. Overrides
+        /// `upstream` in the agent's config.
+        #[arg(long)]
+        upstream: Option<PathBuf>,
     },
     /// Print `SSH_AUTH_SOCK=…; export SSH_AUTH_SOCK;` for eval.
     Env {
@@ -101,8 +106,15 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
             let socket = home.socket(&config);
             super::service::install(super::service::Daemon::Agent, args, &socket)?;
         }
-        AgentCmd::Run { socket, signer } => {
+        AgentCmd::Run {
+            socket,
+            signer,
+            upstream,
+        } => {
             let agent = Agent::open(home.clone())?;
+            if let Some(u) = upstream {
+                agent.set_upstream(u);
+            }
             for route in &signer {
                 let paired = agent.signers();
                 let (id, addr) = match route.split_once('=') {
@@ -444,6 +456,7 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
     };
     let signers = home.load_signers()?;
     let keys = home.load_keys()?;
+    let upstream = super::upstream::Report::probe(home, status.as_ref().filter(|_| running)).await?;
     let link = |id: &str| {
         status
             .as_ref()
@@ -472,7 +485,9 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
                 "provider": k.record.provider,
                 "providerKind": k.record.provider,
                 "signer": k.signer_id,
-            })).collect::<Vec<_>>(),
+                "heldBy": "signer",
+            })).chain(upstream.keys_json()).collect::<Vec<_>>(),
+            "upstream": upstream.json(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(running);
@@ -518,6 +533,7 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
             if k.record.enabled { "" } else { " (disabled)" }
         );
     }
+    upstream.print();
     Ok(running)
 }
 

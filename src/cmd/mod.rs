@@ -4,6 +4,7 @@ pub mod service;
 pub mod signer;
 pub mod stores;
 pub mod up;
+pub mod upstream;
 
 use anyhow::Context;
 use std::io::IsTerminal;

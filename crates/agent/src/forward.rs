@@ -49,6 +49,8 @@ pub struct Agent {
     pub(crate) cert_expired: AtomicBool,
     /// No automatic certificate request before this time (after a denial or error).
     pub(crate) cert_retry_at: AtomicU64,
+    /// Keys vmux does not hold, from another agent (`upstream.rs`).
+    pub(crate) upstream: Mutex<Option<Arc<crate::upstream::Upstream>>>,
 }
 
 /// What `vmux agent status` reads: written by the running agent on every link change.
@@ -62,6 +64,8 @@ pub struct Status {
     pub certificate: Option<CertStatus>,
     #[serde(default)]
     pub certificate_expired: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::upstream::UpstreamInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +101,7 @@ impl Agent {
             .iter()
             .map(|s| (s.id.clone(), tokio::sync::Mutex::new(())))
             .collect();
+        let upstream = crate::upstream::from_config(&config);
         Ok(Arc::new(Agent {
             name: home.device_name(&config),
             home,
@@ -114,6 +119,7 @@ impl Agent {
             cert_in_flight: AtomicBool::new(false),
             cert_expired: AtomicBool::new(false),
             cert_retry_at: AtomicU64::new(0),
+            upstream: Mutex::new(upstream),
         }))
     }
 
@@ -480,6 +486,7 @@ impl Agent {
                 signer: c.signer_id.clone(),
             }),
             certificate_expired: self.cert_expired.load(Ordering::Relaxed),
+            upstream: self.upstream_info(),
         }
     }
 

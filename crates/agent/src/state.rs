@@ -124,6 +124,11 @@ pub struct AgentConfig {
     /// `vmux ssh` only (its `client/config.toml`): log in with a session certificate of
     /// its own, as `--cert` does.
     pub ssh_cert: bool,
+    /// An upstream agent's socket (`upstream.rs`): its keys are listed after vmux's and
+    /// sign without a prompt, outside vmux's promise.
+    pub upstream: Option<PathBuf>,
+    /// Let connections forwarded with `ssh -A` see and use the upstream's keys.
+    pub upstream_forwarded: bool,
     /// The TPM that seals this device's identity (`vmux agent init --store tpm`):
     /// a TCTI such as `device:/dev/tpmrm0` or `swtpm:host=…,port=…`; default
     /// `TPM2TOOLS_TCTI`, `TCTI`, else the kernel's resource manager.
@@ -144,6 +149,8 @@ impl Default for AgentConfig {
             discovery: "auto".into(),
             forwarded_cert: false,
             ssh_cert: false,
+            upstream: None,
+            upstream_forwarded: false,
             tcti: None,
             known_hosts: vec![
                 store::home_dir().join(".ssh/known_hosts"),
