@@ -95,20 +95,25 @@ fn main() -> ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG").unwrap_or_else(|_| {
-                // An SSH client's stderr belongs to the session: warnings only, unless
-                // -v asks for debug lines.
-                let level = match &cli.command {
-                    Command::Ssh(a) => a.log_filter(),
-                    _ => "info",
-                };
-                // tss-esapi narrates every context it opens and closes, and repeats each
-                // failure in its own words; vmux logs one line of its own for each TPM
-                // failure (VMUX_LOG=info,tss_esapi=debug shows the library's).
-                tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=off"))
-            }),
-        )
+        .with_env_filter({
+            // An SSH client's stderr belongs to the session: warnings only, unless -v
+            // asks for debug lines or -q for errors only (both over VMUX_LOG, as flags
+            // given to this run).
+            let (flag, default) = match &cli.command {
+                Command::Ssh(a) => (a.log_flag(), "warn"),
+                _ => (None, "info"),
+            };
+            // tss-esapi narrates every context it opens and closes, and repeats each
+            // failure in its own words; vmux logs one line of its own for each TPM
+            // failure (VMUX_LOG=info,tss_esapi=debug shows the library's).
+            let with =
+                |level: &str| tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=off"));
+            match flag {
+                Some(level) => with(level),
+                None => tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG")
+                    .unwrap_or_else(|_| with(default)),
+            }
+        })
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -456,7 +456,8 @@ async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
     };
     let signers = home.load_signers()?;
     let keys = home.load_keys()?;
-    let upstream = super::upstream::Report::probe(home, status.as_ref().filter(|_| running)).await?;
+    let upstream =
+        super::upstream::Report::probe(home, status.as_ref().filter(|_| running)).await?;
     let link = |id: &str| {
         status
             .as_ref()

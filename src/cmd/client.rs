@@ -151,14 +151,14 @@ pub struct SshArgs {
 }
 
 impl SshArgs {
-    /// How much `vmux ssh` logs: `-q` errors only, `-v`… debug lines, else warnings.
-    pub fn log_filter(&self) -> &'static str {
+    /// The log filter `-q` (errors only) or `-v`, `-vv`, `-vvv` (debug lines) ask for.
+    pub fn log_flag(&self) -> Option<&'static str> {
         match (self.quiet, self.verbose) {
-            (true, _) => "error",
-            (_, 0) => "warn",
-            (_, 1) => "warn,vmux_client=debug,vmux_agent=debug,vmux_proto=debug",
-            (_, 2) => "debug",
-            _ => "trace",
+            (true, _) => Some("error"),
+            (_, 0) => None,
+            (_, 1) => Some("warn,vmux_client=debug,vmux_agent=debug,vmux_proto=debug"),
+            (_, 2) => Some("debug"),
+            _ => Some("trace"),
         }
     }
 }
@@ -181,7 +181,11 @@ pub fn normalize_args(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsS
         }
     };
     match vmux_client::args::normalize(&rest) {
-        Ok(n) => Ok(argv[..2].iter().cloned().chain(n.into_iter().map(Into::into)).collect()),
+        Ok(n) => Ok(argv[..2]
+            .iter()
+            .cloned()
+            .chain(n.into_iter().map(Into::into))
+            .collect()),
         Err(vmux_client::args::ArgError::Version) => {
             println!("vmux {}", env!("CARGO_PKG_VERSION"));
             Err(0)
@@ -193,7 +197,8 @@ pub fn normalize_args(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsS
     }
 }
 
-const USAGE: &str = "usage: vmux ssh [-AaNqTtv] [-D [bind_address:]port] [-F configfile] [-i identity_file]\n\
+const USAGE: &str =
+    "usage: vmux ssh [-AaNqTtv] [-D [bind_address:]port] [-F configfile] [-i identity_file]\n\
      \x20               [-J destination] [-L address] [-l login_name] [-o option] [-p port]\n\
      \x20               [-R address] [--signer HOST:PORT] [--cert] [--reconnect]\n\
      \x20               destination [command [argument ...]]\n\

@@ -131,7 +131,10 @@ impl Upstream {
     }
 
     /// The upstream's keys, as it lists them now; nothing when it is gone.
-    pub async fn identities(&self, conn: &mut Conn) -> Result<Vec<(Vec<u8>, String)>, UpstreamError> {
+    pub async fn identities(
+        &self,
+        conn: &mut Conn,
+    ) -> Result<Vec<(Vec<u8>, String)>, UpstreamError> {
         let body = self
             .call(conn, &[wire::REQUEST_IDENTITIES], LIST_TIMEOUT)
             .await?;
@@ -151,7 +154,11 @@ async fn open(socket: &Path) -> Result<UnixStream, UpstreamError> {
     Ok(s)
 }
 
-async fn round_trip(s: &mut UnixStream, msg: &[u8], socket: &Path) -> Result<Vec<u8>, UpstreamError> {
+async fn round_trip(
+    s: &mut UnixStream,
+    msg: &[u8],
+    socket: &Path,
+) -> Result<Vec<u8>, UpstreamError> {
     let name = || socket.display().to_string();
     let io = |e: std::io::Error| UpstreamError::Unreachable(name(), e.to_string());
     let mut out = (msg.len() as u32).to_be_bytes().to_vec();
@@ -311,7 +318,11 @@ pub async fn sign(
     let (response, decision) = match answer {
         Ok(body) if answer_ok(wire::SIGN_REQUEST, &body) => {
             let signed = body[0] == wire::SIGN_RESPONSE;
-            let d = if signed { "upstream" } else { "upstreamRefused" };
+            let d = if signed {
+                "upstream"
+            } else {
+                "upstreamRefused"
+            };
             (wire::Response::Raw(body), d.to_string())
         }
         Ok(body) => {
@@ -412,7 +423,10 @@ mod tests {
         a.extend(s(b"two"));
         assert_eq!(
             parse_identities(&a).unwrap(),
-            vec![(b"k1".to_vec(), "one".into()), (b"k2".to_vec(), "two".into())]
+            vec![
+                (b"k1".to_vec(), "one".into()),
+                (b"k2".to_vec(), "two".into())
+            ]
         );
         assert!(parse_identities(&a[..a.len() - 1]).is_err());
         assert!(parse_identities(&[wire::FAILURE]).is_err());

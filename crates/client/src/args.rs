@@ -52,9 +52,9 @@ pub fn normalize(args: &[String]) -> Result<Vec<String>, ArgError> {
             let name = long.split('=').next().unwrap_or("");
             out.push(a.clone());
             if LONG_WITH_ARG.contains(&name) && !long.contains('=') {
-                let v = args
-                    .get(i)
-                    .ok_or_else(|| ArgError::Bad(format!("option --{name} requires an argument")))?;
+                let v = args.get(i).ok_or_else(|| {
+                    ArgError::Bad(format!("option --{name} requires an argument"))
+                })?;
                 out.push(v.clone());
                 i += 1;
             }
@@ -65,9 +65,9 @@ pub fn normalize(args: &[String]) -> Result<Vec<String>, ArgError> {
             if WITH_ARG.contains(c) {
                 let rest = &cluster[j + c.len_utf8()..];
                 let value = if rest.is_empty() {
-                    let v = args
-                        .get(i)
-                        .ok_or_else(|| ArgError::Bad(format!("option requires an argument -- {c}")))?;
+                    let v = args.get(i).ok_or_else(|| {
+                        ArgError::Bad(format!("option requires an argument -- {c}"))
+                    })?;
                     i += 1;
                     v.clone()
                 } else {
@@ -135,8 +135,18 @@ fn with_arg(c: char, v: String, out: &mut Vec<String>) -> Result<(), ArgError> {
         'I' => option(out, &format!("PKCS11Provider={v}")),
         'S' => option(out, &format!("ControlPath={v}")),
         'w' => option(out, "Tunnel=yes"),
-        'E' => return Err(unsupported('E', "a log file (debug lines go to stderr with -v)")),
-        'O' => return Err(unsupported('O', "control commands (vmux ssh shares no connections)")),
+        'E' => {
+            return Err(unsupported(
+                'E',
+                "a log file (debug lines go to stderr with -v)",
+            ))
+        }
+        'O' => {
+            return Err(unsupported(
+                'O',
+                "control commands (vmux ssh shares no connections)",
+            ))
+        }
         'Q' => return Err(unsupported('Q', "queries")),
         'W' => return Err(unsupported('W', "stdio forwarding")),
         'P' => return Err(unsupported('P', "tags")),
@@ -167,10 +177,7 @@ mod tests {
             n(&["-vvv", "-J", "j1,j2", "h"]).unwrap(),
             ["-v", "-v", "-v", "-J", "j1,j2", "--", "h"]
         );
-        assert_eq!(
-            n(&["--", "host", "-v"]).unwrap(),
-            ["--", "host", "-v"]
-        );
+        assert_eq!(n(&["--", "host", "-v"]).unwrap(), ["--", "host", "-v"]);
         assert_eq!(
             n(&["--signer", "1.2.3.4:7227", "h", "--cert"]).unwrap(),
             ["--signer", "1.2.3.4:7227", "--cert", "--", "h"]
@@ -181,7 +188,14 @@ mod tests {
     fn other_ssh_options_become_config_options_or_errors() {
         assert_eq!(
             n(&["-C", "-c", "aes128-ctr", "h"]).unwrap(),
-            ["-o", "Compression=yes", "-o", "Ciphers=aes128-ctr", "--", "h"]
+            [
+                "-o",
+                "Compression=yes",
+                "-o",
+                "Ciphers=aes128-ctr",
+                "--",
+                "h"
+            ]
         );
         assert_eq!(
             n(&["-Z", "h"]),

@@ -117,7 +117,10 @@ impl Target {
     /// The name known_hosts uses for this host: `host`, or `[host]:port` off port 22
     /// (`HostKeyAlias` instead of the host when set).
     pub fn known_hosts_name(&self) -> String {
-        ssh_config::known_hosts_name(self.host_key_alias.as_ref().unwrap_or(&self.host), self.port)
+        ssh_config::known_hosts_name(
+            self.host_key_alias.as_ref().unwrap_or(&self.host),
+            self.port,
+        )
     }
 
     /// `host` on port 22, else `host:port`: how the signer shows and pins it.
@@ -322,7 +325,11 @@ impl Files {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     ClientError::Config(format!("Can't open user config file {}: {e}", p.display()))
                 })?;
-                vec![ssh_config::parse(&text, &p.display().to_string(), &includes)]
+                vec![ssh_config::parse(
+                    &text,
+                    &p.display().to_string(),
+                    &includes,
+                )]
             }
             Files::None => vec![],
             Files::Text(t) => vec![ssh_config::parse(t, "config", &Default::default())],
@@ -396,7 +403,11 @@ fn resolve_with(cl: &CommandLine, files: &[&Config], depth: usize) -> Result<Tar
         local: &local,
     };
     let mut jumps = vec![];
-    if let Some(j) = f.jump.as_deref().filter(|j| !j.eq_ignore_ascii_case("none")) {
+    if let Some(j) = f
+        .jump
+        .as_deref()
+        .filter(|j| !j.eq_ignore_ascii_case("none"))
+    {
         for hop in j.split(',') {
             let (user, host, port) = split_jump(hop.trim())?;
             // A host is not its own jump host (a `ProxyJump` under `Host *`).
@@ -618,7 +629,10 @@ fn seconds(d: &Directive) -> Result<u64, ConfigError> {
         n.clear();
     }
     if !n.is_empty() {
-        total = total.saturating_add(n.parse::<u64>().map_err(|_| d.error("invalid time value."))?);
+        total = total.saturating_add(
+            n.parse::<u64>()
+                .map_err(|_| d.error("invalid time value."))?,
+        );
     }
     Ok(total)
 }
@@ -653,8 +667,8 @@ impl Visitor for Found {
                 let is_off = off.iter().any(|o| d.value().eq_ignore_ascii_case(o));
                 // First value wins: a refused option matters only if it is the one
                 // obtained (ProxyJump and ProxyCommand exclude each other, the first wins).
-                let first = !self.warned.contains(&d.keyword)
-                    && !(d.keyword == "proxycommand" && self.jump.is_some());
+                let shadowed = d.keyword == "proxycommand" && self.jump.is_some();
+                let first = !(self.warned.contains(&d.keyword) || shadowed);
                 if active && first {
                     self.warned.insert(d.keyword.clone());
                     if !is_off {
@@ -711,8 +725,12 @@ impl Found {
                     self.server_alive_count_max.get_or_insert(n);
                 }
             }
-            "hashknownhosts" | "batchmode" | "identitiesonly" | "exitonforwardfailure"
-            | "gatewayports" | "clearallforwardings" => {
+            "hashknownhosts"
+            | "batchmode"
+            | "identitiesonly"
+            | "exitonforwardfailure"
+            | "gatewayports"
+            | "clearallforwardings" => {
                 let b = flag(d)?;
                 if active {
                     let slot = match d.keyword.as_str() {
@@ -772,9 +790,8 @@ impl Found {
             }
             _ if !active => {}
             "hostname" => {
-                self.host_name.get_or_insert_with(|| {
-                    v.replace("%h", &self.alias).replace("%%", "%")
-                });
+                self.host_name
+                    .get_or_insert_with(|| v.replace("%h", &self.alias).replace("%%", "%"));
             }
             "user" => {
                 self.user.get_or_insert_with(|| v.to_string());
@@ -782,24 +799,21 @@ impl Found {
             "hostkeyalias" => {
                 self.host_key_alias.get_or_insert_with(|| v.to_string());
             }
-            "remotecommand" => {
-                if self.remote_command.is_none() && !v.eq_ignore_ascii_case("none") {
-                    self.remote_command = Some(d.args.join(" "));
-                }
+            "remotecommand" if self.remote_command.is_none() && !v.eq_ignore_ascii_case("none") => {
+                self.remote_command = Some(d.args.join(" "));
             }
             "userknownhostsfile" => {
                 self.known_hosts.get_or_insert_with(|| d.args.clone());
             }
             "globalknownhostsfile" => {
-                self.global_known_hosts.get_or_insert_with(|| d.args.clone());
+                self.global_known_hosts
+                    .get_or_insert_with(|| d.args.clone());
             }
             "proxyjump" => {
                 self.jump.get_or_insert_with(|| v.to_string());
             }
-            "identityfile" | "identityfile2" => {
-                if !v.eq_ignore_ascii_case("none") {
-                    self.identity_files.push(v.to_string());
-                }
+            "identityfile" | "identityfile2" if !v.eq_ignore_ascii_case("none") => {
+                self.identity_files.push(v.to_string());
             }
             "localforward" | "remoteforward" => {
                 let spec = match d.args.get(1) {
@@ -959,7 +973,10 @@ Host *
             e.contains("config: line 2: Bad configuration option: prot"),
             "{e}"
         );
-        assert!(e.contains("terminating, 1 bad configuration options"), "{e}");
+        assert!(
+            e.contains("terminating, 1 bad configuration options"),
+            "{e}"
+        );
         let mut c = cl("x");
         c.options = vec!["StrictHostKeyChecking=maybe".into()];
         assert!(resolve(&c, &Files::None)
@@ -991,7 +1008,11 @@ Host *
         )
         .unwrap();
         assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
-        assert!(t.warnings[0].contains("ciphers (config line 1)"), "{:?}", t.warnings);
+        assert!(
+            t.warnings[0].contains("ciphers (config line 1)"),
+            "{:?}",
+            t.warnings
+        );
     }
 
     #[test]
@@ -1013,9 +1034,12 @@ Host *
         let mut c = cl("far");
         c.jump = Some("none".into());
         assert!(resolve(&c, &text(cfg)).unwrap().jumps.is_empty());
-        let e = resolve(&cl("a"), &text("Host a\n ProxyJump b\nHost b\n ProxyJump a\n"))
-            .unwrap_err()
-            .to_string();
+        let e = resolve(
+            &cl("a"),
+            &text("Host a\n ProxyJump b\nHost b\n ProxyJump a\n"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("loop"), "{e}");
     }
 
@@ -1038,7 +1062,11 @@ Host *
         assert_eq!(t.remote_command.as_deref(), Some("echo hi"));
         assert_eq!(t.send_env, vec!["LANG", "LC_*"]);
         assert_eq!(t.set_env, vec![("A".to_string(), "1".to_string())]);
-        let t = resolve(&cl("h"), &text("ClearAllForwardings yes\nLocalForward 1 a:2\n")).unwrap();
+        let t = resolve(
+            &cl("h"),
+            &text("ClearAllForwardings yes\nLocalForward 1 a:2\n"),
+        )
+        .unwrap();
         assert!(t.local_forwards.is_empty());
     }
 }

@@ -83,7 +83,9 @@ impl client::Handler for Client {
                 "the server opened a forwarded connection for {}:{connected_port}, which was not asked for; refused",
                 vmux_proto::text::field(connected_address)
             );
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         }
         tracing::debug!(
@@ -109,7 +111,9 @@ impl client::Handler for Client {
             }
             None => {
                 tracing::warn!("the server opened an agent channel, but -A was not given; refused");
-                reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
             }
         }
         Ok(())
@@ -121,7 +125,9 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), russh::Error> {
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
@@ -135,7 +141,9 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), russh::Error> {
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
@@ -147,7 +155,9 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), russh::Error> {
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
@@ -158,7 +168,9 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), russh::Error> {
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 
@@ -169,7 +181,9 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), russh::Error> {
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
         Ok(())
     }
 }
@@ -337,7 +351,11 @@ pub async fn connect(
             client::connect_stream(config, tcp, handler).await
         }
         Some(jump) => {
-            tracing::debug!("connecting to {} port {} through the jump host", t.host, t.port);
+            tracing::debug!(
+                "connecting to {} port {} through the jump host",
+                t.host,
+                t.port
+            );
             let ch = tokio::time::timeout(
                 timeout,
                 jump.channel_open_direct_tcpip(t.host.clone(), t.port.into(), "127.0.0.1", 0),

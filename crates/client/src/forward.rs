@@ -124,9 +124,10 @@ pub fn parse_remote(spec: &str) -> Result<RemoteForward, ClientError> {
     let port = rest[0].parse().map_err(|_| bad("bad listen port"))?;
     let to = match rest {
         [_] => None,
-        [_, host, hp] if !host.is_empty() => {
-            Some((host.clone(), hp.parse().map_err(|_| bad("bad target port"))?))
-        }
+        [_, host, hp] if !host.is_empty() => Some((
+            host.clone(),
+            hp.parse().map_err(|_| bad("bad target port"))?,
+        )),
         _ => return Err(bad("no host")),
     };
     Ok(RemoteForward { bind, port, to })
@@ -206,7 +207,9 @@ pub async fn start_dynamic(
 async fn listen(bind: &str, port: u16, flag: &str) -> Result<tokio::net::TcpListener, ClientError> {
     tokio::net::TcpListener::bind((bind, port))
         .await
-        .map_err(|e| ClientError::Forward(format!("cannot listen on {bind}:{port} for {flag}: {e}")))
+        .map_err(|e| {
+            ClientError::Forward(format!("cannot listen on {bind}:{port} for {flag}: {e}"))
+        })
 }
 
 async fn accept(
@@ -252,7 +255,11 @@ impl Remotes {
         for f in forwards {
             match handle.tcpip_forward(f.bind.clone(), f.port.into()).await {
                 Ok(allocated) => {
-                    let port = if f.port == 0 { allocated as u16 } else { f.port };
+                    let port = if f.port == 0 {
+                        allocated as u16
+                    } else {
+                        f.port
+                    };
                     if f.port == 0 {
                         let to = match &f.to {
                             Some((h, p)) => format!("{h}:{p}"),
@@ -352,7 +359,14 @@ mod tests {
         assert_eq!(parse("*:8080:h:80").unwrap().bind, "0.0.0.0");
         assert_eq!(parse_local("8080:h:80", true).unwrap().bind, "0.0.0.0");
         assert_eq!(parse("[::1]:8080:[fe80::1]:80").unwrap().host, "fe80::1");
-        for bad in ["8080", "x:h:80", "8080:h:99999", "8080::80", "a:b:c:d:e", "/tmp/s:h:1"] {
+        for bad in [
+            "8080",
+            "x:h:80",
+            "8080:h:99999",
+            "8080::80",
+            "a:b:c:d:e",
+            "/tmp/s:h:1",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

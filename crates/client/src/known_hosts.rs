@@ -266,7 +266,10 @@ mod tests {
         );
         assert_eq!(check(&files, "h", key(EC).key_data()), HostStatus::Known);
         let f2 = file("t2", &format!("h {ED}\n"));
-        assert_eq!(check(&[f2], "[h]:22", key(ED).key_data()), HostStatus::Known);
+        assert_eq!(
+            check(&[f2], "[h]:22", key(ED).key_data()),
+            HostStatus::Known
+        );
         let pref = preferred_algorithms(
             &files,
             "h",

@@ -171,11 +171,8 @@ async fn once(
     let handle = chain.last().expect("the destination").clone();
     if target.forward_agent {
         if let Some(binding) = &last {
-            let f = agent_forward::Forwarded::new(
-                signers.agent.clone(),
-                binding,
-                &target.host_port(),
-            );
+            let f =
+                agent_forward::Forwarded::new(signers.agent.clone(), binding, &target.host_port());
             let _ = services.agent.set(f);
         }
     }
@@ -228,8 +225,7 @@ async fn once(
 fn environment(t: &Target) -> Vec<(String, String)> {
     let mut env = t.set_env.clone();
     for (k, v) in std::env::vars() {
-        if t
-            .send_env
+        if t.send_env
             .iter()
             .any(|p| vmux_proto::ssh_config::glob_exact(p, &k))
             && !env.iter().any(|(x, _)| *x == k)

@@ -56,7 +56,10 @@ impl Signers {
                 )))
             }
         };
-        let before = paired.iter().find(|s| s.id == id).map(|s| s.address.clone());
+        let before = paired
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.address.clone());
         if self.agent.set_address(&id, addr) {
             self.explicit = Some((id, route.to_string(), before.unwrap_or_default()));
             Ok(())
@@ -237,8 +240,10 @@ impl russh::Signer for Approval<'_> {
             .map(|s| s.name)
             .unwrap_or_else(|| "?".into());
         eprintln!(
-            "waiting for signer {}… approve on the signer",
-            vmux_proto::text::field(&name)
+            "waiting for signer {}… approve the login to {}@{} on the signer",
+            vmux_proto::text::field(&name),
+            vmux_proto::text::field(&self.target.user),
+            vmux_proto::text::field(&self.target.host_port())
         );
         let context = Context {
             requester: vmux_agent::requester::describe(Some(std::process::id() as i32), 4),

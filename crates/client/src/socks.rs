@@ -77,7 +77,10 @@ pub fn request5(b: &[u8]) -> Result<Step<Target>, SocksError> {
     }
     let (host, at) = match atyp {
         1 => match b.get(4..8) {
-            Some(a) => (std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string(), 8),
+            Some(a) => (
+                std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string(),
+                8,
+            ),
             None => return Ok(Step::More),
         },
         3 => {
@@ -159,7 +162,9 @@ pub fn request4(b: &[u8]) -> Result<Step<Target>, SocksError> {
 /// A host name as a client sent it: printable ASCII only, not empty.
 fn name_of(b: &[u8]) -> Result<String, SocksError> {
     if b.is_empty() || b.len() > 255 || !b.iter().all(|c| c.is_ascii_graphic()) {
-        return Err(SocksError::Malformed("host name is empty or not printable ASCII"));
+        return Err(SocksError::Malformed(
+            "host name is empty or not printable ASCII",
+        ));
     }
     Ok(String::from_utf8_lossy(b).into_owned())
 }
@@ -266,9 +271,7 @@ pub async fn answer<S: AsyncWrite + Unpin>(s: &mut S, v: Version, ok: bool) -> s
 /// every address with `GatewayPorts yes`).
 pub fn parse_bind(spec: &str, gateway_ports: bool) -> Result<(String, u16), crate::ClientError> {
     let bad = |why: &str| {
-        crate::ClientError::Forward(format!(
-            "-D {spec:?}: {why}; expected [bind_address:]port"
-        ))
+        crate::ClientError::Forward(format!("-D {spec:?}: {why}; expected [bind_address:]port"))
     };
     let (bind, port) = match spec.rsplit_once(':') {
         Some((b, p)) => (
@@ -354,15 +357,26 @@ mod tests {
                 a.len()
             ))
         );
-        assert_eq!(request4(&vec![4, 1, 0, 1, 1, 2, 3, 4].into_iter().chain(std::iter::repeat(b'x').take(2000)).collect::<Vec<_>>()), Err(SocksError::TooLong));
+        let mut long = vec![4, 1, 0, 1, 1, 2, 3, 4];
+        long.resize(2000, b'x');
+        assert_eq!(request4(&long), Err(SocksError::TooLong));
     }
 
     #[test]
     fn binds() {
-        assert_eq!(parse_bind("1080", false).unwrap(), ("127.0.0.1".into(), 1080));
+        assert_eq!(
+            parse_bind("1080", false).unwrap(),
+            ("127.0.0.1".into(), 1080)
+        );
         assert_eq!(parse_bind("1080", true).unwrap(), ("0.0.0.0".into(), 1080));
-        assert_eq!(parse_bind("*:1080", false).unwrap(), ("0.0.0.0".into(), 1080));
-        assert_eq!(parse_bind("[::1]:1080", false).unwrap(), ("::1".into(), 1080));
+        assert_eq!(
+            parse_bind("*:1080", false).unwrap(),
+            ("0.0.0.0".into(), 1080)
+        );
+        assert_eq!(
+            parse_bind("[::1]:1080", false).unwrap(),
+            ("::1".into(), 1080)
+        );
         assert!(parse_bind("x", false).is_err());
         assert!(parse_bind("0", false).is_err());
     }

@@ -29,9 +29,9 @@ pub fn glob_exact(pattern: &str, text: &str) -> bool {
 fn glob_bytes(p: &[u8], t: &[u8], fold: bool) -> bool {
     let same = |a: &[u8], b: &[u8]| {
         a.len() == b.len()
-            && a.iter().zip(b).all(|(&x, &y)| {
-                x == b'?' || x == y || (fold && x.eq_ignore_ascii_case(&y))
-            })
+            && a.iter()
+                .zip(b)
+                .all(|(&x, &y)| x == b'?' || x == y || (fold && x.eq_ignore_ascii_case(&y)))
     };
     let first = p.split(|&c| c == b'*').next().unwrap_or_default();
     let Some(last_star) = p.iter().rposition(|&c| c == b'*') else {
@@ -106,7 +106,7 @@ pub fn host_port_name(host: &str, port: u16) -> String {
 /// and `host` are one host; `[host]:2222` is `host:2222`.
 pub fn canonical_name(name: &str) -> String {
     let split = match name.strip_prefix('[') {
-        Some(rest) => rest.split_once("]:").map(|(h, p)| (h, p)),
+        Some(rest) => rest.split_once("]:"),
         // One colon: host:port. More: a bare IPv6 address (no port).
         None if name.matches(':').count() == 1 => name.split_once(':'),
         None => None,
@@ -269,9 +269,7 @@ pub fn split_line(raw: &str) -> Result<Option<(String, Vec<String>)>, String> {
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
     }
-    let end = line
-        .find(|c: char| c == ' ' || c == '\t' || c == '=')
-        .unwrap_or(line.len());
+    let end = line.find([' ', '\t', '=']).unwrap_or(line.len());
     let keyword = line[..end].to_ascii_lowercase();
     let mut rest = line[end..].trim_start_matches([' ', '\t']);
     if let Some(r) = rest.strip_prefix('=') {
@@ -345,8 +343,8 @@ fn parse_match(args: &[String]) -> Result<Vec<Criterion>, String> {
                 None
             }
             "canonical" | "final" => None,
-            "host" | "originalhost" | "user" | "localuser" | "exec" | "localnetwork"
-            | "tagged" | "version" | "sessiontype" | "command" => Some(
+            "host" | "originalhost" | "user" | "localuser" | "exec" | "localnetwork" | "tagged"
+            | "version" | "sessiontype" | "command" => Some(
                 it.next()
                     .ok_or_else(|| format!("Missing Match criteria for {name}"))?
                     .clone(),
@@ -884,10 +882,7 @@ mod tests {
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(s.host_name.as_deref(), Some("web.example.org"));
         assert_eq!(s.port.as_deref(), Some("2200"));
-        assert_eq!(
-            s.lines,
-            vec![(2, true), (4, true), (6, false), (8, true)]
-        );
+        assert_eq!(s.lines, vec![(2, true), (4, true), (6, false), (8, true)]);
         // `exec` reached is refused; after a failed criterion it is skipped.
         let (_, errs) = run("Match host other exec true\n Port 1\n", "web");
         assert!(errs.is_empty(), "{errs:?}");
