@@ -12,7 +12,8 @@ use libfuzzer_sys::fuzz_target;
 use vmux_client::config::{resolve, CommandLine, Files};
 use vmux_client::{args, forward, known_hosts};
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
@@ -27,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
                 destination: lines.next().unwrap_or("").to_string(),
                 user: None,
                 port: None,
-                options: lines.next().map(|o| vec![o.to_string()]).unwrap_or_default(),
+                options: lines
+                    .next()
+                    .map(|o| vec![o.to_string()])
+                    .unwrap_or_default(),
                 ..Default::default()
             };
             let files = Files::Text(lines.next().unwrap_or("").to_string());
@@ -41,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
             let (name, file) = text.split_once('\n').unwrap_or(("h", &text));
             let found = known_hosts::check_text(file, name, key.key_data());
             if found == known_hosts::Found::Known {
-                assert!(file.contains("AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"));
+                assert!(file.contains(
+                    "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+                ));
             }
         }
         2 => {
