@@ -146,15 +146,8 @@ pub fn host_name(host_key: &[u8], files: &[PathBuf], candidates: &[String]) -> O
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
         };
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
-                continue;
-            }
-            let Ok(entry) = line.parse::<ssh_key::known_hosts::Entry>() else {
-                continue;
-            };
-            if entry.public_key().key_data() != &key {
+        for (_, entry) in vmux_proto::ssh_config::known_hosts_entries(&text) {
+            if entry.marker().is_some() || entry.public_key().key_data() != &key {
                 continue;
             }
             match entry.host_patterns() {

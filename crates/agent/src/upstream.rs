@@ -408,19 +408,10 @@ pub async fn probe(socket: &Path) -> Result<Vec<(Vec<u8>, String)>, UpstreamErro
 mod tests {
     use super::*;
 
-    fn s(b: &[u8]) -> Vec<u8> {
-        let mut v = (b.len() as u32).to_be_bytes().to_vec();
-        v.extend_from_slice(b);
-        v
-    }
-
     #[test]
     fn identities_answers() {
         let mut a = vec![wire::IDENTITIES_ANSWER, 0, 0, 0, 2];
-        a.extend(s(b"k1"));
-        a.extend(s(b"one"));
-        a.extend(s(b"k2"));
-        a.extend(s(b"two"));
+        a.extend(wire::encode_strings(&["k1", "one", "k2", "two"]));
         assert_eq!(
             parse_identities(&a).unwrap(),
             vec![
@@ -441,7 +432,7 @@ mod tests {
         assert!(answer_ok(wire::ADD_IDENTITY, &[wire::SUCCESS]));
         assert!(answer_ok(wire::SIGN_REQUEST, &[wire::FAILURE]));
         let mut sig = vec![wire::SIGN_RESPONSE];
-        sig.extend(s(b"sig"));
+        sig.extend(wire::encode_strings(&["sig"]));
         assert!(answer_ok(wire::SIGN_REQUEST, &sig));
         sig.push(1);
         assert!(!answer_ok(wire::SIGN_REQUEST, &sig));

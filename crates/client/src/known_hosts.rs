@@ -4,13 +4,13 @@
 //! any type: the client asks for the types it knows first, so a server that still has
 //! its recorded key presents it) or revoked. `host` and `[host]:22` are one name.
 
-use ssh_key::known_hosts::{Entry, HostPatterns, Marker};
+use ssh_key::known_hosts::{HostPatterns, Marker};
 use ssh_key::public::KeyData;
 use ssh_key::{HashAlg, PublicKey};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use vmux_agent::hostnames::hashed_matches;
-use vmux_proto::ssh_config::glob;
+use vmux_proto::ssh_config::{glob, known_hosts_entries};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostStatus {
@@ -70,18 +70,10 @@ pub fn check_text(text: &str, name: &str, key: &KeyData) -> Found {
     let mut changed = None;
     let mut known = false;
     let names = alternatives(name);
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        // Lines that do not parse (other key types, typos) are skipped, as ssh does.
-        let Ok(entry) = line.parse::<Entry>() else {
-            continue;
-        };
+    for (n, entry) in known_hosts_entries(text) {
         let same_key = entry.public_key().key_data() == key;
         match entry.marker() {
-            Some(Marker::Revoked) if same_key => return Found::Revoked(n + 1),
+            Some(Marker::Revoked) if same_key => return Found::Revoked(n),
             Some(_) => continue,
             None => {}
         }
@@ -91,7 +83,7 @@ pub fn check_text(text: &str, name: &str, key: &KeyData) -> Found {
         if same_key {
             known = true;
         } else if changed.is_none() {
-            changed = Some(n + 1);
+            changed = Some(n);
         }
     }
     match (known, changed) {
@@ -123,15 +115,10 @@ pub fn preferred_algorithms(
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
         };
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
-                continue;
-            }
-            let Ok(entry) = line.parse::<Entry>() else {
-                continue;
-            };
-            if names.iter().any(|n| names_match(entry.host_patterns(), n)) {
+        for (_, entry) in known_hosts_entries(&text) {
+            if entry.marker().is_none()
+                && names.iter().any(|n| names_match(entry.host_patterns(), n))
+            {
                 known.push(entry.public_key().algorithm());
             }
         }

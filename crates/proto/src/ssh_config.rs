@@ -126,6 +126,21 @@ pub fn known_hosts_name(host: &str, port: u16) -> String {
     }
 }
 
+/// The entries of known_hosts text with their line numbers (from 1): blank lines,
+/// comments and lines that do not parse (other key types, typos) are passed over, as
+/// ssh passes them over. Marked lines (`@revoked`, `@cert-authority`) are included.
+pub fn known_hosts_entries(
+    text: &str,
+) -> impl Iterator<Item = (usize, ssh_key::known_hosts::Entry)> + '_ {
+    text.lines().enumerate().filter_map(|(n, line)| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        line.parse().ok().map(|e| (n + 1, e))
+    })
+}
+
 /// Why a config line is refused: the file (or `command-line`), the line, the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: line {line}: {message}")]
@@ -840,14 +855,17 @@ mod tests {
     }
 
     fn run(text: &str, host: &str) -> (Seen, Vec<ConfigError>) {
-        let c = parse(text, "cfg", &Includes::default());
+        run_config(&parse(text, "cfg", &Includes::default()), host)
+    }
+
+    fn run_config(c: &Config, host: &str) -> (Seen, Vec<ConfigError>) {
         let mut s = Seen {
             host_name: None,
             port: None,
             lines: vec![],
         };
         let errs = evaluate(
-            &[&c],
+            &[c],
             &Lookup {
                 host,
                 local_user: "me",
@@ -909,19 +927,7 @@ mod tests {
                 base: Some(dir.clone()),
             },
         );
-        let mut s = Seen {
-            host_name: None,
-            port: None,
-            lines: vec![],
-        };
-        let errs = evaluate(
-            &[&c],
-            &Lookup {
-                host: "web",
-                local_user: "me",
-            },
-            &mut s,
-        );
+        let (s, errs) = run_config(&c, "web");
         assert!(errs.is_empty(), "{errs:?}");
         // First include is under a block that does not apply; the second: a.conf first.
         assert_eq!(s.port.as_deref(), Some("1"));
