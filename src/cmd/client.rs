@@ -208,11 +208,14 @@ const USAGE: &str =
 /// after `--`: options after the destination are options, as in ssh).
 pub fn ssh_usage_error(e: &clap::Error) -> i32 {
     let text = e.render().to_string();
-    let first = text
+    let first: Vec<&str> = text
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("bad arguments")
-        .trim_start_matches("error: ");
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let first = first.join(" ");
+    let first = first.trim_start_matches("error: ");
     eprintln!("vmux ssh: {first}\n{USAGE}");
     255
 }
