@@ -249,8 +249,9 @@ impl Agent {
     /// Use `socket` as the upstream agent (`--upstream`, over the config's).
     pub fn set_upstream(&self, socket: PathBuf) {
         let forwarded = self.config.upstream_forwarded;
+        // The status file follows when the socket is bound (write_status_at): written
+        // now, it could overwrite the file of an agent that still runs.
         *self.upstream.lock().unwrap() = Some(Arc::new(Upstream::new(socket, forwarded)));
-        self.write_status();
     }
 
     /// What status.json says about the upstream.
