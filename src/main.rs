@@ -78,7 +78,18 @@ fn main() -> ExitCode {
         let tcti = cmd::agent::configured_tcti(path)?;
         tpm::unseal(&tpm::tcti(tcti.as_deref()), text).map_err(|e| e.to_string())
     });
-    let cli = Cli::parse();
+    // `vmux ssh` reads its arguments as ssh does (options after the destination,
+    // ssh's other options named); its errors are said as ssh says them.
+    let argv = match cmd::client::normalize_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(code) => std::process::exit(code),
+    };
+    let is_ssh = argv.get(1).is_some_and(|a| a == "ssh");
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) if is_ssh && e.use_stderr() => std::process::exit(cmd::client::ssh_usage_error(&e)),
+        Err(e) => e.exit(),
+    };
     // One-shot commands end quietly when their reader goes away (`vmux signer log |
     // head`), as Unix tools do; daemons keep Rust's default (EPIPE as an error) so a
     // vanished socket peer never kills them.
@@ -98,18 +109,21 @@ fn main() -> ExitCode {
     }
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG").unwrap_or_else(|_| {
-        // An SSH client's stderr belongs to the session: warnings only.
-        let level = if matches!(cli.command, Command::Ssh(_)) {
-            "warn"
-        } else {
-            "info"
-        };
-        // tss-esapi narrates every context it opens and closes, and repeats each
-        // failure in its own words; vmux logs one line of its own for each TPM
-        // failure (VMUX_LOG=info,tss_esapi=debug shows the library's).
-        tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=off"))
-    });
+    // An SSH client's stderr belongs to the session: warnings only, unless -v asks for
+    // debug lines or -q for errors only (both over VMUX_LOG, as flags given to this run).
+    let (flag, default) = match &cli.command {
+        Command::Ssh(a) => (a.log_flag(), "warn"),
+        _ => (None, "info"),
+    };
+    // tss-esapi narrates every context it opens and closes, and repeats each failure in
+    // its own words; vmux logs one line of its own for each TPM failure
+    // (VMUX_LOG=info,tss_esapi=debug shows the library's).
+    let with = |level: &str| tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=off"));
+    let filter = match flag {
+        Some(level) => with(level),
+        None => tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG")
+            .unwrap_or_else(|_| with(default)),
+    };
     // A sheet on the terminal sends stderr to a file and shows the latest line itself.
     let sheet_events = daemon.then_some(cmd::SheetEvents);
     tracing_subscriber::registry()

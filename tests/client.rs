@@ -538,3 +538,411 @@ fn an_explicit_signer_route_reaches_a_signer_that_moved() {
     s.approve_login();
     assert_eq!(h.join().unwrap().stdout.trim(), "again");
 }
+
+/// A file in the test's directory.
+fn write(s: &ClientSetup, name: &str, text: &str) -> PathBuf {
+    let p = s.tmp.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `vmux ssh -F CONFIG ARGS` as a person runs it: HOME in the test's directory.
+fn ssh_with_config(s: &ClientSetup, config: &Path, args: &[&str]) -> Command {
+    let mut c = vmux(&s.home);
+    c.env("HOME", s.tmp.path())
+        .env("VMUX_LOG", "warn")
+        .arg("ssh")
+        .arg("-F")
+        .arg(config)
+        .args(args);
+    c
+}
+
+/// The host-key lines every hop shares: the test's known_hosts, new keys accepted.
+fn hosts_block(s: &ClientSetup) -> String {
+    format!(
+        "Host *\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking accept-new\n",
+        s.known_hosts().display()
+    )
+}
+
+#[test]
+fn a_typo_in_the_ssh_config_is_an_error_with_its_line_not_a_connection() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    // `Prot 2213`: ssh refuses the file; vmux ssh did connect to port 22.
+    let cfg = write(
+        &s,
+        "typo_config",
+        &format!(
+            "Host box\n  HostName 127.0.0.1\n  Prot 2213\n{}",
+            hosts_block(&s)
+        ),
+    );
+    let out = run(&mut ssh_with_config(&s, &cfg, &["box", "true"]), T);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: line 3: Bad configuration option: prot",
+            cfg.display()
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("terminating, 1 bad configuration options"),
+        "{out:?}"
+    );
+    // A known option that would change where the connection goes: refused, named.
+    let cfg = write(
+        &s,
+        "proxy_config",
+        &format!(
+            "Host box\n  HostName 127.0.0.1\n  Port {}\n  ProxyCommand nc %h %p\n{}",
+            sshd.port(),
+            hosts_block(&s)
+        ),
+    );
+    let out = run(&mut ssh_with_config(&s, &cfg, &["box", "true"]), T);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains("line 4: proxycommand nc %h %p") && out.stderr.contains("ProxyJump"),
+        "{out:?}"
+    );
+    // An unknown command-line option: ssh's message, not clap's advice about `--`.
+    let out = run(
+        vmux(&s.home).args(["ssh", "-F", "none", "box", "-Z", "true"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(out.stderr.contains("unknown option -- Z"), "{out:?}");
+    assert!(
+        !out.stderr.contains("tip") && !out.stderr.contains("'--'"),
+        "{out:?}"
+    );
+    let out = run(
+        vmux(&s.home).args(["ssh", "-F", "none", "-o", "Prot=2213", "box", "true"]),
+        T,
+    );
+    assert!(
+        out.stderr
+            .contains("command-line: line 0: Bad configuration option: prot"),
+        "{out:?}"
+    );
+    assert!(s.signer.pending().is_empty());
+}
+
+#[test]
+fn through_a_jump_host_each_hop_is_approved_for_its_own_destination() {
+    let s = ClientSetup::new();
+    let jump = Sshd::start(&s.keys.join("\n"));
+    let far = Sshd::start(&s.keys.join("\n"));
+    let user = far.user().to_string();
+    let cfg = write(
+        &s,
+        "jump_config",
+        &format!(
+            "Host far\n  HostName 127.0.0.1\n  Port {}\n  ProxyJump {user}@127.0.0.1:{}\n{}  Ciphers aes256-ctr\n",
+            far.port(),
+            jump.port(),
+            hosts_block(&s)
+        ),
+    );
+    // Options after the destination are options, as in ssh: -v gives debug lines.
+    let h = spawn(
+        ssh_with_config(&s, &cfg, &["far", "-v", "echo", "through-the-jump"]),
+        b"",
+    );
+    let first = s.approve_login();
+    let text = first.to_string();
+    assert!(
+        text.contains(&format!("{user}@127.0.0.1:{} ", jump.port())),
+        "the first approval is for the jump host: {first}"
+    );
+    assert_eq!(first["origin"], "client", "{first}");
+    let second = s.approve_login();
+    let text = second.to_string();
+    assert!(
+        text.contains(&format!("{user}@127.0.0.1:{} ", far.port())),
+        "the second approval is for the destination: {second}"
+    );
+    assert_ne!(second["destinationQuality"], "forwarded", "{second}");
+    let out = h.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout.trim(), "through-the-jump", "{out:?}");
+    assert!(
+        out.stderr.contains("DEBUG"),
+        "-v gave no debug lines: {out:?}"
+    );
+    assert!(out.stderr.contains("jump host"), "{out:?}");
+    // A harmless option vmux does not implement: named once, for all the hops.
+    assert_eq!(out.stderr.matches("ciphers (").count(), 1, "{out:?}");
+    // The destination was reached through the jump host's direct-tcpip channel.
+    assert!(
+        jump.log().contains(&format!("port {}", far.port())),
+        "{}",
+        jump.log()
+    );
+    assert!(far.log().contains("Accepted publickey"), "{}", far.log());
+}
+
+/// A local HTTP server answering `hello-vmux` to every request.
+fn http_server() -> u16 {
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut c in http.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhello-vmux\r\n");
+        }
+    });
+    port
+}
+
+/// GET http://127.0.0.1:PORT/ with curl and `extra` arguments, retried until the
+/// forward answers.
+fn curl(extra: &[&str], port: u16, d: &mut Daemon) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let out = run(
+            Command::new("curl")
+                .args(["-s", "--max-time", "5"])
+                .args(extra)
+                .arg(format!("http://127.0.0.1:{port}/")),
+            T,
+        );
+        if out.success() {
+            return out.stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "curl {extra:?} never got through: {out:?} {}",
+            d.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dynamic_and_remote_forwards_carry_http() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let http = http_server();
+    let socks = common::proc::free_port();
+    let remote = common::proc::free_port();
+    let spec = format!("{remote}:127.0.0.1:{http}");
+    let mut fwd = Daemon::spawn_named(
+        "vmux ssh -D -R",
+        &mut s.ssh(
+            &sshd,
+            &["-N", "-D", &socks.to_string(), "-R", &spec, &dest(&sshd)],
+        ),
+    );
+    s.approve_login();
+    // -D: curl through the SOCKS port, SOCKS5 with the name resolved there, and SOCKS4a.
+    let proxy = format!("127.0.0.1:{socks}");
+    assert!(curl(&["--socks5-hostname", &proxy], http, &mut fwd).contains("hello-vmux"));
+    assert!(curl(&["--socks4a", &proxy], http, &mut fwd).contains("hello-vmux"));
+    // -R: the server listens on `remote`; its connections reach the HTTP server here.
+    assert!(curl(&[], remote, &mut fwd).contains("hello-vmux"));
+    assert!(
+        sshd.log().contains(&format!("port {remote}")),
+        "{}",
+        sshd.log()
+    );
+    fwd.terminate(Duration::from_secs(5));
+}
+
+#[test]
+fn a_forwarded_agent_reaches_the_signer_shown_as_forwarded_via_this_host() {
+    let s = ClientSetup::new();
+    let hop = Sshd::start(&s.keys.join("\n"));
+    let far = Sshd::start(&s.keys.join("\n"));
+    let remote = format!(
+        "ssh-add -l; ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no \
+         -o UserKnownHostsFile=/dev/null -o PreferredAuthentications=publickey \
+         -p {} {}@127.0.0.1 echo reached-far",
+        far.port(),
+        far.user()
+    );
+    let h = spawn(s.ssh(&hop, &["-A", &dest(&hop), &remote]), b"");
+    let first = s.approve_login();
+    assert_eq!(first["origin"], "client", "{first}");
+    // The login on the far side, through the agent forwarded to the hop.
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["purpose"], "login", "{p:?}");
+    assert_eq!(p[0]["destinationQuality"], "forwarded", "{p:?}");
+    let shown = p[0]["destination"].as_str().unwrap();
+    assert!(
+        shown.contains(&format!("forwarded via 127.0.0.1:{}", hop.port())),
+        "{shown}"
+    );
+    s.signer.approve_next();
+    let out = h.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // ssh-add -l on the far side lists the signer's key; the far login went through.
+    let fp = run(
+        Command::new("sh").args([
+            "-c",
+            &format!("echo '{}' | ssh-keygen -lf - | cut -d' ' -f2", s.keys[0]),
+        ]),
+        T,
+    )
+    .stdout
+    .trim()
+    .to_string();
+    assert!(out.stdout.contains(&fp), "{out:?} lacks {fp}");
+    assert!(out.stdout.contains("reached-far"), "{out:?}");
+    // Without -A the server gets no agent.
+    let h = spawn(
+        s.ssh(&hop, &[&dest(&hop), "ssh-add -l; echo status=$?"]),
+        b"",
+    );
+    s.approve_login();
+    let out = h.join().unwrap();
+    assert!(out.stdout.contains("status=2"), "{out:?}");
+}
+
+#[test]
+fn an_explicit_signer_route_is_the_only_one_tried() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let wrong = format!("127.0.0.1:{}", common::proc::free_port());
+    let started = Instant::now();
+    let out = run(
+        &mut s.ssh(&sshd, &["--signer", &wrong, &dest(&sshd), "true"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("--signer {wrong}"))
+            && out.stderr.contains("Connection refused")
+            && out.stderr.contains("the only route tried"),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(s.signer.pending().is_empty());
+    // The paired address was kept: without --signer the signer is found there.
+    let h = spawn(s.ssh(&sshd, &[&dest(&sshd), "echo", "kept"]), b"");
+    s.approve_login();
+    assert_eq!(h.join().unwrap().stdout.trim(), "kept");
+}
+
+#[test]
+fn a_host_key_of_another_type_is_a_changed_key_and_global_known_hosts_are_read() {
+    let s = ClientSetup::new();
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let d = dest(&sshd);
+    // known_hosts records an ECDSA key for the host; the server shows an Ed25519 key.
+    let other = s.tmp.path().join("other_host_key");
+    assert!(run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+            .arg(&other),
+        T
+    )
+    .success());
+    let ecdsa = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let ecdsa: Vec<&str> = ecdsa.split_whitespace().take(2).collect();
+    std::fs::write(
+        s.known_hosts(),
+        format!("[127.0.0.1]:{} {}\n", sshd.port(), ecdsa.join(" ")),
+    )
+    .unwrap();
+    let out = run(
+        &mut s.ssh(
+            &sshd,
+            &["-o", "StrictHostKeyChecking=accept-new", &d, "true"],
+        ),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            && out.stderr.contains("Host key verification failed"),
+        "{out:?}"
+    );
+    assert!(s.signer.pending().is_empty());
+    // The key recorded only in a global known_hosts file: known, strict checking passes.
+    std::fs::write(s.known_hosts(), "").unwrap();
+    let global = write(&s, "ssh_known_hosts", &(sshd.known_hosts_line() + "\n"));
+    let g = format!("GlobalKnownHostsFile={}", global.display());
+    let h = spawn(
+        s.ssh(
+            &sshd,
+            &[
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                &g,
+                &d,
+                "echo",
+                "global-ok",
+            ],
+        ),
+        b"",
+    );
+    let shown = s.approve_login();
+    assert_eq!(shown["destinationQuality"], "new", "{shown}");
+    let out = h.join().unwrap();
+    assert_eq!(out.stdout.trim(), "global-ok", "{out:?}");
+    // Global files are read, never written.
+    assert_eq!(
+        std::fs::read_to_string(&global).unwrap(),
+        sshd.known_hosts_line() + "\n"
+    );
+}
+
+#[test]
+fn dash_i_offers_only_that_key() {
+    let s = ClientSetup::with(1, "");
+    // The server takes both keys: without -i the first would be asked for.
+    let sshd = Sshd::start(&s.keys.join("\n"));
+    let second = write(&s, "second.pub", &s.keys[1]);
+    let h = spawn(
+        s.ssh(
+            &sshd,
+            &["-i", second.to_str().unwrap(), &dest(&sshd), "echo", "by-i"],
+        ),
+        b"",
+    );
+    let p = s.signer.wait_pending(1);
+    let second_fp = run(Command::new("ssh-keygen").arg("-lf").arg(&second), T)
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert_eq!(p[0]["key"], second_fp.as_str(), "{p:?}");
+    s.signer.approve_next();
+    assert_eq!(h.join().unwrap().stdout.trim(), "by-i");
+    // A key no paired signer holds: nothing is asked.
+    let stranger = s.tmp.path().join("stranger");
+    assert!(run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&stranger),
+        T
+    )
+    .success());
+    let out = run(
+        &mut s.ssh(
+            &sshd,
+            &["-i", stranger.to_str().unwrap(), &dest(&sshd), "true"],
+        ),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains("not held by a paired signer"),
+        "{out:?}"
+    );
+    assert!(s.signer.pending().is_empty());
+}

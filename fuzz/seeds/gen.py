@@ -77,3 +77,18 @@ for seq, rec in enumerate([{"event": "sign", "user": "alice"}, {"event": "deny"}
     lines.append(line)
     prev = hashlib.sha256(line.encode()).hexdigest()
 write("journal", "two_lines", "\n".join(lines) + "\n")
+
+# --- socks: SOCKS5 greeting + request, SOCKS4, SOCKS4a -------------------------
+write("socks", "greeting5", bytes([5, 1, 0]))
+write("socks", "connect5_name", bytes([5, 1, 0, 3, 9]) + b"localhost" + struct.pack(">H", 8080))
+write("socks", "connect5_v4", bytes([5, 1, 0, 1, 127, 0, 0, 1]) + struct.pack(">H", 80))
+write("socks", "connect5_v6", bytes([5, 1, 0, 4]) + bytes(15) + b"\x01" + struct.pack(">H", 22))
+write("socks", "connect4", bytes([4, 1]) + struct.pack(">H", 80) + bytes([10, 0, 0, 1]) + b"user\0")
+write("socks", "connect4a", bytes([4, 1]) + struct.pack(">H", 22) + bytes([0, 0, 0, 1]) + b"\0example.org\0")
+
+# --- upstream_answers: an identities answer, sign and plain answers -------------
+write("upstream_answers", "identities",
+      bytes([12]) + struct.pack(">I", 2) + s(ED25519_KEY) + s("legacy") + s(HOSTKEY) + s("deploy"))
+write("upstream_answers", "sign_response", bytes([13, 14]) + s(s("ssh-ed25519") + s(bytes(64))))
+write("upstream_answers", "add_success", bytes([17, 6]))
+write("upstream_answers", "sign_failure", bytes([13, 5]))

@@ -44,6 +44,11 @@ pub enum AgentCmd {
         /// one signer is paired) or ID=HOST:PORT.
         #[arg(long)]
         signer: Vec<String>,
+        /// Another agent's socket whose keys are listed after vmux's and sign without a
+        /// prompt (outside vmux's promise); `ssh-add` adds keys there. Overrides
+        /// `upstream` in the agent's config.
+        #[arg(long)]
+        upstream: Option<PathBuf>,
     },
     /// Print `SSH_AUTH_SOCK=…; export SSH_AUTH_SOCK;` for eval.
     Env {
@@ -101,8 +106,15 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
             let socket = home.socket(&config);
             super::service::install(super::service::Daemon::Agent, args, &socket)?;
         }
-        AgentCmd::Run { socket, signer } => {
+        AgentCmd::Run {
+            socket,
+            signer,
+            upstream,
+        } => {
             let agent = Agent::open(home.clone())?;
+            if let Some(u) = upstream {
+                agent.set_upstream(u);
+            }
             for route in &signer {
                 let paired = agent.signers();
                 let (id, addr) = match route.split_once('=') {
@@ -450,7 +462,11 @@ pub async fn running_status(home: &AgentHome) -> anyhow::Result<Option<Status>> 
 }
 
 /// The agent's state as JSON (for `agent status --json` and `vmux status --json`).
-pub fn status_json(home: &AgentHome, status: Option<&Status>) -> anyhow::Result<serde_json::Value> {
+pub fn status_json(
+    home: &AgentHome,
+    status: Option<&Status>,
+    upstream: &super::upstream::Report,
+) -> anyhow::Result<serde_json::Value> {
     let signers = home.load_signers()?;
     let keys = home.load_keys()?;
     let link = |id: &str| status.and_then(|s| s.signers.iter().find(|x| x.id == id).cloned());
@@ -483,7 +499,9 @@ pub fn status_json(home: &AgentHome, status: Option<&Status>) -> anyhow::Result<
             "providerKind": k.record.provider,
             "enabled": k.record.enabled,
             "signer": k.signer_id,
-        })).collect::<Vec<_>>(),
+            "heldBy": "signer",
+        })).chain(upstream.keys_json()).collect::<Vec<_>>(),
+        "upstream": upstream.json(),
     }))
 }
 
@@ -574,15 +592,17 @@ fn cert_line(s: &Status) -> String {
 /// Print the agent's state; returns whether it is running.
 async fn status(home: &AgentHome, json: bool) -> anyhow::Result<bool> {
     let status = running_status(home).await?;
+    let upstream = super::upstream::Report::probe(home, status.as_ref()).await?;
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&status_json(home, status.as_ref())?)?
+            serde_json::to_string_pretty(&status_json(home, status.as_ref(), &upstream)?)?
         );
     } else {
         for l in status_lines(home, status.as_ref())? {
             println!("{l}");
         }
+        upstream.print();
     }
     Ok(status.is_some())
 }

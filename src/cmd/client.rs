@@ -3,7 +3,7 @@
 use clap::{ArgAction, Args, Subcommand};
 use std::process::ExitCode;
 use vmux_agent::AgentHome;
-use vmux_client::config::CommandLine;
+use vmux_client::config::{CommandLine, Files};
 use vmux_client::session::Tty;
 
 #[derive(Subcommand)]
@@ -71,7 +71,9 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vmux ssh`: ssh(1)'s common options; the keys are the paired signer's.
+/// `vmux ssh`: ssh(1)'s options; the keys are the paired signer's. Options may follow
+/// the destination, as with ssh; ssh options vmux does not implement are refused or
+/// named (`-C` like `Compression`), never ignored in silence.
 #[derive(Args)]
 pub struct SshArgs {
     /// Port to connect to on the remote host.
@@ -80,13 +82,39 @@ pub struct SshArgs {
     /// User to log in as.
     #[arg(short = 'l')]
     login: Option<String>,
-    /// An ssh_config option as Key=Value (Port, User, HostName, StrictHostKeyChecking,
-    /// UserKnownHostsFile, HashKnownHosts, ConnectTimeout).
+    /// An ssh_config option as Key=Value (an unknown one is an error, as in ssh).
     #[arg(short = 'o')]
     option: Vec<String>,
     /// Local port forward: [bind_address:]port:host:hostport.
     #[arg(short = 'L')]
     local: Vec<String>,
+    /// Remote port forward: [bind_address:]port:host:hostport, or [bind_address:]port
+    /// for a SOCKS server on this side.
+    #[arg(short = 'R')]
+    remote: Vec<String>,
+    /// Dynamic port forward: a SOCKS4/5 server on [bind_address:]port whose connections
+    /// go through the server.
+    #[arg(short = 'D')]
+    dynamic: Vec<String>,
+    /// Jump hosts: [user@]host[:port][,…], each authenticated through the signer.
+    #[arg(short = 'J')]
+    jump: Option<String>,
+    /// Offer only this key: a public key file (or a key whose .pub is beside it).
+    #[arg(short = 'i')]
+    identity: Vec<String>,
+    /// Forward an agent that reaches the signer through this client (shown on the
+    /// signer as forwarded via the host).
+    #[arg(short = 'A')]
+    forward_agent: bool,
+    /// Do not forward the agent.
+    #[arg(short = 'a')]
+    no_forward_agent: bool,
+    /// Debug lines to stderr (-vv, -vvv: more).
+    #[arg(short = 'v', action = ArgAction::Count)]
+    verbose: u8,
+    /// Quiet: no warnings.
+    #[arg(short = 'q')]
+    quiet: bool,
     /// No remote command: only forward ports.
     #[arg(short = 'N')]
     no_command: bool,
@@ -96,11 +124,11 @@ pub struct SshArgs {
     /// Ask for a pseudo-terminal (twice: even when stdin is not a terminal).
     #[arg(short = 't', action = ArgAction::Count)]
     tty: u8,
-    /// Read this ssh config instead of ~/.ssh/config (`none`: no config).
+    /// Read this ssh config instead of ~/.ssh/config and /etc/ssh/ssh_config (`none`: no config).
     #[arg(short = 'F')]
     config_file: Option<std::path::PathBuf>,
-    /// The signer to use: HOST:PORT (one paired signer) or ID=HOST:PORT; default: the
-    /// paired signer where it was last seen, or found by mDNS.
+    /// The signer to use, and the only route tried: HOST:PORT (one paired signer) or
+    /// ID=HOST:PORT; default: the paired signer where it was last seen, or found by mDNS.
     #[arg(long)]
     signer: Option<String>,
     /// When the connection drops, connect again with back-off (each time a new
@@ -122,17 +150,81 @@ pub struct SshArgs {
     command: Vec<String>,
 }
 
+impl SshArgs {
+    /// The log filter `-q` (errors only) or `-v`, `-vv`, `-vvv` (debug lines) ask for.
+    pub fn log_flag(&self) -> Option<&'static str> {
+        match (self.quiet, self.verbose) {
+            (true, _) => Some("error"),
+            (_, 0) => None,
+            (_, 1) => Some("warn,vmux_client=debug,vmux_agent=debug,vmux_proto=debug"),
+            (_, 2) => Some("debug"),
+            _ => Some("trace"),
+        }
+    }
+}
+
+/// `vmux ssh`'s arguments as ssh reads them (see `vmux_client::args`): the process
+/// arguments with those after `ssh` normalized, or the message and exit status.
+pub fn normalize_args(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, i32> {
+    if argv.get(1).is_none_or(|a| a != "ssh") {
+        return Ok(argv);
+    }
+    let rest: Vec<String> = match argv[2..]
+        .iter()
+        .map(|a| a.clone().into_string())
+        .collect::<Result<_, _>>()
+    {
+        Ok(r) => r,
+        Err(a) => {
+            eprintln!("vmux ssh: argument {a:?} is not UTF-8");
+            return Err(255);
+        }
+    };
+    match vmux_client::args::normalize(&rest) {
+        Ok(n) => Ok(argv[..2]
+            .iter()
+            .cloned()
+            .chain(n.into_iter().map(Into::into))
+            .collect()),
+        Err(vmux_client::args::ArgError::Version) => {
+            println!("vmux {}", env!("CARGO_PKG_VERSION"));
+            Err(0)
+        }
+        Err(vmux_client::args::ArgError::Bad(m)) => {
+            eprintln!("vmux ssh: {m}\n{USAGE}");
+            Err(255)
+        }
+    }
+}
+
+const USAGE: &str =
+    "usage: vmux ssh [-AaNqTtv] [-D [bind_address:]port] [-F configfile] [-i identity_file]\n\
+     \x20               [-J destination] [-L address] [-l login_name] [-o option] [-p port]\n\
+     \x20               [-R address] [--signer HOST:PORT] [--cert] [--reconnect]\n\
+     \x20               destination [command [argument ...]]\n\
+     (vmux ssh --help describes each option)";
+
+/// A clap error for `vmux ssh`, said as ssh would say it (no advice to put options
+/// after `--`: options after the destination are options, as in ssh).
+pub fn ssh_usage_error(e: &clap::Error) -> i32 {
+    let text = e.render().to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let first = first.join(" ");
+    let first = first.trim_start_matches("error: ");
+    eprintln!("vmux ssh: {first}\n{USAGE}");
+    255
+}
+
 pub async fn ssh(a: SshArgs) -> i32 {
-    let ssh_config = match &a.config_file {
-        Some(p) if p.as_os_str() == "none" => None,
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!("vmux: ssh config {}: {e}", p.display());
-                return 255;
-            }
-        },
-        None => vmux_client::config::read_user_config(),
+    let files = match &a.config_file {
+        Some(p) if p.as_os_str() == "none" => Files::None,
+        Some(p) => Files::Given(p.clone()),
+        None => Files::Default,
     };
     let opts = vmux_client::Options {
         command_line: CommandLine {
@@ -140,6 +232,16 @@ pub async fn ssh(a: SshArgs) -> i32 {
             user: a.login,
             port: a.port,
             options: a.option,
+            jump: a.jump,
+            identity_files: a.identity,
+            forward_agent: match (a.forward_agent, a.no_forward_agent) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            local_forwards: a.local,
+            remote_forwards: a.remote,
+            dynamic_forwards: a.dynamic,
         },
         command: a.command,
         tty: match (a.no_tty, a.tty) {
@@ -149,12 +251,12 @@ pub async fn ssh(a: SshArgs) -> i32 {
             _ => Tty::Force,
         },
         no_command: a.no_command,
-        local_forwards: a.local,
+        quiet: a.quiet,
         signer: a.signer,
         reconnect: a.reconnect,
         cert: a.cert.then_some(a.cert_validity),
         vmux_home: vmux_proto::store::vmux_home(),
-        ssh_config,
+        files,
     };
     match vmux_client::run(opts).await {
         Ok(code) => code.clamp(0, 255),

@@ -8,6 +8,7 @@ pub mod ssh_config;
 pub mod status;
 pub mod stores;
 pub mod up;
+pub mod upstream;
 
 use anyhow::Context;
 use std::io::IsTerminal;

@@ -20,6 +20,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
         None
     };
     let paired = ahome.load_signers()?;
+    let upstream = super::upstream::Report::probe(&ahome, agent.as_ref()).await?;
     let unlinked = agent
         .as_ref()
         .is_some_and(|s| s.signers.iter().any(|x| !x.connected));
@@ -38,7 +39,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
         let v = serde_json::json!({
             "ok": code == 0,
             "exitCode": code,
-            "agent": agent_here.then(|| super::agent::status_json(&ahome, agent.as_ref())).transpose()?,
+            "agent": agent_here.then(|| super::agent::status_json(&ahome, agent.as_ref(), &upstream)).transpose()?,
             "signer": signer_here.then(|| serde_json::json!({
                 "running": signer.is_some(),
                 "status": signer,
@@ -58,6 +59,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
         for l in super::agent::status_lines(&ahome, agent.as_ref())? {
             println!("{l}");
         }
+        upstream.print();
     }
     if signer_here {
         match &signer {

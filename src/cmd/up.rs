@@ -22,6 +22,10 @@ pub struct UpArgs {
     /// No full-screen sheet: ask `Approve? [y/N]` line by line instead.
     #[arg(long)]
     no_ui: bool,
+    /// Another agent's socket whose keys the agent lists after its own (they sign
+    /// without a prompt, outside vmux's promise), as `vmux agent run --upstream`.
+    #[arg(long)]
+    upstream: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -99,6 +103,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let agent = Agent::open(ahome.clone())?;
+    if let Some(u) = args.upstream {
+        agent.set_upstream(u);
+    }
     // Fetch the key list once before saying "ready", so `ssh-add -l` works at once.
     let local = vmux_proto::identity::device_id(signer.identity.public());
     if let Err(e) = agent.link(&local).await {

@@ -67,6 +67,8 @@ pub struct Agent {
     recent: Mutex<VecDeque<Outcome>>,
     /// Bumped on every change of what `status` shows (the tray follows it).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Keys vmux does not hold, from another agent (`upstream.rs`).
+    pub(crate) upstream: Mutex<Option<Arc<crate::upstream::Upstream>>>,
 }
 
 impl Agent {
@@ -89,6 +91,7 @@ impl Agent {
             .map(|s| (s.id.clone(), tokio::sync::Mutex::new(())))
             .collect();
         let certs = Lifecycle::new(config.session_certs, config.cert_validity_secs);
+        let upstream = crate::upstream::from_config(&config);
         Ok(Arc::new(Agent {
             name: home.device_name(&config),
             home,
@@ -108,6 +111,7 @@ impl Agent {
             waiting: Default::default(),
             recent: Default::default(),
             changes: tokio::sync::watch::channel(0).0,
+            upstream: Mutex::new(upstream),
         }))
     }
 
@@ -365,6 +369,7 @@ impl Agent {
             waiting: self.waiting.lock().unwrap().clone(),
             recent: self.recent.lock().unwrap().iter().cloned().collect(),
             written: now,
+            upstream: self.upstream_info(),
         }
     }
 

@@ -146,15 +146,8 @@ pub fn host_name(host_key: &[u8], files: &[PathBuf], candidates: &[String]) -> O
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
         };
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
-                continue;
-            }
-            let Ok(entry) = line.parse::<ssh_key::known_hosts::Entry>() else {
-                continue;
-            };
-            if entry.public_key().key_data() != &key {
+        for (_, entry) in vmux_proto::ssh_config::known_hosts_entries(&text) {
+            if entry.marker().is_some() || entry.public_key().key_data() != &key {
                 continue;
             }
             match entry.host_patterns() {
@@ -183,11 +176,8 @@ fn literal(p: &str) -> Option<String> {
     if p.starts_with('!') || p.contains(['*', '?']) {
         return None;
     }
-    if let Some(rest) = p.strip_prefix('[') {
-        let (host, port) = rest.split_once("]:")?;
-        return Some(format!("{host}:{port}"));
-    }
-    Some(p.to_string())
+    // `[host]:port` as `host:port`, `[host]:22` as `host`: one name for one host.
+    Some(vmux_proto::ssh_config::canonical_name(p))
 }
 
 #[cfg(test)]
@@ -198,6 +188,7 @@ mod tests {
     fn literals() {
         assert_eq!(literal("github.com").as_deref(), Some("github.com"));
         assert_eq!(literal("[h]:2222").as_deref(), Some("h:2222"));
+        assert_eq!(literal("[h]:22").as_deref(), Some("h"));
         assert_eq!(literal("*.example.com"), None);
         assert_eq!(literal("!bad"), None);
     }

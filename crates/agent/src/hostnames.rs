@@ -1,13 +1,14 @@
 //! Names worth trying against hashed known_hosts entries. Debian and Ubuntu hash
 //! known_hosts by default (`|1|salt|HMAC-SHA1(salt, name)`), so the name cannot be read
 //! back: it can only be recognised. The requesting `ssh` was given the destination on
-//! its command line; with the user's ssh config (`Host`/`HostName`/`Port`) that gives
-//! the name ssh itself hashed.
+//! its command line; with the user's ssh config (`Host`/`Match`/`HostName`/`Port`, read
+//! by the tree's one ssh_config parser) that gives the name ssh itself hashed.
 
 use std::path::Path;
+use vmux_proto::ssh_config::{self, Config, ConfigError, Directive, Lookup, Visitor};
 
-/// ssh(1) options that take an argument (OpenSSH 9's getopt string).
-const WITH_ARG: &str = "BbcDEeFIiJLlmOoPpQRSWw";
+/// ssh(1) options that take an argument.
+const WITH_ARG: &str = ssh_config::GETOPT_WITH_ARG;
 
 /// What an ssh command line says about where it connects.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -91,63 +92,56 @@ fn destination(d: &str) -> (String, Option<u16>) {
     (host.trim_matches(['[', ']']).to_string(), None)
 }
 
-/// Apply `Host` blocks of an ssh config to `t`: the first `HostName` and `Port` that
-/// match win, unless the command line set them (as ssh does).
-pub fn apply_config(t: &mut Target, config: &str) {
-    let mut active = true;
-    let (mut host_name, mut port) = (None, None);
-    for line in config.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+/// Apply ssh config files to `t`: the first `HostName` and `Port` that apply win,
+/// unless the command line set them (as ssh does). Lines ssh would refuse are skipped
+/// here: naming a host is best effort, and `vmux ssh` is the one that refuses them.
+pub fn apply_config(t: &mut Target, configs: &[&Config]) {
+    struct Names {
+        alias: String,
+        host_name: Option<String>,
+        port: Option<u16>,
+    }
+    impl Visitor for Names {
+        fn match_host(&self) -> String {
+            self.host_name
+                .as_deref()
+                .map(|h| h.replace("%h", &self.alias))
+                .unwrap_or_else(|| self.alias.clone())
         }
-        let (k, v) = line
-            .split_once(|c: char| c.is_whitespace() || c == '=')
-            .map(|(k, v)| (k, v.trim_start_matches([' ', '\t', '=']).trim()))
-            .unwrap_or((line, ""));
-        match k.to_ascii_lowercase().as_str() {
-            "host" => active = host_matches(v, &t.host),
-            "match" => active = false,
-            "hostname" if active && host_name.is_none() => host_name = Some(v.to_string()),
-            "port" if active && port.is_none() => port = v.parse().ok(),
-            _ => {}
+        fn match_user(&self) -> String {
+            std::env::var("USER").unwrap_or_default()
+        }
+        fn option(&mut self, d: &Directive, active: bool) -> Result<(), ConfigError> {
+            match d.keyword.as_str() {
+                "hostname" if active => {
+                    self.host_name.get_or_insert_with(|| d.value().to_string());
+                }
+                "port" if active && self.port.is_none() => self.port = d.value().parse().ok(),
+                _ => {}
+            }
+            Ok(())
         }
     }
+    let mut names = Names {
+        alias: t.host.clone(),
+        host_name: None,
+        port: None,
+    };
+    let user = std::env::var("USER").unwrap_or_default();
+    let _ = ssh_config::evaluate(
+        configs,
+        &Lookup {
+            host: &t.host,
+            local_user: &user,
+        },
+        &mut names,
+    );
     if t.host_name.is_none() {
-        t.host_name = host_name.map(|h| h.replace("%h", &t.host));
+        t.host_name = names.host_name.map(|h| h.replace("%h", &t.host));
     }
     if t.port.is_none() {
-        t.port = port;
+        t.port = names.port;
     }
-}
-
-/// An ssh_config `Host` line: whitespace-separated globs, `!` negates.
-pub fn host_matches(patterns: &str, host: &str) -> bool {
-    let mut matched = false;
-    for p in patterns.split_whitespace() {
-        if let Some(neg) = p.strip_prefix('!') {
-            if glob(neg, host) {
-                return false;
-            }
-        } else if glob(p, host) {
-            matched = true;
-        }
-    }
-    matched
-}
-
-/// `*` and `?` globbing, ASCII case-insensitive, as ssh_config and known_hosts match.
-pub fn glob(p: &str, t: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &t[1..]),
-            _ => false,
-        }
-    }
-    go(p.as_bytes(), t.as_bytes())
 }
 
 /// The names ssh would have written to known_hosts for `t`: `host` or `[host]:port`.
@@ -157,13 +151,18 @@ pub fn names(t: &Target) -> Vec<String> {
         hosts.push(h.clone());
     }
     hosts.push(t.host.clone());
-    hosts
-        .into_iter()
-        .map(|h| match t.port {
-            Some(p) if p != 22 => format!("[{h}]:{p}"),
-            _ => h,
-        })
-        .collect()
+    let mut names = vec![];
+    for h in hosts {
+        match t.port {
+            Some(p) if p != 22 => names.push(format!("[{h}]:{p}")),
+            // `host` and `[host]:22` are one host; ssh writes the first.
+            _ => {
+                names.push(format!("[{h}]:22"));
+                names.insert(names.len() - 1, h);
+            }
+        }
+    }
+    names
 }
 
 /// Candidate names for the ssh process `pid` (walking up a little if the agent's peer
@@ -190,10 +189,8 @@ pub fn candidates(pid: Option<i32>) -> Vec<String> {
             let Some(mut t) = parse_ssh_args(&args[1..]) else {
                 return vec![];
             };
-            let config = vmux_proto::store::home_dir().join(".ssh/config");
-            if let Ok(text) = std::fs::read_to_string(config) {
-                apply_config(&mut t, &text);
-            }
+            let configs = ssh_config::user_and_system();
+            apply_config(&mut t, &configs.iter().collect::<Vec<_>>());
             return names(&t);
         }
         match parent(pid) {
@@ -238,17 +235,19 @@ mod tests {
         let t = parse_ssh_args(&["-oPort=2022", "-i", "k", "ssh://bob@[::1]:2023/x"]).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", Some(2022)));
         let t = parse_ssh_args(&["-l", "root", "git.example.com"]).unwrap();
-        assert_eq!(names(&t), vec!["git.example.com"]);
+        assert_eq!(names(&t), vec!["git.example.com", "[git.example.com]:22"]);
         assert!(parse_ssh_args(&["-p"]).is_none());
     }
 
     #[test]
     fn ssh_config_hostname_and_port() {
         let mut t = parse_ssh_args(&["work"]).unwrap();
-        apply_config(
-            &mut t,
+        let c = ssh_config::parse(
             "Host *.other\n  Port 1\nHost work !nope\n  HostName %h.corp.example\n  Port 2200\nHost *\n  Port 22\n",
+            "config",
+            &Default::default(),
         );
+        apply_config(&mut t, &[&c]);
         assert_eq!(names(&t), vec!["[work.corp.example]:2200", "[work]:2200"]);
     }
 

@@ -7,7 +7,8 @@
 //! dial, follow, wake) → `link` (the Noise link). `agent` is the shared state under
 //! them; `cert` decides the session certificate's life and `renew` asks for it;
 //! `feedback`/`notify` tell the person, `status` is what every surface reads, `tray`
-//! shows it on the desktop. `pair` pins a new signer; `state` is what survives a restart.
+//! shows it on the desktop. `pair` pins a new signer; `state` is what survives a restart;
+//! `upstream` passes keys vmux does not hold to another agent.
 //! ARCHITECTURE.md at the repository root maps both devices.
 
 pub mod agent;
@@ -29,6 +30,7 @@ pub mod socket;
 pub mod state;
 pub mod status;
 pub mod tray;
+pub mod upstream;
 pub mod wake;
 pub mod wire;
 

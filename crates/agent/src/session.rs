@@ -3,6 +3,7 @@
 
 use crate::agent::{Agent, Caller};
 use crate::destination::Binding;
+use crate::upstream;
 use crate::wire::{self, Request, Response};
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ pub struct Session {
     pub bindings: Vec<Binding>,
     /// Names for hashed known_hosts entries, from the caller's command line (once).
     candidates: Option<Vec<String>>,
+    /// This connection's line to the upstream agent, if one is configured.
+    upstream: upstream::Conn,
 }
 
 /// Extensions this agent answers. The `@vmux.dev` ones are how `vmux agent
@@ -37,6 +40,7 @@ impl Session {
             caller,
             bindings: vec![],
             candidates: None,
+            upstream: Default::default(),
         }
     }
 
@@ -54,14 +58,22 @@ impl Session {
                 return Response::Failure;
             }
         };
+        let fwd = self.forwarded();
+        // Keys vmux does not hold, and ssh-add's changes, go to the upstream agent.
+        if let Some(r) = self.upstream_hook(&req, msg, fwd).await {
+            return r;
+        }
         match req {
             Request::RequestIdentities => {
                 // A login (ssh binds the session before it lists keys) that would use a
                 // session certificate asks for one first, and waits for the person.
-                if !self.bindings.is_empty() && !self.forwarded() {
+                if !self.bindings.is_empty() && !fwd {
                     self.agent.cert_for_login(&self.caller).await;
                 }
-                Response::Identities(self.agent.identities_for(self.forwarded()))
+                let mut ids = self.agent.identities_for(fwd);
+                let more = upstream::identities(&self.agent, &mut self.upstream, fwd, &ids).await;
+                ids.extend(more);
+                Response::Identities(ids)
             }
             Request::Sign {
                 key_blob,
@@ -84,9 +96,15 @@ impl Session {
                     Response::Failure
                 }
             },
-            // This agent holds no long-term keys: nothing can be added. Removing all
-            // identities (`ssh-add -D`) drops the session certificate, the one key held here.
-            Request::AddKey => Response::Failure,
+            // This agent holds no long-term keys: nothing can be added here (an upstream
+            // agent takes them, above). Removing all identities (`ssh-add -D`) drops the
+            // session certificate, the one key held here.
+            Request::AddKey => {
+                tracing::info!(
+                    "ssh-add: vmux holds no keys; an upstream agent (`upstream` in the agent's config) would take them"
+                );
+                Response::Failure
+            }
             // Like OpenSSH's agent, success even when there was nothing to drop.
             Request::RemoveAllIdentities => {
                 self.agent.drop_cert("dropped by ssh-add -D");
@@ -139,8 +157,45 @@ impl Session {
                     }
                 }
             }
-            Request::Extension { name, contents } => self.extension(&name, &contents),
+            Request::Extension { name, contents } => {
+                let r = self.extension(&name, &contents);
+                if name == "session-bind@openssh.com" && r == Response::Success {
+                    self.upstream.bind(&self.agent, msg).await;
+                }
+                r
+            }
             Request::Unknown(_) => Response::Failure,
+        }
+    }
+
+    /// The upstream agent's part of a request (`upstream.rs`): its keys' signatures,
+    /// and ssh-add's additions and removals. `None`: vmux answers alone. Removing all
+    /// keys and locking act on vmux as well, below.
+    async fn upstream_hook(&mut self, req: &Request, msg: &[u8], fwd: bool) -> Option<Response> {
+        let (agent, conn) = (&self.agent, &mut self.upstream);
+        match req {
+            Request::Sign { key_blob, data, .. } => {
+                upstream::sign(agent, conn, fwd, &self.caller, key_blob, data, msg).await
+            }
+            Request::AddKey => upstream::pass(agent, conn, fwd, msg, "ssh-add").await,
+            Request::RemoveIdentity { key_blob }
+                if !agent.valid_cert().is_some_and(|c| c.matches(key_blob)) =>
+            {
+                upstream::pass(agent, conn, fwd, msg, "ssh-add -d").await
+            }
+            Request::RemoveAllIdentities => {
+                upstream::pass(agent, conn, fwd, msg, "ssh-add -D").await;
+                None
+            }
+            Request::Lock { .. } if !agent.is_locked() => {
+                upstream::pass(agent, conn, fwd, msg, "ssh-add -x").await;
+                None
+            }
+            Request::Unlock { .. } if agent.is_locked() => {
+                upstream::pass(agent, conn, fwd, msg, "ssh-add -X").await;
+                None
+            }
+            _ => None,
         }
     }
 

@@ -129,6 +129,11 @@ pub struct AgentConfig {
     pub feedback: String,
     /// The tray item (StatusNotifierItem): `auto` (where the desktop has a tray) or `off`.
     pub tray: String,
+    /// An upstream agent's socket (`upstream.rs`): its keys are listed after vmux's and
+    /// sign without a prompt, outside vmux's promise.
+    pub upstream: Option<PathBuf>,
+    /// Let connections forwarded with `ssh -A` see and use the upstream's keys.
+    pub upstream_forwarded: bool,
     /// The TPM that seals this device's identity (`vmux agent init --store tpm`):
     /// a TCTI such as `device:/dev/tpmrm0` or `swtpm:host=…,port=…`; default
     /// `TPM2TOOLS_TCTI`, `TCTI`, else the kernel's resource manager.
@@ -151,6 +156,8 @@ impl Default for AgentConfig {
             ssh_cert: false,
             feedback: "both".into(),
             tray: "auto".into(),
+            upstream: None,
+            upstream_forwarded: false,
             tcti: None,
             known_hosts: vec![
                 store::home_dir().join(".ssh/known_hosts"),

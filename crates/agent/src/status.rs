@@ -31,6 +31,9 @@ pub struct Status {
     /// When the status was written (Unix seconds).
     #[serde(default)]
     pub written: u64,
+    /// The upstream agent, when one is configured (`upstream.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::upstream::UpstreamInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

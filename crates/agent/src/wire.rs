@@ -68,6 +68,8 @@ pub enum Response {
         name: String,
         contents: Vec<u8>,
     },
+    /// A body another agent answered (the upstream's), passed on as it is.
+    Raw(Vec<u8>),
 }
 
 /// Why a message could not be understood.
@@ -156,6 +158,7 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
             put(&mut body, name.as_bytes());
             body.extend_from_slice(contents);
         }
+        Response::Raw(b) => body.extend_from_slice(b),
     }
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());

@@ -1,23 +1,39 @@
-//! One SSH connection: TCP, key exchange (russh), the host key checked against
-//! known_hosts, then public-key authentication in which the signer signs.
+//! One SSH connection: TCP (or a `direct-tcpip` channel through the previous jump
+//! host), key exchange (russh), the host key checked against known_hosts, then
+//! public-key authentication in which the signer signs. The handler also answers what
+//! the server opens towards this client: `-R` connections and `-A` agent channels,
+//! when they were asked for; anything else is refused.
 
+use crate::agent_forward::Forwarded;
 use crate::config::{Strict, Target};
+use crate::forward::Remotes;
 use crate::known_hosts::{self, HostStatus};
 use crate::signer::{Approval, Offer, Signers};
 use crate::ClientError;
-use russh::client::{self, AuthResult, Handle};
+use russh::client::{self, AuthResult, Handle, Msg, Session};
 use russh::keys::{HashAlg, PublicKeyOrCertificate};
+use russh::{Channel, ChannelOpenFailure};
 use ssh_key::PublicKey;
 use std::io::{BufRead, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use vmux_proto::envelope::SessionBinding;
 
-/// The russh handler: only the host key check is ours.
+/// What the server may open towards this client on one connection.
+#[derive(Default)]
+pub struct Services {
+    /// `-R`: the ports the server listens on for us.
+    pub remotes: Remotes,
+    /// `-A`: set once the connection is authenticated.
+    pub agent: OnceLock<Forwarded>,
+}
+
+/// The russh handler: the host key check, and the channels the server opens.
 pub struct Client {
     target: Target,
     /// How known_hosts judged the host key (`verified`/`new`), for the signer's context.
     verdict: Arc<Mutex<Option<&'static str>>>,
+    services: Arc<Services>,
 }
 
 impl client::Handler for Client {
@@ -51,6 +67,125 @@ impl client::Handler for Client {
         }
         Ok(())
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        if !self.services.remotes.has(connected_port) {
+            tracing::warn!(
+                "the server opened a forwarded connection for {}:{connected_port}, which was not asked for; refused",
+                vmux_proto::text::field(connected_address)
+            );
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        tracing::debug!(
+            "-R {connected_port}: connection from {}:{originator_port}",
+            vmux_proto::text::field(originator_address)
+        );
+        reply.accept().await;
+        self.services.remotes.connect(connected_port, channel);
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        match self.services.agent.get() {
+            Some(f) => {
+                tracing::debug!("the server opened a forwarded agent connection");
+                reply.accept().await;
+                f.serve(channel);
+            }
+            None => {
+                tracing::warn!("the server opened an agent channel, but -A was not given; refused");
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
 }
 
 /// Accept (`Some(quality)`) or refuse (`None`, after saying why) a host key.
@@ -58,8 +193,11 @@ fn host_key_verdict(t: &Target, key: &PublicKey) -> Option<&'static str> {
     let name = t.known_hosts_name();
     let fp = known_hosts::fingerprint(key.key_data());
     let kind = key.algorithm().as_str().to_string();
-    match known_hosts::check(&t.known_hosts, &name, key.key_data()) {
-        HostStatus::Known => Some("verified"),
+    match known_hosts::check(&t.all_known_hosts(), &name, key.key_data()) {
+        HostStatus::Known => {
+            tracing::debug!("host key {kind} {fp} for {name} found in known_hosts");
+            Some("verified")
+        }
         HostStatus::Revoked { file, line } => {
             eprintln!(
                 "Host key {fp} for {name} is marked as revoked ({}:{line}).\nThis could mean that a stolen key is being used to impersonate this host.",
@@ -94,6 +232,12 @@ fn host_key_verdict(t: &Target, key: &PublicKey) -> Option<&'static str> {
                     false
                 }
                 Strict::AcceptNew | Strict::No => true,
+                Strict::Ask if t.batch_mode => {
+                    eprintln!(
+                        "No {kind} host key is known for {name} (fingerprint {fp}), and BatchMode forbids asking."
+                    );
+                    false
+                }
                 Strict::Ask => ask(&name, &kind, &fp),
             };
             if !accepted {
@@ -159,34 +303,70 @@ pub struct Connection {
     pub quality: &'static str,
 }
 
-/// TCP and key exchange, the host key checked.
-pub async fn connect(t: &Target) -> Result<Connection, ClientError> {
+/// TCP (or a channel through `via`, the previous jump host) and key exchange, the
+/// host key checked.
+pub async fn connect(
+    t: &Target,
+    via: Option<&Handle<Client>>,
+    services: Arc<Services>,
+) -> Result<Connection, ClientError> {
     let fail = |reason: String| ClientError::Connect {
         host: t.host.clone(),
         port: t.port,
         reason,
     };
     let timeout = Duration::from_secs(t.connect_timeout.unwrap_or(30));
-    let tcp = tokio::time::timeout(
-        timeout,
-        tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
+    let keepalive = t.server_alive_interval.unwrap_or(30);
+    let mut preferred = russh::Preferred::default();
+    preferred.key = known_hosts::preferred_algorithms(
+        &t.all_known_hosts(),
+        &t.known_hosts_name(),
+        &preferred.key,
     )
-    .await
-    .map_err(|_| fail("Connection timed out".into()))?
-    .map_err(|e| fail(os_reason(&e)))?;
-    let _ = tcp.set_nodelay(true);
+    .into();
     let config = Arc::new(client::Config {
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 3,
+        keepalive_interval: (keepalive > 0).then(|| Duration::from_secs(keepalive)),
+        keepalive_max: t.server_alive_count_max.unwrap_or(3),
+        preferred,
         ..Default::default()
     });
     let verdict = Arc::new(Mutex::new(None));
     let handler = Client {
         target: t.clone(),
         verdict: verdict.clone(),
+        services,
     };
-    let handle = match client::connect_stream(config, tcp, handler).await {
+    let connected = match via {
+        None => {
+            tracing::debug!("connecting to {} port {}", t.host, t.port);
+            let tcp = tokio::time::timeout(
+                timeout,
+                tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
+            )
+            .await
+            .map_err(|_| fail("Connection timed out".into()))?
+            .map_err(|e| fail(os_reason(&e)))?;
+            let _ = tcp.set_nodelay(true);
+            client::connect_stream(config, tcp, handler).await
+        }
+        Some(jump) => {
+            tracing::debug!(
+                "connecting to {} port {} through the jump host",
+                t.host,
+                t.port
+            );
+            let ch = tokio::time::timeout(
+                timeout,
+                jump.channel_open_direct_tcpip(t.host.clone(), t.port.into(), "127.0.0.1", 0),
+            )
+            .await
+            .map_err(|_| fail("Connection timed out (through the jump host)".into()))?
+            .map_err(|e| fail(format!("the jump host could not connect to it ({e})")))?;
+            client::connect_stream(config, ch.into_stream(), handler).await
+        }
+    };
+    let handle = match connected {
         Ok(h) => h,
         Err(russh::Error::UnknownKey) => return Err(ClientError::HostKey),
         Err(e) if verdict.lock().unwrap().is_none() && checked(&e) => {
@@ -263,6 +443,13 @@ pub async fn authenticate(
         }
     }
     for offer in offers {
+        tracing::debug!(
+            "offering {} key {} ({}, on signer {})",
+            offer.key.algorithm(),
+            known_hosts::fingerprint(offer.key.key_data()),
+            vmux_proto::text::field(&offer.comment),
+            vmux_proto::text::field(&offer.signer)
+        );
         let hash = match offer.key.algorithm() {
             ssh_key::Algorithm::Rsa { .. } => conn
                 .handle
@@ -285,7 +472,15 @@ pub async fn authenticate(
             .authenticate_publickey_with(&t.user, offer.key.clone(), hash, &mut approval)
             .await;
         match result {
-            Ok(AuthResult::Success) => return Ok(()),
+            Ok(AuthResult::Success) => {
+                tracing::debug!(
+                    "authenticated to {} as {} with key {}",
+                    t.host_port(),
+                    t.user,
+                    known_hosts::fingerprint(offer.key.key_data())
+                );
+                return Ok(());
+            }
             Ok(AuthResult::Failure { .. }) if conn.handle.is_closed() => {
                 return Err(ClientError::Lost {
                     host: t.host.clone(),

@@ -10,6 +10,8 @@ pub enum ClientError {
     NotPaired,
     #[error("no signer found (is vmux signer run running, and is this device paired?)")]
     NoSigner,
+    #[error("--signer {route}: {reason} (--signer is the only route tried)")]
+    SignerRoute { route: String, reason: String },
     #[error("the signer refused this device ({0}): pair it again with `vmux client pair HOST`")]
     Revoked(ErrorCode),
     #[error("ssh: connect to host {host} port {port}: {reason}")]

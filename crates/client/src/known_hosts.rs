@@ -1,14 +1,16 @@
 //! Host keys as OpenSSH checks them (sshd(8) "SSH_KNOWN_HOSTS FILE FORMAT"): plain and
 //! hashed (`|1|salt|HMAC-SHA1`) names, `!`-negated and wildcard patterns, `@revoked`
-//! keys. A key is known, unknown, changed (another key of the same type is recorded for
-//! the name) or revoked.
+//! keys. A key is known, unknown, changed (another key is recorded for the name, of
+//! any type: the client asks for the types it knows first, so a server that still has
+//! its recorded key presents it) or revoked. `host` and `[host]:22` are one name.
 
-use ssh_key::known_hosts::{Entry, HostPatterns, Marker};
+use ssh_key::known_hosts::{HostPatterns, Marker};
 use ssh_key::public::KeyData;
 use ssh_key::{HashAlg, PublicKey};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use vmux_agent::hostnames::{glob, hashed_matches};
+use vmux_agent::hostnames::hashed_matches;
+use vmux_proto::ssh_config::{glob, known_hosts_entries};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostStatus {
@@ -16,7 +18,7 @@ pub enum HostStatus {
     Known,
     /// No line for this name holds a key of this type.
     Unknown,
-    /// A line for this name holds another key of the same type: file and line number.
+    /// A line for this name holds another key (of any type): file and line number.
     Changed { file: PathBuf, line: usize },
     /// An `@revoked` line names this key.
     Revoked { file: PathBuf, line: usize },
@@ -63,32 +65,25 @@ pub enum Found {
     Nothing,
 }
 
-/// One file's text: a revoked key wins, then a match, then another key of the type.
+/// One file's text: a revoked key wins, then a match, then another key.
 pub fn check_text(text: &str, name: &str, key: &KeyData) -> Found {
     let mut changed = None;
     let mut known = false;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        // Lines that do not parse (other key types, typos) are skipped, as ssh does.
-        let Ok(entry) = line.parse::<Entry>() else {
-            continue;
-        };
+    let names = alternatives(name);
+    for (n, entry) in known_hosts_entries(text) {
         let same_key = entry.public_key().key_data() == key;
         match entry.marker() {
-            Some(Marker::Revoked) if same_key => return Found::Revoked(n + 1),
+            Some(Marker::Revoked) if same_key => return Found::Revoked(n),
             Some(_) => continue,
             None => {}
         }
-        if !names_match(entry.host_patterns(), name) {
+        if !names.iter().any(|n| names_match(entry.host_patterns(), n)) {
             continue;
         }
         if same_key {
             known = true;
-        } else if changed.is_none() && entry.public_key().algorithm() == key.algorithm() {
-            changed = Some(n + 1);
+        } else if changed.is_none() {
+            changed = Some(n);
         }
     }
     match (known, changed) {
@@ -96,6 +91,47 @@ pub fn check_text(text: &str, name: &str, key: &KeyData) -> Found {
         (false, Some(line)) => Found::Changed(line),
         (false, None) => Found::Nothing,
     }
+}
+
+/// `host` and `[host]:22` are the same host: either may be written in a file.
+fn alternatives(name: &str) -> Vec<String> {
+    match name.strip_prefix('[').and_then(|r| r.strip_suffix("]:22")) {
+        Some(host) => vec![name.to_string(), host.to_string()],
+        None if !name.starts_with('[') => vec![name.to_string(), format!("[{name}]:22")],
+        None => vec![name.to_string()],
+    }
+}
+
+/// The host key algorithms to ask the server for: those of the keys `files` record for
+/// `name` first (as OpenSSH orders them), then the rest of `default`.
+pub fn preferred_algorithms(
+    files: &[PathBuf],
+    name: &str,
+    default: &[ssh_key::Algorithm],
+) -> Vec<ssh_key::Algorithm> {
+    let names = alternatives(name);
+    let mut known: Vec<ssh_key::Algorithm> = vec![];
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for (_, entry) in known_hosts_entries(&text) {
+            if entry.marker().is_none()
+                && names.iter().any(|n| names_match(entry.host_patterns(), n))
+            {
+                known.push(entry.public_key().algorithm());
+            }
+        }
+    }
+    let same_kind = |a: &ssh_key::Algorithm, b: &ssh_key::Algorithm| {
+        a == b || (a.clone().is_rsa() && b.clone().is_rsa())
+    };
+    let (mut first, rest): (Vec<_>, Vec<_>) = default
+        .iter()
+        .cloned()
+        .partition(|a| known.iter().any(|k| same_kind(a, k)));
+    first.extend(rest);
+    first
 }
 
 fn names_match(p: &HostPatterns, name: &str) -> bool {
@@ -204,6 +240,29 @@ mod tests {
             check(&[PathBuf::from("/nonexistent")], "h", k.key_data()),
             HostStatus::Unknown
         );
+    }
+
+    #[test]
+    fn another_type_is_a_changed_key_and_port_22_is_the_bare_name() {
+        const EC: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBPmLfUqMDYF37QRHn4K5b32sjMMx9R4rqHGT6lfDaql+Gyn3V6ZUIYzrQOvlqWEzswNLOPR5XxAz8Y40OC1AFR4=";
+        let f = file("t", &format!("[h]:22 {EC}\n"));
+        let files = [f.clone()];
+        assert_eq!(
+            check(&files, "h", key(ED).key_data()),
+            HostStatus::Changed { file: f, line: 1 }
+        );
+        assert_eq!(check(&files, "h", key(EC).key_data()), HostStatus::Known);
+        let f2 = file("t2", &format!("h {ED}\n"));
+        assert_eq!(
+            check(&[f2], "[h]:22", key(ED).key_data()),
+            HostStatus::Known
+        );
+        let pref = preferred_algorithms(
+            &files,
+            "h",
+            &[ssh_key::Algorithm::Ed25519, key(EC).algorithm()],
+        );
+        assert_eq!(pref, vec![key(EC).algorithm(), ssh_key::Algorithm::Ed25519]);
     }
 
     #[test]

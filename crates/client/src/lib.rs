@@ -3,22 +3,29 @@
 //! for the key the server accepts, with the session binding it verified itself, so
 //! the person there sees `user@host:port` and who vouches for it.
 //!
-//! A connection's path: `config` (where) → `dial` (TCP, key exchange, `known_hosts`,
-//! authentication through `signer`) → `session` (PTY, command, exit status) and
-//! `forward` (`-L`).
+//! A connection's path: `args` (ssh's command line) → `config` (where, from the
+//! command line and ssh_config) → `dial` (TCP or a channel through each jump host, key
+//! exchange, `known_hosts`, authentication through `signer`, keys chosen by
+//! `identity`) → `session` (PTY, command, exit status), `forward` (`-L`, `-R`, `-D`
+//! with `socks`) and `agent_forward` (`-A`).
 
+pub mod agent_forward;
+pub mod args;
 pub mod config;
 pub mod dial;
 pub mod error;
 pub mod forward;
+pub mod identity;
 pub mod known_hosts;
 pub mod session;
 pub mod signer;
+pub mod socks;
 pub mod terminal;
 
 pub use error::ClientError;
 
-use config::{CommandLine, Target};
+use config::{CommandLine, Files, RequestTty, Target};
+use dial::Services;
 use session::{Ended, Tty};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +39,8 @@ pub struct Options {
     pub tty: Tty,
     /// `-N`: no command, forwards only.
     pub no_command: bool,
-    pub local_forwards: Vec<String>,
+    /// `-q`: no warnings.
+    pub quiet: bool,
     /// `--signer HOST:PORT` or `ID=HOST:PORT`.
     pub signer: Option<String>,
     /// Reconnect with back-off when the connection drops.
@@ -41,20 +49,47 @@ pub struct Options {
     pub cert: Option<u64>,
     /// The vmux home (state under `client/`).
     pub vmux_home: PathBuf,
-    /// ssh config text (`None`: none).
-    pub ssh_config: Option<String>,
+    /// Which ssh config files to read.
+    pub files: Files,
+}
+
+/// The forwards of one run, parsed before anything connects.
+struct Forwards {
+    local: Vec<forward::LocalForward>,
+    remote: Vec<forward::RemoteForward>,
+    dynamic: Vec<(String, u16)>,
 }
 
 /// Run the client; the result is the process exit status (255 for failures of the
 /// connection itself, as ssh(1)).
 pub async fn run(opts: Options) -> Result<i32, ClientError> {
-    let target = config::resolve(&opts.command_line, opts.ssh_config.as_deref())?;
-    let forwards = opts
-        .local_forwards
-        .iter()
-        .map(|f| forward::parse(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let signers = signer::Signers::open(&opts.vmux_home)?;
+    let target = config::resolve(&opts.command_line, &opts.files)?;
+    if !opts.quiet {
+        for w in &target.warnings {
+            eprintln!("vmux ssh: warning: {w}");
+        }
+    }
+    let forwards = Forwards {
+        local: target
+            .local_forwards
+            .iter()
+            .map(|f| forward::parse_local(f, target.gateway_ports))
+            .collect::<Result<_, _>>()?,
+        remote: target
+            .remote_forwards
+            .iter()
+            .map(|f| forward::parse_remote(f))
+            .collect::<Result<_, _>>()?,
+        dynamic: target
+            .dynamic_forwards
+            .iter()
+            .map(|f| socks::parse_bind(f, target.gateway_ports))
+            .collect::<Result<_, _>>()?,
+    };
+    for hop in &target.jumps {
+        tracing::debug!("jump host {}@{}", hop.user, hop.host_port());
+    }
+    let mut signers = signer::Signers::open(&opts.vmux_home)?;
     if let Some(r) = &opts.signer {
         signers.route(r)?;
     }
@@ -97,34 +132,106 @@ async fn once(
     opts: &Options,
     target: &Target,
     signers: &signer::Signers,
-    forwards: &[forward::LocalForward],
+    forwards: &Forwards,
 ) -> Result<Ended, ClientError> {
-    // The signer and the server at once: key exchange while the signer wakes up.
-    let offers = {
-        let s = signers.agent.clone();
-        let reach = signer::Signers { agent: s };
-        tokio::spawn(async move { reach.connect().await })
+    // The signer and the first server at once: key exchange while the signer wakes up.
+    let reach = {
+        let s = signers.clone();
+        tokio::spawn(async move { s.connect().await })
     };
-    let mut conn = dial::connect(target).await?;
-    let offers = offers.await.map_err(|_| ClientError::NoSigner)??;
-    let config = &signers.agent.config;
-    let cert = match opts.cert.or(config.ssh_cert.then_some(3600)) {
-        Some(validity) => Some(signers.session_cert(validity).await?),
-        None => None,
-    };
-    dial::authenticate(&mut conn, target, signers, &offers, cert.as_ref()).await?;
-    let handle = Arc::new(conn.handle);
+    let mut reach = Some(reach);
+    let mut offers = vec![];
+    let mut cert = None;
+    let services = Arc::new(Services::default());
+    // Every jump host, then the destination, each through the one before.
+    let mut chain: Vec<Arc<russh::client::Handle<dial::Client>>> = vec![];
+    let mut last = None;
+    let hops: Vec<&Target> = target.jumps.iter().chain([target]).collect();
+    for (i, hop) in hops.iter().enumerate() {
+        let is_target = i + 1 == hops.len();
+        let svc = if is_target {
+            services.clone()
+        } else {
+            Arc::new(Services::default())
+        };
+        let mut conn = dial::connect(hop, chain.last().map(|h| h.as_ref()), svc).await?;
+        if let Some(r) = reach.take() {
+            offers = r.await.map_err(|_| ClientError::NoSigner)??;
+            let config = &signers.agent.config;
+            if let Some(validity) = opts.cert.or(config.ssh_cert.then_some(3600)) {
+                cert = Some(signers.session_cert(validity).await?);
+            }
+        }
+        let hop_offers = identity::select(hop, &offers)?;
+        dial::authenticate(&mut conn, hop, signers, &hop_offers, cert.as_ref()).await?;
+        let binding = conn.binding.clone();
+        chain.push(Arc::new(conn.handle));
+        last = Some(binding);
+    }
+    let handle = chain.last().expect("the destination").clone();
+    if target.forward_agent {
+        if let Some(binding) = &last {
+            let f =
+                agent_forward::Forwarded::new(signers.agent.clone(), binding, &target.host_port());
+            let _ = services.agent.set(f);
+        }
+    }
+    services
+        .remotes
+        .request(&handle, &forwards.remote, target.exit_on_forward_failure)
+        .await?;
     let mut tasks = vec![];
-    for f in forwards {
+    for f in &forwards.local {
         tasks.push(forward::start(handle.clone(), f.clone()).await?);
     }
-    let ended = if opts.no_command {
+    for (bind, port) in &forwards.dynamic {
+        tasks.push(forward::start_dynamic(handle.clone(), bind.clone(), *port).await?);
+    }
+    let remote_command: Vec<String> = target.remote_command.iter().cloned().collect();
+    let command = if opts.command.is_empty() {
+        &remote_command
+    } else {
+        &opts.command
+    };
+    let ended = if opts.no_command || target.no_session {
         session::wait_closed(&handle).await
     } else {
-        session::run(&handle, &opts.command, opts.tty, &target.host).await?
+        let tty = match (opts.tty, target.request_tty) {
+            (Tty::Auto, RequestTty::No) => Tty::No,
+            (Tty::Auto, RequestTty::Yes) => Tty::Want,
+            (Tty::Auto, RequestTty::Force) => Tty::Force,
+            (t, _) => t,
+        };
+        session::run(
+            &handle,
+            session::Request {
+                command,
+                tty,
+                host: &target.host,
+                forward_agent: target.forward_agent,
+                env: environment(target),
+            },
+        )
+        .await?
     };
     for t in tasks {
         t.abort();
     }
+    drop(chain);
     Ok(ended)
+}
+
+/// `SetEnv` pairs, then the variables of this process `SendEnv` names.
+fn environment(t: &Target) -> Vec<(String, String)> {
+    let mut env = t.set_env.clone();
+    for (k, v) in std::env::vars() {
+        if t.send_env
+            .iter()
+            .any(|p| vmux_proto::ssh_config::glob_exact(p, &k))
+            && !env.iter().any(|(x, _)| *x == k)
+        {
+            env.push((k, v));
+        }
+    }
+    env
 }

@@ -37,17 +37,40 @@ pub enum Ended {
     Interrupted,
 }
 
-pub async fn run(
-    handle: &Arc<Handle<Client>>,
-    command: &[String],
-    tty: Tty,
-    host: &str,
-) -> Result<Ended, ClientError> {
+/// What the session channel asks for.
+pub struct Request<'a> {
+    /// The command (words joined with spaces, as ssh does); empty: a shell.
+    pub command: &'a [String],
+    pub tty: Tty,
+    /// The host, for messages.
+    pub host: &'a str,
+    /// `-A`: ask the server to forward an agent to this client.
+    pub forward_agent: bool,
+    /// `SendEnv`/`SetEnv` variables.
+    pub env: Vec<(String, String)>,
+}
+
+pub async fn run(handle: &Arc<Handle<Client>>, r: Request<'_>) -> Result<Ended, ClientError> {
+    let Request {
+        command,
+        tty,
+        host,
+        forward_agent,
+        env,
+    } = r;
     let lost = |e: russh::Error| ClientError::Lost {
         host: host.into(),
         reason: e.to_string(),
     };
     let ch = handle.channel_open_session().await.map_err(lost)?;
+    if forward_agent {
+        tracing::debug!("requesting agent forwarding");
+        ch.agent_forward(false).await.map_err(lost)?;
+    }
+    for (k, v) in env {
+        tracing::debug!("sending environment variable {k}");
+        ch.set_env(false, k, v).await.map_err(lost)?;
+    }
     let on_tty = terminal::stdin_is_tty();
     let pty = match tty {
         Tty::Auto => command.is_empty() && on_tty,

@@ -23,8 +23,12 @@ pub struct Offer {
     pub signer: String,
 }
 
+#[derive(Clone)]
 pub struct Signers {
     pub agent: Arc<Agent>,
+    /// `--signer`: the one route to try (signer id, the route as given, the address
+    /// the signer had before, restored when the route fails).
+    explicit: Option<(String, String, String)>,
 }
 
 impl Signers {
@@ -33,11 +37,15 @@ impl Signers {
         if agent.signers().is_empty() {
             return Err(ClientError::NotPaired);
         }
-        Ok(Signers { agent })
+        Ok(Signers {
+            agent,
+            explicit: None,
+        })
     }
 
-    /// `--signer HOST:PORT` (one paired signer) or `ID=HOST:PORT`.
-    pub fn route(&self, route: &str) -> Result<(), ClientError> {
+    /// `--signer HOST:PORT` (one paired signer) or `ID=HOST:PORT`: that route only. It
+    /// is kept as the signer's address once the signer answered there.
+    pub fn route(&mut self, route: &str) -> Result<(), ClientError> {
         let paired = self.agent.signers();
         let (id, addr) = match route.split_once('=') {
             Some((id, addr)) => (id.to_string(), addr),
@@ -48,7 +56,12 @@ impl Signers {
                 )))
             }
         };
+        let before = paired
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.address.clone());
         if self.agent.set_address(&id, addr) {
+            self.explicit = Some((id, route.to_string(), before.unwrap_or_default()));
             Ok(())
         } else {
             Err(ClientError::Config(format!(
@@ -57,8 +70,12 @@ impl Signers {
         }
     }
 
-    /// Follow paired signers that mDNS finds elsewhere, while this client runs.
+    /// Follow paired signers that mDNS finds elsewhere, while this client runs (not
+    /// with `--signer`: that route is the only one).
     pub fn discover(&self) {
+        if self.explicit.is_some() {
+            return;
+        }
         let scope = vmux_proto::discovery::scope_for(&self.agent.config.discovery, None);
         let Ok(Some(scope)) = scope else {
             return;
@@ -79,6 +96,35 @@ impl Signers {
     /// Reach every paired signer (bounded by `connect_timeout_secs`, waking them when
     /// they gave a wake URL) and return the keys of those that answered.
     pub async fn connect(&self) -> Result<Vec<Offer>, ClientError> {
+        if let Some((id, route, before)) = &self.explicit {
+            // One try at the route given (with the wake URL if the signer gave one),
+            // and its failure as it is: no other address, no discovery.
+            let wakes = self
+                .agent
+                .signers()
+                .iter()
+                .any(|s| &s.id == id && s.wake_url.is_some());
+            let linked = if wakes {
+                self.agent.link_or_wake(id).await
+            } else {
+                self.agent.link(id).await
+            };
+            if let Err(e) = linked {
+                if !before.is_empty() {
+                    self.agent.set_address(id, before);
+                }
+                return Err(match e {
+                    AgentError::Refused(code @ ErrorCode::PairingInvalid, _) => {
+                        ClientError::Revoked(code)
+                    }
+                    e => ClientError::SignerRoute {
+                        route: route.clone(),
+                        reason: e.to_string(),
+                    },
+                });
+            }
+            return Ok(self.offers(std::slice::from_ref(id)));
+        }
         let signers = self.agent.signers();
         let tries: Vec<_> = signers
             .iter()
@@ -111,10 +157,18 @@ impl Signers {
                 None => ClientError::NoSigner,
             });
         }
-        let names: std::collections::HashMap<String, String> =
-            signers.into_iter().map(|s| (s.id, s.name)).collect();
-        Ok(self
+        Ok(self.offers(&up))
+    }
+
+    /// The cached keys of the signers in `up`, enabled ones only.
+    fn offers(&self, up: &[String]) -> Vec<Offer> {
+        let names: std::collections::HashMap<String, String> = self
             .agent
+            .signers()
+            .into_iter()
+            .map(|s| (s.id, s.name))
+            .collect();
+        self.agent
             .cached_keys()
             .into_iter()
             .filter(|k| k.record.enabled && up.contains(&k.signer_id))
@@ -126,7 +180,7 @@ impl Signers {
                     signer: names.get(&k.signer_id).cloned().unwrap_or_default(),
                 })
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -186,8 +240,10 @@ impl russh::Signer for Approval<'_> {
             .map(|s| s.name)
             .unwrap_or_else(|| "?".into());
         eprintln!(
-            "waiting for signer {}… approve on the signer",
-            vmux_proto::text::field(&name)
+            "waiting for signer {}… approve the login to {}@{} on the signer",
+            vmux_proto::text::field(&name),
+            vmux_proto::text::field(&self.target.user),
+            vmux_proto::text::field(&self.target.host_port())
         );
         let context = Context {
             requester: vmux_agent::requester::describe(Some(std::process::id() as i32), 4),

@@ -159,7 +159,8 @@ fn parse_line(line: &str) -> Option<Pin> {
     let (name, rest) = line.split_once(char::is_whitespace)?;
     let key = ssh_key::PublicKey::from_openssh(rest.trim()).ok()?;
     Some(Pin {
-        name: name.to_string(),
+        // Pins written as `host:22` before names were made one are read as `host`.
+        name: vmux_proto::ssh_config::canonical_name(name),
         key: key.key_data().encode_vec().ok()?,
     })
 }

@@ -215,44 +215,12 @@ impl KeyPolicy {
     }
 }
 
-/// Shell-style match with `*` and `?`, case-insensitive (host names).
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (
-        pattern.to_lowercase().chars().collect(),
-        text.to_lowercase().chars().collect(),
-    );
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
+/// `*` and `?`, case-insensitive: the tree's one glob.
+pub use vmux_proto::ssh_config::glob;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob("*.example.com", "git.example.com"));
-        assert!(!glob("*.example.com", "example.com"));
-        assert!(glob("h?st", "HOST"));
-        assert!(glob("*", ""));
-        assert!(!glob("a", "ab"));
-    }
 
     #[test]
     fn key_policy() {

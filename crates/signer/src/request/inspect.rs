@@ -69,6 +69,8 @@ pub fn examine(req: &SignRequest, pins: &HostPins) -> Result<Examined, Refusal> 
         .host
         .as_deref()
         .map(field)
+        // `host`, `host:22` and `[host]:22` are one host, pinned and shown as `host`.
+        .map(|h| vmux_proto::ssh_config::canonical_name(&h))
         .filter(|h| hosts::pinnable_name(h));
     let hops = hop_names(&req.bindings, pins)?;
     let dest = match parsed.kind {
