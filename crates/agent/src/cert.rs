@@ -1,7 +1,8 @@
 //! The session certificate: an ephemeral P-256 key made in memory, certified by a
 //! signer's CA after one approval, used to sign locally until it expires. The private
-//! key is never written anywhere and is zeroized when dropped (the curve crate's signing
-//! key, and ssh-key's key types, zeroize on drop).
+//! key is never written anywhere and is zeroized when dropped: ssh-key's key types
+//! zeroize themselves, and the key pair that signs (ring's) lives in an allocation that
+//! is wiped before it is freed (`vmux_proto::wipe`).
 
 use crate::forward::Agent;
 use crate::AgentError;

@@ -15,6 +15,7 @@ pub mod pairing;
 pub mod sshdata;
 pub mod store;
 pub mod text;
+pub mod wipe;
 
 pub use envelope::{Envelope, ErrorCode, Message};
 pub use error::ProtoError;

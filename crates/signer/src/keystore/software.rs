@@ -1,5 +1,7 @@
 //! Keys as OpenSSH private key files (encrypted with a passphrase when one is set),
-//! one per file, mode 0600, under the signer's `keys/` directory.
+//! one per file, mode 0600, under the signer's `keys/` directory: Ed25519, ECDSA P-256
+//! and P-384. ssh-key reads and writes the files; `ring` signs, from a key pair made
+//! once at open and wiped when the keystore is dropped (`vmux_proto::keys`).
 
 use super::Keystore;
 use crate::SignerError;
@@ -32,6 +34,9 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, SignerError> {
         "ed25519" | "ssh-ed25519" => Ok(Algorithm::Ed25519),
         "ecdsa" | "p256" | "ecdsa-sha2-nistp256" => Ok(Algorithm::Ecdsa {
             curve: EcdsaCurve::NistP256,
+        }),
+        "ecdsa-p384" | "p384" | "ecdsa-sha2-nistp384" => Ok(Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
         }),
         other => Err(SignerError::UnsupportedKeyType(other.to_string())),
     }
@@ -100,6 +105,9 @@ pub fn store(
 fn algo_file_prefix(a: &Algorithm) -> &'static str {
     match a {
         Algorithm::Ed25519 => "ed25519",
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
+        } => "ecdsa-p384",
         _ => "ecdsa",
     }
 }
@@ -334,11 +342,11 @@ mod tests {
     #[test]
     fn generate_open_sign_verify() {
         let d = tmp("plain");
-        for alg in ["ed25519", "ecdsa"] {
+        for alg in ["ed25519", "ecdsa", "ecdsa-p384"] {
             generate(&d, parse_algorithm(alg).unwrap(), "c", None).unwrap();
         }
         let ks = SoftwareKeystore::open(&d, None).unwrap();
-        assert_eq!(ks.keys().len(), 2);
+        assert_eq!(ks.keys().len(), 3);
         for rec in ks.keys() {
             let sig = ks.sign(&rec.public_key, b"hello", 0).unwrap();
             let sig = ssh_key::Signature::decode(&mut sig.as_slice()).unwrap();
