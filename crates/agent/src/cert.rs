@@ -109,6 +109,12 @@ impl SessionCert {
         now < self.valid_before
     }
 
+    /// Where the key pair lives (for the test that proves it is wiped when dropped).
+    #[doc(hidden)]
+    pub fn key_allocation(&self) -> (usize, usize) {
+        self.key.key_allocation()
+    }
+
     /// Sign locally: an ordinary `ecdsa-sha2-nistp256` signature by the certified key.
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, ErrorCode> {
         self.key.sign(data).map_err(|_| ErrorCode::Internal)
