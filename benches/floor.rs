@@ -131,7 +131,11 @@ fn signatures() {
             let s: ssh_key::Signature = key.try_sign(&data).unwrap();
             std::hint::black_box(s);
         });
-        result(&format!("ring_{name}_us"), bare, "bare ring signature, CPU µs");
+        result(
+            &format!("ring_{name}_us"),
+            bare,
+            "bare ring signature, CPU µs",
+        );
         result(
             &format!("vmux_{name}_us"),
             vmux,

@@ -143,7 +143,9 @@ fn resume(path: &Path) -> Result<(u64, String), ProtoError> {
             let skip = if start == 0 {
                 0
             } else {
-                buf.iter().position(|&b| b == b'\n').map_or(buf.len(), |i| i + 1)
+                buf.iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(buf.len(), |i| i + 1)
             };
             break (start + skip as u64, buf[skip..].to_vec());
         }
@@ -585,7 +587,8 @@ mod tests {
         }
         // A torn line and a half-written one before it, far past the first 16 KiB.
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"{\"k\":\"x\",\"seq\":20\n{\"k\":\"c\",\"se").unwrap();
+        f.write_all(b"{\"k\":\"x\",\"seq\":20\n{\"k\":\"c\",\"se")
+            .unwrap();
         drop(f);
         let mut j = Journal::open(&p).unwrap();
         j.append(rec("after")).unwrap();

@@ -34,8 +34,10 @@ impl PreparedKey {
     pub fn new(key: &PrivateKey) -> Result<Self, Unsupported> {
         let rng = ring::rand::SystemRandom::new();
         let ecdsa = |alg, private: &[u8], public: &[u8]| {
-            Wiped::try_new(|| EcdsaKeyPair::from_private_key_and_public_key(alg, private, public, &rng))
-                .map_err(|_| Unsupported("invalid ECDSA key pair".into()))
+            Wiped::try_new(|| {
+                EcdsaKeyPair::from_private_key_and_public_key(alg, private, public, &rng)
+            })
+            .map_err(|_| Unsupported("invalid ECDSA key pair".into()))
         };
         let pair = match key.key_data() {
             KeypairData::Ecdsa(EcdsaKeypair::NistP256 { private, public }) => Pair::P256(ecdsa(
@@ -187,9 +189,9 @@ pub fn verify_session_bind(host_key: &[u8], session_id: &[u8], signature: &[u8])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ssh_key::Algorithm;
     use signature::Verifier;
     use ssh_key::encoding::Decode;
+    use ssh_key::Algorithm;
 
     #[test]
     fn prepared_signatures_verify() {

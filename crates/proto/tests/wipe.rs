@@ -63,7 +63,10 @@ fn key_memory_is_zeroed_before_it_is_freed() {
         WATCHED.store(addr, Ordering::SeqCst);
         drop(prepared);
         WATCHED.store(0, Ordering::SeqCst);
-        assert!(FREED.load(Ordering::SeqCst), "{alg}: key allocation not freed");
+        assert!(
+            FREED.load(Ordering::SeqCst),
+            "{alg}: key allocation not freed"
+        );
         assert!(
             FREED_ZERO.load(Ordering::SeqCst),
             "{alg}: key allocation freed with key bytes in it"

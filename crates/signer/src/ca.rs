@@ -362,10 +362,7 @@ mod tests {
         std::fs::write(home.ca_serial(), "41\n").unwrap();
         assert_eq!(next_serial(&home.ca_serial()).unwrap(), 42);
         assert_eq!(next_serial(&home.ca_serial()).unwrap(), 43);
-        assert_eq!(
-            std::fs::read_to_string(home.ca_serial()).unwrap(),
-            "43\n"
-        );
+        assert_eq!(std::fs::read_to_string(home.ca_serial()).unwrap(), "43\n");
         // A lost counter starts again above anything a counter reached.
         std::fs::remove_file(home.ca_serial()).unwrap();
         let before = serial_floor();
