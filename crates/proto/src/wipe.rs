@@ -74,7 +74,7 @@ impl<T> Drop for Wiped<T> {
 /// `p..p+len` must be writable memory owned by the caller.
 unsafe fn zero_bytes(p: *mut u8, len: usize) {
     let mut i = 0;
-    while i < len && (p as usize + i) % 8 != 0 {
+    while i < len && (p as usize + i) & 7 != 0 {
         std::ptr::write_volatile(p.add(i), 0);
         i += 1;
     }
