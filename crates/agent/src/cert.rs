@@ -35,16 +35,29 @@ pub struct SessionCert {
     pub signer_id: String,
 }
 
-/// A fresh ephemeral key (P-256, like the Secure Enclave keys of the original).
-pub fn ephemeral_key() -> PrivateKey {
+/// A fresh ephemeral key (P-256, like the Secure Enclave keys of the original), on the
+/// heap: the key is held across awaits, and a task keeps what it holds in its own heap
+/// memory, where every move would leave a copy that nothing wipes. A box moves as a
+/// pointer; ssh-key zeroes the key itself when the box is dropped.
+pub fn ephemeral_key() -> Box<PrivateKey> {
+    let key = generate_boxed();
+    // The generator's temporaries (the scalar) were on the stack below this frame.
+    vmux_proto::wipe::scrub_stack();
+    key
+}
+
+#[inline(never)]
+fn generate_boxed() -> Box<PrivateKey> {
     let mut rng = ssh_key::rand_core::UnwrapErr(ssh_key::getrandom::SysRng);
-    PrivateKey::random(
-        &mut rng,
-        Algorithm::Ecdsa {
-            curve: EcdsaCurve::NistP256,
-        },
+    Box::new(
+        PrivateKey::random(
+            &mut rng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .expect("P-256 key generation"),
     )
-    .expect("P-256 key generation")
 }
 
 pub fn public_blob(key: &PrivateKey) -> Vec<u8> {
@@ -58,7 +71,7 @@ impl SessionCert {
     /// Accept a CA's answer only if it certifies our key, is signed by the CA key it
     /// names, and is a user certificate.
     pub fn from_response(
-        key: PrivateKey,
+        key: Box<PrivateKey>,
         resp: &CertificateResponse,
         signer_id: &str,
     ) -> Result<SessionCert, String> {
