@@ -180,7 +180,9 @@ fn history() {
             size as f64 / 1e6,
             made.elapsed().as_secs_f64()
         );
-        let open = per_call(5, 20, || {
+        // Opening starts (and closing joins) the flusher thread: many opens, so that the
+        // thread's start-up noise averages out.
+        let open = per_call(7, 200, || {
             std::hint::black_box(vmux_proto::journal::Journal::open(&log).unwrap());
         });
         let mut j = vmux_proto::journal::Journal::open(&log).unwrap();

@@ -129,7 +129,7 @@ fn resume(path: &Path) -> Result<(u64, String), ProtoError> {
         Err(e) => return Err(ProtoError::file(path, e)),
     };
     let len = f.metadata().map_err(|e| ProtoError::file(path, e))?.len();
-    let mut want: u64 = 16 * 1024;
+    let mut want: u64 = 4 * 1024;
     let (start, buf) = loop {
         let start = len.saturating_sub(want);
         let mut buf = Vec::with_capacity((len - start) as usize);
