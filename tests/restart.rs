@@ -75,7 +75,7 @@ fn a_signer_that_issued_certificates_lives_through_restarts() {
         "the stray file is named: {list:?}"
     );
 
-    // The counter is lost: the next serial still follows the decision log.
+    // The counter is lost: the next serial starts again from the clock, above the others.
     std::fs::remove_file(home.join("ca-serial")).unwrap();
     s.signer.stop();
     s.signer = Signer::start(&s.signer.home, &addr);

@@ -19,7 +19,7 @@ pub enum SignerCmd {
         /// The name paired devices show for this signer (e.g. alice-pi).
         #[arg(long)]
         name: String,
-        /// Key type of the first key: ecdsa (ecdsa-sha2-nistp256) or ed25519.
+        /// Key type of the first key: ecdsa (ecdsa-sha2-nistp256), ecdsa-p384 or ed25519.
         #[arg(long = "type", default_value = "ecdsa")]
         key_type: String,
         /// The first key's comment (default `vmux@NAME`).
@@ -141,7 +141,7 @@ pub enum KeysCmd {
     /// Make a new signing key (a running signer offers it from its next key list), in
     /// software, inside the TPM, or on a PKCS#11 token.
     Add {
-        /// ecdsa (ecdsa-sha2-nistp256) or ed25519; in a TPM ecdsa or rsa; on a token
+        /// ecdsa (ecdsa-sha2-nistp256), ecdsa-p384 or ed25519; in a TPM ecdsa or rsa; on a token
         /// ecdsa, ecdsa-p384 or rsa.
         #[arg(long = "type", default_value = "ecdsa")]
         key_type: String,
@@ -190,7 +190,7 @@ pub enum CaCmd {
     Init {
         #[command(flatten)]
         store: super::stores::StoreArgs,
-        /// ed25519 or ecdsa in software; ecdsa in the TPM; ecdsa or ecdsa-p384 on a token
+        /// ed25519, ecdsa or ecdsa-p384 in software; ecdsa in the TPM; ecdsa or ecdsa-p384 on a token
         /// (not RSA: vmux checks each certificate it issues and has no RSA code).
         /// Default: ed25519 in software, ecdsa elsewhere.
         #[arg(long = "type")]

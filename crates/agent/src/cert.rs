@@ -1,7 +1,8 @@
 //! The session certificate: an ephemeral P-256 key made in memory, certified by a
 //! signer's CA after one approval, used to sign locally until it expires. The private
-//! key is never written anywhere and is zeroized when dropped (the curve crate's signing
-//! key, and ssh-key's key types, zeroize on drop).
+//! key is never written anywhere and is zeroized when dropped: ssh-key's key types
+//! zeroize themselves, and the key pair that signs (ring's) lives in an allocation that
+//! is wiped before it is freed (`vmux_proto::wipe`).
 //!
 //! [`Lifecycle`] decides when to ask for one, without touching the network: on the first
 //! link; after a request nobody answered, a `reset`, `ssh-add -D` or an expiry only at the
@@ -32,16 +33,29 @@ pub struct SessionCert {
     pub signer_id: String,
 }
 
-/// A fresh ephemeral key (P-256, like the Secure Enclave keys of the original).
-pub fn ephemeral_key() -> PrivateKey {
+/// A fresh ephemeral key (P-256, like the Secure Enclave keys of the original), on the
+/// heap: the key is held across awaits, and a task keeps what it holds in its own heap
+/// memory, where every move would leave a copy that nothing wipes. A box moves as a
+/// pointer; ssh-key zeroes the key itself when the box is dropped.
+pub fn ephemeral_key() -> Box<PrivateKey> {
+    let key = generate_boxed();
+    // The generator's temporaries (the scalar) were on the stack below this frame.
+    vmux_proto::wipe::scrub_stack();
+    key
+}
+
+#[inline(never)]
+fn generate_boxed() -> Box<PrivateKey> {
     let mut rng = ssh_key::rand_core::UnwrapErr(ssh_key::getrandom::SysRng);
-    PrivateKey::random(
-        &mut rng,
-        Algorithm::Ecdsa {
-            curve: EcdsaCurve::NistP256,
-        },
+    Box::new(
+        PrivateKey::random(
+            &mut rng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .expect("P-256 key generation"),
     )
-    .expect("P-256 key generation")
 }
 
 pub fn public_blob(key: &PrivateKey) -> Vec<u8> {
@@ -55,7 +69,7 @@ impl SessionCert {
     /// Accept a CA's answer only if it certifies our key, is signed by the CA key it
     /// names, and is a user certificate.
     pub fn from_response(
-        key: PrivateKey,
+        key: Box<PrivateKey>,
         resp: &CertificateResponse,
         signer_id: &str,
     ) -> Result<SessionCert, String> {
@@ -104,6 +118,12 @@ impl SessionCert {
 
     pub fn is_valid_at(&self, now: u64) -> bool {
         now < self.valid_before
+    }
+
+    /// Where the key pair lives (for the test that proves it is wiped when dropped).
+    #[doc(hidden)]
+    pub fn key_allocation(&self) -> (usize, usize) {
+        self.key.key_allocation()
     }
 
     /// Sign locally: an ordinary `ecdsa-sha2-nistp256` signature by the certified key.

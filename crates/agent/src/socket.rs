@@ -109,7 +109,10 @@ async fn connection(mut session: Session, mut stream: UnixStream) {
         }
         // If the client hangs up while its request waits for a person, stop waiting:
         // dropping the request future cancels it at the signer.
+        // The answer first: one signed at once (the session certificate) never looks
+        // at the peer (a system call saved per request).
         let resp = tokio::select! {
+            biased;
             r = session.handle(&msg) => r,
             _ = peer_gone(&stream) => return,
         };

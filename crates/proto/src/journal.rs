@@ -118,37 +118,104 @@ fn line_hash(line: &str) -> String {
     hex(&Sha256::digest(line.as_bytes()))
 }
 
-/// Cut a torn last line off `path` (a crash mid-write). `text` is the file from byte
-/// `offset` on; returns the whole lines of it.
-fn repair(path: &Path, offset: u64, text: String) -> Result<String, ProtoError> {
-    let whole_end = match text.rfind('\n') {
-        Some(i) => i + 1,
-        None => 0,
-    };
-    let mut keep = whole_end;
-    // The last complete line must be a record too; a half-written one is dropped.
-    if let Some(last) = text[..whole_end].lines().next_back() {
-        if serde_json::from_str::<Value>(last).is_err() {
-            keep = whole_end - last.len() - 1;
-        }
-    }
+/// Cut a torn last line off `path` (a crash mid-write); returns the whole lines' text.
+fn repair(path: &Path, text: String) -> Result<String, ProtoError> {
+    let keep = whole_len(text.as_bytes());
     if keep == text.len() {
         return Ok(text);
     }
-    let torn = &text[keep..];
+    cut(path, text.len() - keep, keep as u64)?;
+    Ok(text[..keep].to_string())
+}
+
+/// How much of `text` (a log, or its tail starting at a line boundary) is whole
+/// records: up to the last newline, less a last line that is not a record.
+fn whole_len(text: &[u8]) -> usize {
+    let whole_end = match text.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    // The last complete line must be a record too; a half-written one is dropped.
+    let body = &text[..whole_end.saturating_sub(1)];
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let last = &text[start..whole_end.saturating_sub(1)];
+    if whole_end > 0
+        && !last.iter().all(u8::is_ascii_whitespace)
+        && serde_json::from_slice::<Value>(last).is_err()
+    {
+        start
+    } else {
+        whole_end
+    }
+}
+
+fn cut(path: &Path, torn: usize, keep: u64) -> Result<(), ProtoError> {
     tracing::warn!(
-        "{}: cut off a torn last line ({} bytes) left by a crash; the chain goes on from the line before",
+        "{}: cut off a torn last line ({torn} bytes) left by a crash; the chain goes on from the line before",
         path.display(),
-        torn.len()
     );
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(|e| ProtoError::file(path, e))?;
-    f.set_len(offset + keep as u64)
+    f.set_len(keep)
         .and_then(|_| f.sync_all())
-        .map_err(|e| ProtoError::file(path, e))?;
-    Ok(text[..keep].to_string())
+        .map_err(|e| ProtoError::file(path, e))
+}
+
+/// Where a log's chain goes on: `(seq, prev)` after its last whole record, cutting a
+/// torn end off first. Only the log's tail is read (a few KiB, doubling until it holds
+/// the last two lines), so opening a log costs the same with ten lines or a million.
+fn resume(path: &Path) -> Result<(u64, String), ProtoError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.into())),
+        Err(e) => return Err(ProtoError::file(path, e)),
+    };
+    let len = f.metadata().map_err(|e| ProtoError::file(path, e))?.len();
+    let mut want: u64 = 4 * 1024;
+    let (start, buf) = loop {
+        let start = len.saturating_sub(want);
+        let mut buf = Vec::with_capacity((len - start) as usize);
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| (&mut f).take(len - start).read_to_end(&mut buf))
+            .map_err(|e| ProtoError::file(path, e))?;
+        // Enough when the tail holds three newlines (two whole lines and the torn
+        // rest), or it is the whole file.
+        if start == 0 || buf.iter().filter(|&&b| b == b'\n').count() >= 3 {
+            // Begin at a line boundary.
+            let skip = if start == 0 {
+                0
+            } else {
+                buf.iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(buf.len(), |i| i + 1)
+            };
+            break (start + skip as u64, buf[skip..].to_vec());
+        }
+        want *= 2;
+    };
+    let keep = whole_len(&buf);
+    if keep < buf.len() {
+        cut(path, buf.len() - keep, start + keep as u64)?;
+    }
+    let text = String::from_utf8_lossy(&buf[..keep]);
+    let Some(last) = text.lines().rfind(|l| !l.trim().is_empty()) else {
+        return Ok((0, GENESIS.into()));
+    };
+    let prev = line_hash(last);
+    let seq = match serde_json::from_str::<Value>(last)
+        .ok()
+        .and_then(|v| v.get("seq").and_then(Value::as_u64))
+    {
+        Some(s) => s + 1,
+        // Not one of ours: count its lines (the only case that reads the whole log).
+        None => std::fs::read(path)
+            .map(|t| t.iter().filter(|&&b| b == b'\n').count() as u64)
+            .unwrap_or(0),
+    };
+    Ok((seq, prev))
 }
 
 fn open_append(path: &Path) -> Result<(std::fs::File, (u64, u64)), ProtoError> {
@@ -162,57 +229,12 @@ fn open_append(path: &Path) -> Result<(std::fs::File, (u64, u64)), ProtoError> {
     Ok((file, (m.dev(), m.ino())))
 }
 
-/// The last whole line of the log at `path` (a torn tail cut off first), read from the
-/// end of the file only: opening a large log costs what its last line costs.
-fn last_line(path: &Path) -> Result<Option<String>, ProtoError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ProtoError::file(path, e)),
-    };
-    let len = f.metadata().map_err(|e| ProtoError::file(path, e))?.len();
-    let mut window = 64 * 1024u64;
-    loop {
-        let start = len.saturating_sub(window);
-        f.seek(SeekFrom::Start(start))
-            .map_err(|e| ProtoError::file(path, e))?;
-        let mut tail = Vec::new();
-        f.read_to_end(&mut tail)
-            .map_err(|e| ProtoError::file(path, e))?;
-        let tail = String::from_utf8_lossy(&tail).into_owned();
-        // Two newlines in the window (or the window is the whole file): the last whole
-        // line is in it.
-        if start == 0 || tail.matches('\n').count() >= 2 {
-            let skip = if start == 0 {
-                0
-            } else {
-                tail.find('\n').map(|i| i + 1).unwrap_or(0)
-            };
-            let kept = repair(path, start + skip as u64, tail[skip..].to_string())?;
-            return Ok(kept
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .map(String::from));
-        }
-        window *= 4;
-    }
-}
-
 impl Journal {
     pub fn open(path: &Path) -> Result<Self, ProtoError> {
         if let Some(dir) = path.parent() {
             crate::store::ensure_dir(dir, 0o700)?;
         }
-        let (mut seq, mut prev) = (0, GENESIS.to_string());
-        if let Some(last) = last_line(path)? {
-            prev = line_hash(&last);
-            seq = serde_json::from_str::<Value>(&last)
-                .ok()
-                .and_then(|v| v.get("seq").and_then(Value::as_u64))
-                .map(|s| s + 1)
-                .unwrap_or(0);
-        }
+        let (seq, prev) = resume(path)?;
         let (file, ident) = open_append(path)?;
         let file = Arc::new(file);
         let flusher = Arc::new(Flusher {
@@ -270,9 +292,15 @@ impl Journal {
         let seq = self.seq;
         self.seq += 1;
         let mut p = self.flusher.state.lock().unwrap();
-        p.anchor = Some(anchor);
-        p.file = Some(self.file.clone());
-        self.flusher.wake.notify_one();
+        // The flusher waits only while nothing is pending: wake it on that change alone
+        // (a wake is a system call; at thousands of appends a second it was one each).
+        let idle = p.anchor.replace(anchor).is_none();
+        if !p.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &self.file)) {
+            p.file = Some(self.file.clone());
+        }
+        if idle {
+            self.flusher.wake.notify_one();
+        }
         Ok(Durable {
             flusher: self.flusher.clone(),
             seq,
@@ -299,19 +327,24 @@ impl Journal {
         }
         self.sync();
         let (last_seq, last_hash) = (self.seq.checked_sub(1), self.prev.clone());
-        let last = last_line(&self.path)?;
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let text = if text.is_empty() {
+            text
+        } else {
+            repair(&self.path, text)?
+        };
         let (file, ident) = open_append(&self.path)?;
         self.file = Arc::new(file);
         self.ident = ident;
-        match last {
+        match text.lines().rfind(|l| !l.trim().is_empty()) {
             // Someone put a log there: go on from its last line.
             Some(last) => {
-                self.prev = line_hash(&last);
-                self.seq = serde_json::from_str::<Value>(&last)
+                self.prev = line_hash(last);
+                self.seq = serde_json::from_str::<Value>(last)
                     .ok()
                     .and_then(|v| v.get("seq").and_then(Value::as_u64))
                     .map(|s| s + 1)
-                    .unwrap_or(0);
+                    .unwrap_or(text.lines().count() as u64);
             }
             None => {
                 self.seq = 0;
@@ -630,6 +663,26 @@ mod tests {
         assert!(verify_file(&p).unwrap_err().reason.contains("rewritten"));
         std::fs::remove_file(&p).unwrap();
         assert!(verify_file(&p).unwrap_err().reason.contains("deleted"));
+    }
+
+    #[test]
+    fn a_long_log_resumes_from_its_tail() {
+        let p = tmp("long");
+        {
+            let mut j = Journal::open(&p).unwrap();
+            for i in 0..2000 {
+                j.append(rec(&format!("r{i}"))).unwrap();
+            }
+        }
+        // A torn line and a half-written one before it, far past the first 16 KiB.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"k\":\"x\",\"seq\":20\n{\"k\":\"c\",\"se")
+            .unwrap();
+        drop(f);
+        let mut j = Journal::open(&p).unwrap();
+        j.append(rec("after")).unwrap();
+        j.sync();
+        assert_eq!(verify(&std::fs::read_to_string(&p).unwrap()), Ok(2001));
     }
 
     #[test]

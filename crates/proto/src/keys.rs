@@ -1,55 +1,160 @@
-//! SSH keys as both sides use them: a private key made ready to sign once (the curve
-//! library's signing key, with its precomputed tables), so that a signature costs one
-//! curve operation; and the fingerprint people compare.
+//! SSH keys as both sides use them: a private key made ready to sign once, so that a
+//! signature costs one curve operation; and the fingerprint people compare.
+//!
+//! Signatures are made by `ring` (constant-time P-256, P-384 and Ed25519, several times
+//! faster than the pure-Rust curves; no OpenSSL). ssh-key stays the format layer: keys
+//! are read and written by it, and ring gets their raw scalars once. ring's key pairs
+//! do not wipe themselves, so each lives in a [`Wiped`] heap allocation that is zeroed
+//! (volatile writes over the whole allocation) before it is freed, and the stack a
+//! signature used is scrubbed after it.
 
-use ssh_key::encoding::Encode;
+use crate::wipe::{scrub_stack, Wiped};
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use ssh_key::private::{EcdsaKeypair, KeypairData};
-use ssh_key::{Algorithm, PrivateKey, Signature};
+use ssh_key::{PrivateKey, Signature};
 
-/// A decrypted private key, ready to sign. Zeroized on drop (the curve crates' signing
-/// keys zeroize themselves).
-pub enum PreparedKey {
-    P256(p256::ecdsa::SigningKey),
-    Ed25519(Box<ed25519_dalek::SigningKey>),
+/// A decrypted private key, ready to sign. Its key material sits in one heap allocation
+/// that is wiped before it is freed (drop, `reset`, lock, expiry).
+pub struct PreparedKey {
+    pair: Pair,
+}
+
+enum Pair {
+    P256(Wiped<EcdsaKeyPair>),
+    P384(Wiped<EcdsaKeyPair>),
+    Ed25519(Wiped<Ed25519KeyPair>),
 }
 
 /// Why a key cannot be prepared.
 #[derive(Debug, thiserror::Error)]
-#[error("unsupported key type {0}: ed25519 and ecdsa-sha2-nistp256 only")]
+#[error("unsupported key type {0}: ed25519, ecdsa-sha2-nistp256 and ecdsa-sha2-nistp384 only")]
 pub struct Unsupported(pub String);
 
 impl PreparedKey {
     pub fn new(key: &PrivateKey) -> Result<Self, Unsupported> {
-        match key.key_data() {
-            KeypairData::Ecdsa(EcdsaKeypair::NistP256 { private, .. }) => {
-                p256::ecdsa::SigningKey::from_slice(private.as_slice())
-                    .map(PreparedKey::P256)
-                    .map_err(|_| Unsupported("invalid P-256 scalar".into()))
-            }
-            KeypairData::Ed25519(kp) => Ok(PreparedKey::Ed25519(Box::new(
-                ed25519_dalek::SigningKey::from(&kp.private),
-            ))),
-            _ => Err(Unsupported(key.algorithm().as_str().to_string())),
-        }
+        let rng = ring::rand::SystemRandom::new();
+        let ecdsa = |alg, private: &[u8], public: &[u8]| {
+            Wiped::try_new(|| {
+                EcdsaKeyPair::from_private_key_and_public_key(alg, private, public, &rng)
+            })
+            .map_err(|_| Unsupported("invalid ECDSA key pair".into()))
+        };
+        let pair = match key.key_data() {
+            KeypairData::Ecdsa(EcdsaKeypair::NistP256 { private, public }) => Pair::P256(ecdsa(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                private.as_slice(),
+                public.as_bytes(),
+            )?),
+            KeypairData::Ecdsa(EcdsaKeypair::NistP384 { private, public }) => Pair::P384(ecdsa(
+                &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                private.as_slice(),
+                public.as_bytes(),
+            )?),
+            KeypairData::Ed25519(kp) => Pair::Ed25519(
+                Wiped::try_new(|| {
+                    Ed25519KeyPair::from_seed_and_public_key(
+                        kp.private.as_ref(),
+                        kp.public.as_ref(),
+                    )
+                })
+                .map_err(|_| Unsupported("invalid Ed25519 key pair".into()))?,
+            ),
+            _ => return Err(Unsupported(key.algorithm().as_str().to_string())),
+        };
+        // The constructors' temporaries (the scalar, its hash) were on this stack.
+        scrub_stack();
+        Ok(PreparedKey { pair })
     }
 
     /// An SSH signature blob (RFC 4253 §6.6; RFC 5656 §3.1.2 for ECDSA, RFC 8709 §6 for
     /// Ed25519) over `data`.
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        use signature::Signer;
-        let sig = match self {
-            PreparedKey::P256(k) => {
-                let s: p256::ecdsa::Signature = k.try_sign(data)?;
-                Signature::try_from(s).map_err(|_| signature::Error::new())?
-            }
-            PreparedKey::Ed25519(k) => {
-                let s = k.try_sign(data)?;
-                Signature::new(Algorithm::Ed25519, s.to_bytes().to_vec())
-                    .map_err(|_| signature::Error::new())?
-            }
-        };
-        sig.encode_vec().map_err(|_| signature::Error::new())
+        let out = self.sign_inner(data);
+        // ring leaves the nonce and intermediate values on the stack it used.
+        scrub_stack();
+        out
     }
+
+    #[inline(never)]
+    fn sign_inner(&self, data: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        match &self.pair {
+            Pair::P256(k) | Pair::P384(k) => {
+                let name: &[u8] = match &self.pair {
+                    Pair::P256(_) => b"ecdsa-sha2-nistp256",
+                    _ => b"ecdsa-sha2-nistp384",
+                };
+                let sig = k
+                    .sign(&ring::rand::SystemRandom::new(), data)
+                    .map_err(|_| signature::Error::new())?;
+                Ok(ecdsa_blob(name, sig.as_ref()))
+            }
+            Pair::Ed25519(k) => {
+                let sig = k.sign(data);
+                let mut out = Vec::with_capacity(4 + 11 + 4 + 64);
+                put_string(&mut out, b"ssh-ed25519");
+                put_string(&mut out, sig.as_ref());
+                Ok(out)
+            }
+        }
+    }
+
+    /// The SSH public key blob of this key (RFC 4253 §6.6).
+    pub fn public_blob(&self) -> Vec<u8> {
+        let mut out = vec![];
+        match &self.pair {
+            Pair::P256(k) | Pair::P384(k) => {
+                let (name, curve): (&[u8], &[u8]) = match &self.pair {
+                    Pair::P256(_) => (b"ecdsa-sha2-nistp256", b"nistp256"),
+                    _ => (b"ecdsa-sha2-nistp384", b"nistp384"),
+                };
+                put_string(&mut out, name);
+                put_string(&mut out, curve);
+                put_string(&mut out, k.public_key().as_ref());
+            }
+            Pair::Ed25519(k) => {
+                put_string(&mut out, b"ssh-ed25519");
+                put_string(&mut out, k.public_key().as_ref());
+            }
+        }
+        out
+    }
+
+    /// Where the key material lives and how large that allocation is: for the tests
+    /// that prove it is wiped before it is freed.
+    #[doc(hidden)]
+    pub fn key_allocation(&self) -> (usize, usize) {
+        match &self.pair {
+            Pair::P256(k) | Pair::P384(k) => k.allocation(),
+            Pair::Ed25519(k) => k.allocation(),
+        }
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn put_mpint(out: &mut Vec<u8>, n: &[u8]) {
+    let n = &n[n.iter().position(|&b| b != 0).unwrap_or(n.len())..];
+    let pad = n.first().is_some_and(|b| b & 0x80 != 0);
+    out.extend_from_slice(&((n.len() + pad as usize) as u32).to_be_bytes());
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(n);
+}
+
+/// `string name, string (mpint r, mpint s)` from ring's fixed-width `r || s`.
+fn ecdsa_blob(name: &[u8], rs: &[u8]) -> Vec<u8> {
+    let (r, s) = rs.split_at(rs.len() / 2);
+    let mut inner = Vec::with_capacity(rs.len() + 10);
+    put_mpint(&mut inner, r);
+    put_mpint(&mut inner, s);
+    let mut out = Vec::with_capacity(4 + name.len() + 4 + inner.len());
+    put_string(&mut out, name);
+    put_string(&mut out, &inner);
+    out
 }
 
 /// `SHA256:…` of an SSH public key blob, as `ssh-keygen -l` prints it.
@@ -86,20 +191,36 @@ mod tests {
     use super::*;
     use signature::Verifier;
     use ssh_key::encoding::Decode;
+    use ssh_key::Algorithm;
 
     #[test]
     fn prepared_signatures_verify() {
+        use ssh_key::encoding::Encode;
         let mut rng = ssh_key::rand_core::UnwrapErr(ssh_key::getrandom::SysRng);
         for alg in [
             Algorithm::Ed25519,
             Algorithm::Ecdsa {
                 curve: ssh_key::EcdsaCurve::NistP256,
             },
+            Algorithm::Ecdsa {
+                curve: ssh_key::EcdsaCurve::NistP384,
+            },
         ] {
             let key = PrivateKey::random(&mut rng, alg).unwrap();
-            let blob = PreparedKey::new(&key).unwrap().sign(b"data").unwrap();
-            let sig = Signature::decode(&mut blob.as_slice()).unwrap();
-            key.public_key().key_data().verify(b"data", &sig).unwrap();
+            let prepared = PreparedKey::new(&key).unwrap();
+            assert_eq!(
+                prepared.public_blob(),
+                key.public_key().key_data().encode_vec().unwrap()
+            );
+            // Many signatures, so that r or s with a high bit (an mpint with a leading
+            // zero) and short ones are among them.
+            for i in 0..64u32 {
+                let data = i.to_be_bytes();
+                let blob = prepared.sign(&data).unwrap();
+                let sig = Signature::decode(&mut blob.as_slice()).unwrap();
+                key.public_key().key_data().verify(&data, &sig).unwrap();
+                assert_eq!(sig.encode_vec().unwrap(), blob);
+            }
         }
     }
 }

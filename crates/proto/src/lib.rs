@@ -19,6 +19,7 @@ pub mod sshdata;
 pub mod store;
 pub mod text;
 pub mod time;
+pub mod wipe;
 
 pub use envelope::{Envelope, ErrorCode, Message};
 pub use error::ProtoError;

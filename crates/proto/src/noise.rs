@@ -10,7 +10,9 @@ use crate::identity::{Identity, NOISE_PARAMS};
 use crate::ProtoError;
 use snow::StatelessTransportState;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+};
 use tokio::sync::mpsc;
 
 const PROLOGUE: &[u8] = b"vmux link v1";
@@ -36,7 +38,9 @@ pub struct Link<S: Stream> {
 pub struct LinkReader<S: Stream> {
     transport: Arc<StatelessTransportState>,
     nonce: u64,
-    io: ReadHalf<S>,
+    /// Buffered: a message's length and body (and often the next message) arrive in
+    /// one read instead of two or more system calls.
+    io: BufReader<ReadHalf<S>>,
     frames: FrameBuffer,
 }
 
@@ -111,7 +115,7 @@ fn finish<S: Stream>(io: S, hs: snow::HandshakeState) -> Result<Link<S>, ProtoEr
         reader: LinkReader {
             transport: transport.clone(),
             nonce: 0,
-            io: r,
+            io: BufReader::with_capacity(16 * 1024, r),
             frames: FrameBuffer::default(),
         },
         writer: LinkWriter {
@@ -190,13 +194,19 @@ impl<S: Stream> LinkReader<S> {
 impl<S: Stream> LinkWriter<S> {
     pub async fn send(&mut self, env: &Envelope) -> Result<(), ProtoError> {
         let frame = frame::encode(&env.to_json())?;
-        let mut out = Vec::with_capacity(frame.len() + 64);
-        let mut ct = vec![0u8; MAX_NOISE_MSG];
+        let chunks = frame.len().div_ceil(MAX_PLAINTEXT).max(1);
+        let mut out = Vec::with_capacity(frame.len() + chunks * (2 + TAG_LEN));
+        // Each ciphertext is written in place after its length (no 64 KiB scratch
+        // buffer per message).
         for chunk in frame.chunks(MAX_PLAINTEXT) {
-            let n = self.transport.write_message(self.nonce, chunk, &mut ct)?;
+            let at = out.len() + 2;
+            out.resize(at + chunk.len() + TAG_LEN, 0);
+            let n = self
+                .transport
+                .write_message(self.nonce, chunk, &mut out[at..])?;
             self.nonce += 1;
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-            out.extend_from_slice(&ct[..n]);
+            out.truncate(at + n);
+            out[at - 2..at].copy_from_slice(&(n as u16).to_be_bytes());
         }
         self.io.write_all(&out).await?;
         self.io.flush().await?;

@@ -115,7 +115,7 @@ pub fn issue(
     let now = now_unix();
     let validity = req.validity_secs.min(policy.max_validity_secs).max(1);
     let (valid_after, valid_before) = (now.saturating_sub(CLOCK_SKEW_SECS), now + validity);
-    let serial = next_serial(home).map_err(|e| {
+    let serial = next_serial(&home.ca_serial()).map_err(|e| {
         tracing::error!("{e}");
         ErrorCode::Internal
     })?;
@@ -163,39 +163,41 @@ pub fn issue(
 }
 
 /// Serials are unique per CA: a counter kept beside the CA key directory (never in it:
-/// a key directory holds keys only), written atomically before the certificate leaves
-/// the signer. The next serial is also above every serial the decision log recorded,
-/// so a lost counter never issues a serial twice. An unreadable counter fails closed.
-fn next_serial(home: &SignerHome) -> Result<u64, vmux_proto::ProtoError> {
+/// a key directory holds keys only), written atomically (temp file, fsync, rename)
+/// before the certificate leaves the signer. Only the counter is read: what a serial
+/// costs does not grow with the decision log. A lost counter starts again from the
+/// clock in microseconds, above every serial a counter can have reached (that would
+/// take more than one certificate per microsecond since the counter began), so a serial
+/// is never issued twice. An unreadable counter fails closed.
+pub fn next_serial(counter: &std::path::Path) -> Result<u64, vmux_proto::ProtoError> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = LOCK.lock().unwrap();
-    let path = home.ca_serial();
-    let last = match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse::<u64>().map_err(|_| {
-            vmux_proto::ProtoError::file(
-                &path,
-                "not a serial number; fix or remove it (the next serial then follows the decision log)",
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(vmux_proto::ProtoError::file(&path, e)),
+    let next = match std::fs::read_to_string(counter) {
+        Ok(s) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| {
+                vmux_proto::ProtoError::file(
+                    counter,
+                    "not a serial number; fix or remove it (the next serial then starts from the clock)",
+                )
+            })?
+            .checked_add(1)
+            .ok_or_else(|| vmux_proto::ProtoError::file(counter, "serials used up"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serial_floor(),
+        Err(e) => return Err(vmux_proto::ProtoError::file(counter, e)),
     };
-    let next = last.max(logged_serial_max(&home.log())) + 1;
-    vmux_proto::store::write_atomic(&path, format!("{next}\n").as_bytes(), 0o600)?;
+    vmux_proto::store::write_atomic(counter, format!("{next}\n").as_bytes(), 0o600)?;
     Ok(next)
 }
 
-/// The largest `serial` any decision-log line records (0 when none).
-pub fn logged_serial_max(log: &std::path::Path) -> u64 {
-    let Ok(text) = std::fs::read_to_string(log) else {
-        return 0;
-    };
-    text.lines()
-        .filter(|l| l.contains("\"serial\""))
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("serial").and_then(|s| s.as_u64()))
-        .max()
-        .unwrap_or(0)
+/// Where a CA without a counter starts: microseconds since 1970.
+fn serial_floor() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// What approving a certificate for `principals` grants, in words a person can weigh.
@@ -229,4 +231,45 @@ pub fn grants(policy: &CaPolicy, principals: &[String], validity_secs: u64) -> S
         s += &format!("; only from {src}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("vmux-ca-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_serial_comes_from_the_counter_alone() {
+        let d = tmp("serial");
+        let home = SignerHome { dir: d.clone() };
+        // A decision log that records a far higher serial, and a counter at 41: the
+        // next serial is 42. The log is not consulted (it is not even a file here, so
+        // opening it would fail), so its size costs nothing.
+        std::fs::create_dir(home.log()).unwrap();
+        std::fs::write(
+            home.log().join("decisions.log"),
+            "{\"serial\":999999999999}\n",
+        )
+        .unwrap();
+        std::fs::write(home.ca_serial(), "41\n").unwrap();
+        assert_eq!(next_serial(&home.ca_serial()).unwrap(), 42);
+        assert_eq!(next_serial(&home.ca_serial()).unwrap(), 43);
+        assert_eq!(std::fs::read_to_string(home.ca_serial()).unwrap(), "43\n");
+        // A lost counter starts again above anything a counter reached.
+        std::fs::remove_file(home.ca_serial()).unwrap();
+        let before = serial_floor();
+        let again = next_serial(&home.ca_serial()).unwrap();
+        assert!(again >= before && again > 43, "{again}");
+        assert_eq!(next_serial(&home.ca_serial()).unwrap(), again + 1);
+        // A counter that is not a number fails closed.
+        std::fs::write(home.ca_serial(), "garbage").unwrap();
+        assert!(next_serial(&home.ca_serial()).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

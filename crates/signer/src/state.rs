@@ -86,11 +86,48 @@ impl SignerHome {
         self.config().exists()
     }
 
+    /// The configuration as the file says now. It is read per request (so that an edit
+    /// or `vmux signer ca policy` applies at once), but parsed again only when the file
+    /// changed (device, inode, size, modification and change times, and not within the
+    /// last seconds): one `stat` instead of a read and a TOML parse on every signature.
     pub fn load_config(&self) -> Result<SignerConfig, SignerError> {
+        use std::os::unix::fs::MetadataExt;
+        type Cached = (PathBuf, [i64; 7], SignerConfig);
+        static CACHE: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
         if !self.exists() {
             return Err(SignerError::NotInitialized(self.config()));
         }
-        Ok(store::read_toml(&self.config())?)
+        let path = self.config();
+        let stamp = std::fs::metadata(&path).ok().map(|m| {
+            [
+                m.dev() as i64,
+                m.ino() as i64,
+                m.size() as i64,
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            ]
+        });
+        // File times are coarse (a few ms): a file changed within the last second might
+        // change again without its stamp changing, so it is always read.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let stamp = stamp.filter(|st| st[3].max(st[5]) < now - 1);
+        if let Some(stamp) = stamp {
+            if let Some((p, st, c)) = &*CACHE.lock().unwrap() {
+                if *p == path && *st == stamp {
+                    return Ok(c.clone());
+                }
+            }
+        }
+        let config: SignerConfig = store::read_toml(&path)?;
+        if let Some(stamp) = stamp {
+            *CACHE.lock().unwrap() = Some((path, stamp, config.clone()));
+        }
+        Ok(config)
     }
 
     pub fn save_config(&self, c: &SignerConfig) -> Result<(), SignerError> {
@@ -221,6 +258,29 @@ pub use vmux_proto::ssh_config::glob;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_config_is_read_again() {
+        let d = std::env::temp_dir().join(format!("vmux-cfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let home = SignerHome { dir: d.clone() };
+        std::fs::create_dir_all(&d).unwrap();
+        let mut c = SignerConfig {
+            name: "one".into(),
+            ..Default::default()
+        };
+        home.save_config(&c).unwrap();
+        assert_eq!(home.load_config().unwrap().name, "one");
+        assert_eq!(home.load_config().unwrap().name, "one");
+        // Replaced (atomic write) and edited in place with the same length: both seen.
+        c.name = "two".into();
+        home.save_config(&c).unwrap();
+        assert_eq!(home.load_config().unwrap().name, "two");
+        let text = std::fs::read_to_string(home.config()).unwrap();
+        std::fs::write(home.config(), text.replace("\"two\"", "\"six\"")).unwrap();
+        assert_eq!(home.load_config().unwrap().name, "six");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn key_policy() {

@@ -1,5 +1,7 @@
 //! Keys as OpenSSH private key files (encrypted with a passphrase when one is set),
-//! one per file, mode 0600, under the signer's `keys/` directory.
+//! one per file, mode 0600, under the signer's `keys/` directory: Ed25519, ECDSA P-256
+//! and P-384. ssh-key reads and writes the files; `ring` signs, from a key pair made
+//! once at open and wiped when the keystore is dropped (`vmux_proto::keys`).
 
 use super::Keystore;
 use crate::SignerError;
@@ -32,6 +34,9 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, SignerError> {
         "ed25519" | "ssh-ed25519" => Ok(Algorithm::Ed25519),
         "ecdsa" | "p256" | "ecdsa-sha2-nistp256" => Ok(Algorithm::Ecdsa {
             curve: EcdsaCurve::NistP256,
+        }),
+        "ecdsa-p384" | "p384" | "ecdsa-sha2-nistp384" => Ok(Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
         }),
         other => Err(SignerError::UnsupportedKeyType(other.to_string())),
     }
@@ -100,6 +105,9 @@ pub fn store(
 fn algo_file_prefix(a: &Algorithm) -> &'static str {
     match a {
         Algorithm::Ed25519 => "ed25519",
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
+        } => "ecdsa-p384",
         _ => "ecdsa",
     }
 }
@@ -225,6 +233,64 @@ fn read_key(path: &Path) -> Result<PrivateKey, SignerError> {
     })
 }
 
+/// Open one key file: decrypt it, make it ready to sign. `None` for a file that is not
+/// a key (named in the log and skipped). Not inlined, so that the caller can scrub the
+/// stack this used.
+#[inline(never)]
+fn load(path: &Path, passphrase: Option<&str>) -> Result<Option<Loaded>, SignerError> {
+    let mut key = match read_key(path) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!("skipped: {e}");
+            return Ok(None);
+        }
+    };
+    if key.is_encrypted() {
+        let p = passphrase.ok_or_else(|| SignerError::NeedsPassphrase(path.to_path_buf()))?;
+        key = key
+            .decrypt(p)
+            .map_err(|_| SignerError::WrongPassphrase(path.to_path_buf()))?;
+    }
+    let public = key.public_key();
+    let blob = public
+        .key_data()
+        .encode_vec()
+        .map_err(|e| SignerError::Key {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let comment = key.comment().to_string();
+    let record = KeyRecord {
+        algorithm: public.algorithm().as_str().to_string(),
+        public_key: blob.clone(),
+        display_name: if comment.is_empty() {
+            path.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into()
+        } else {
+            comment.clone()
+        },
+        comment,
+        provider: "software".into(),
+        enabled: true,
+    };
+    let line = public.to_openssh().map_err(|e| SignerError::Key {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let prepared = PreparedKey::new(&key).map_err(|e| SignerError::Key {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(Loaded {
+        blob,
+        record,
+        line,
+        key: prepared,
+    }))
+}
+
 impl SoftwareKeystore {
     /// Open every key in `dir`, decrypting with `passphrase` where a key is encrypted.
     pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, SignerError> {
@@ -239,57 +305,12 @@ impl SoftwareKeystore {
         for path in key_files(dir)? {
             // A key directory holds keys only; anything else is named and skipped, so a
             // stray file never keeps the signer from starting.
-            let mut key = match read_key(&path) {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::warn!("skipped: {e}");
-                    continue;
-                }
-            };
-            if key.is_encrypted() {
-                let p = passphrase.ok_or_else(|| SignerError::NeedsPassphrase(path.clone()))?;
-                key = key
-                    .decrypt(p)
-                    .map_err(|_| SignerError::WrongPassphrase(path.clone()))?;
+            let loaded = load(&path, passphrase);
+            // The decrypted key passed through the stack frames below this one.
+            vmux_proto::wipe::scrub_stack();
+            if let Some(k) = loaded? {
+                keys.push(k);
             }
-            let public = key.public_key();
-            let blob = public
-                .key_data()
-                .encode_vec()
-                .map_err(|e| SignerError::Key {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            let comment = key.comment().to_string();
-            let record = KeyRecord {
-                algorithm: public.algorithm().as_str().to_string(),
-                public_key: blob.clone(),
-                display_name: if comment.is_empty() {
-                    path.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into()
-                } else {
-                    comment.clone()
-                },
-                comment,
-                provider: "software".into(),
-                enabled: true,
-            };
-            let line = public.to_openssh().map_err(|e| SignerError::Key {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let prepared = PreparedKey::new(&key).map_err(|e| SignerError::Key {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            keys.push(Loaded {
-                blob,
-                record,
-                line,
-                key: prepared,
-            });
         }
         Ok(SoftwareKeystore { keys })
     }
@@ -334,11 +355,11 @@ mod tests {
     #[test]
     fn generate_open_sign_verify() {
         let d = tmp("plain");
-        for alg in ["ed25519", "ecdsa"] {
+        for alg in ["ed25519", "ecdsa", "ecdsa-p384"] {
             generate(&d, parse_algorithm(alg).unwrap(), "c", None).unwrap();
         }
         let ks = SoftwareKeystore::open(&d, None).unwrap();
-        assert_eq!(ks.keys().len(), 2);
+        assert_eq!(ks.keys().len(), 3);
         for rec in ks.keys() {
             let sig = ks.sign(&rec.public_key, b"hello", 0).unwrap();
             let sig = ssh_key::Signature::decode(&mut sig.as_slice()).unwrap();
