@@ -61,6 +61,7 @@ fn the_session_key_is_zeroed_when_the_certificate_is_dropped() {
         valid_after: now - 60,
         valid_before: now + 3600,
         error: None,
+        message: None,
     };
     // Held the way the agent holds it, and used.
     let held = Arc::new(SessionCert::from_response(key, &resp, "signer").unwrap());
