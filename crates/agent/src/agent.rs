@@ -67,6 +67,8 @@ pub struct Agent {
     recent: Mutex<VecDeque<Outcome>>,
     /// Bumped on every change of what `status` shows (the tray follows it).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Reach beyond the local network (`reach`).
+    pub(crate) reach: crate::reach::AgentReach,
 }
 
 impl Agent {
@@ -103,6 +105,7 @@ impl Agent {
             waiting: Default::default(),
             recent: Default::default(),
             changes: tokio::sync::watch::channel(0).0,
+            reach: Default::default(),
         }))
     }
 
@@ -343,6 +346,7 @@ impl Agent {
                         since: i.since,
                         wakeable: s.wake_url.is_some(),
                         clock_skew_secs: links.get(&s.id).and_then(|l| l.clock_skew_secs),
+                        ..crate::reach::route_status(links.get(&s.id), s)
                     }
                 })
                 .collect(),

@@ -10,6 +10,9 @@ pub enum ClientError {
     NotPaired,
     #[error("no signer found (is vmux signer run running, and is this device paired?)")]
     NoSigner,
+    /// No signer answered on this network, and reach says what would reach it.
+    #[error("no signer found: {0}")]
+    NoRoute(String),
     #[error("the signer refused this device ({0}): pair it again with `vmux client pair HOST`")]
     Revoked(ErrorCode),
     #[error("ssh: connect to host {host} port {port}: {reason}")]
