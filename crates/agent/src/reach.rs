@@ -78,27 +78,24 @@ impl Agent {
         };
         let anywhere = self.dial_anywhere(s, &remote, &config, timeout);
         tokio::pin!(anywhere);
-        let remote_error = match local_error {
-            Some(_) => anywhere.await.err(),
+        let dialled = match local_error {
+            Some(_) => anywhere.await,
             None => tokio::select! {
                 r = &mut local => match r {
-                    Ok(l) => return Ok(l),
+                    Ok(l) => Ok(l),
                     Err(e @ AgentError::Refused(..)) => return Err(e),
-                    Err(_) => anywhere.await.err(),
+                    Err(_) => anywhere.await,
                 },
                 r = &mut anywhere => match r {
-                    Ok(l) => return Ok(l),
-                    Err(e) => match local.await {
-                        Ok(l) => return Ok(l),
-                        Err(_) => Some(e),
-                    },
+                    Ok(l) => Ok(l),
+                    Err(e) => local.await.map_err(|_| e),
                 },
             },
         };
-        match remote_error {
-            None => unreachable!("a dial that did not fail returned above"),
-            Some(e @ (AgentError::Refused(..) | AgentError::PinMismatch { .. })) => Err(e),
-            Some(e) => Err(AgentError::Unreachable {
+        match dialled {
+            Ok(l) => Ok(l),
+            Err(e @ (AgentError::Refused(..) | AgentError::PinMismatch { .. })) => Err(e),
+            Err(e) => Err(AgentError::Unreachable {
                 addr: format!("{} or endpoint {}", s.address, short(&remote.endpoint_id)),
                 reason: format!("not on the local network, and from anywhere: {e}"),
             }),
