@@ -150,12 +150,16 @@ impl Internet {
             router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
             router.exec(&["ip", "route", "add", "default", "via", &format!("198.18.{n}.1")]);
             host.exec(&["ip", "route", "add", "default", "via", &format!("10.{n}.0.1")]);
+            // As a home router does, the router drops what arrives for itself unasked
+            // (so an early hole-punching packet leaves no conntrack entry that would
+            // make masquerade pick another port), and masquerades what goes out.
             let how = match nat {
                 Nat::PortPreserving => "masquerade",
                 Nat::Symmetric => "masquerade fully-random",
             };
             let rules = format!(
-                "table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname \"{wan}\" {how}\n }}\n}}\n"
+                "table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname \"{wan}\" {how}\n }}\n}}\n\
+                 table ip filter {{\n chain input {{\n  type filter hook input priority 0; policy drop;\n  ct state established,related accept\n  iif lo accept\n }}\n}}\n"
             );
             let out = router
                 .command("nft")

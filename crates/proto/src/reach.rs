@@ -195,7 +195,7 @@ pub async fn dial(endpoint: &Endpoint, to: &Reach) -> Result<IrohStream, ProtoEr
         .open_bi()
         .await
         .map_err(|e| ProtoError::Reach(format!("iroh stream: {e}")))?;
-    Ok(IrohStream { conn, send, recv })
+    Ok(IrohStream::new(conn, send, recv))
 }
 
 /// Take the link stream of an accepted connection (at most one per connection).
@@ -204,27 +204,64 @@ pub async fn accept_stream(conn: Connection) -> Result<IrohStream, ProtoError> {
         .accept_bi()
         .await
         .map_err(|e| ProtoError::Reach(format!("iroh stream: {e}")))?;
-    Ok(IrohStream { conn, send, recv })
+    Ok(IrohStream::new(conn, send, recv))
 }
 
-/// The link's byte stream over an iroh connection; the connection closes with it.
+/// The link's byte stream over an iroh connection; the connection closes with it,
+/// once the peer has read what was sent last (a refusal, a final answer), or after
+/// [`LINGER`].
 pub struct IrohStream {
     conn: Connection,
-    send: iroh::endpoint::SendStream,
+    send: Option<iroh::endpoint::SendStream>,
     recv: iroh::endpoint::RecvStream,
 }
 
+/// How long a closing stream waits for the peer to read its last bytes.
+const LINGER: Duration = Duration::from_secs(3);
+
 impl IrohStream {
+    fn new(
+        conn: Connection,
+        send: iroh::endpoint::SendStream,
+        recv: iroh::endpoint::RecvStream,
+    ) -> Self {
+        IrohStream {
+            conn,
+            send: Some(send),
+            recv,
+        }
+    }
+
     /// How the link travels, for status: a weak handle, so status never keeps a dead
     /// connection open.
     pub fn route(&self) -> Route {
         Route::Iroh(self.conn.weak_handle())
     }
+
+    fn send(&mut self) -> std::io::Result<Pin<&mut iroh::endpoint::SendStream>> {
+        match self.send.as_mut() {
+            Some(s) => Ok(Pin::new(s)),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
 }
 
 impl Drop for IrohStream {
     fn drop(&mut self) {
-        self.conn.close(VarInt::from_u32(0), b"link closed");
+        let conn = self.conn.clone();
+        let Some(mut send) = self.send.take() else {
+            return;
+        };
+        let _ = send.finish();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let _ = tokio::time::timeout(LINGER, send.stopped()).await;
+                    conn.close(VarInt::from_u32(0), b"link closed");
+                });
+            }
+            Err(_) => conn.close(VarInt::from_u32(0), b"link closed"),
+        }
     }
 }
 
@@ -244,17 +281,24 @@ impl AsyncWrite for IrohStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.send)
-            .poll_write(cx, buf)
-            .map_err(std::io::Error::other)
+        match self.send() {
+            Ok(s) => s.poll_write(cx, buf).map_err(std::io::Error::other),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.send).poll_flush(cx)
+        match self.send() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.send).poll_shutdown(cx)
+        match self.send() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 
