@@ -457,3 +457,75 @@ fn unpaired_iroh_endpoints_get_pairing_invalid_and_a_flood_does_not_stop_the_sig
     assert!(login.success(), "{login:?}");
 }
 
+
+/// The signer's resident memory (kB).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A signer at home, run from `VMUX_REACH_BIN` when set (a release build, to measure
+/// memory), else this build's `vmux`.
+fn idle_signer(ns: &Ns, shome: &Path) -> common::proc::Daemon {
+    let bin = std::env::var("VMUX_REACH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vmux").into());
+    let mut cmd = ns.command(&bin);
+    cmd.env("VMUX_HOME", shome)
+        .env("VMUX_LOG", "info")
+        .env_remove("VMUX_PASSPHRASE")
+        .args(["signer", "run", "--no-ui", "--listen", "0.0.0.0:7227"]);
+    let d = common::proc::Daemon::spawn_named("vmux signer", &mut cmd);
+    d.wait_for_line(|l| l.contains("listening on"), T)
+        .unwrap_or_else(|| panic!("signer did not start: {}", d.output()));
+    d
+}
+
+#[test]
+fn an_idle_signer_costs_little_with_reach_anywhere_and_nothing_with_reach_local() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Internet::new(Nat::PortPreserving, tmp.path());
+    let shome = tmp.path().join("s");
+    Signer::init(&shome, "idle-signer");
+    let (relay, ca) = (net.relay_url(), net.ca.display().to_string());
+    ok(
+        &shome,
+        &["signer", "reach", "anywhere", "--relay", &relay, "--relay-ca", &ca],
+    );
+    let mut signer = idle_signer(&net.home, &shome);
+    wait_until("the signer to reach the relay", Duration::from_secs(30), || {
+        signer_reach(&shome)["running"]["homeRelay"].is_string()
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let rss_anywhere = rss_kb(signer.pid());
+    let (p0, b0) = Internet::sent_by(&net.home_nat);
+    std::thread::sleep(Duration::from_secs(60));
+    let (p1, b1) = Internet::sent_by(&net.home_nat);
+    eprintln!(
+        "MEASURE idle_signer_reach_anywhere packets_per_min={} bytes_per_min={}",
+        p1 - p0,
+        b1 - b0
+    );
+    assert!(p1 - p0 <= 60, "an idle signer sent {} packets in a minute", p1 - p0);
+
+    // Turned local while running: the endpoint goes, and nothing leaves any more.
+    let out = ok(&shome, &["signer", "reach", "local"]);
+    assert!(out.contains("is local only now"), "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (p2, _) = Internet::sent_by(&net.home_nat);
+    std::thread::sleep(Duration::from_secs(30));
+    let (p3, _) = Internet::sent_by(&net.home_nat);
+    assert_eq!(p3 - p2, 0, "a signer with reach local sent packets");
+
+    // What reach costs in memory: the same signer started with reach local.
+    signer.terminate(Duration::from_secs(5));
+    let signer = idle_signer(&net.home, &shome);
+    std::thread::sleep(Duration::from_secs(10));
+    let rss_local = rss_kb(signer.pid());
+    eprintln!(
+        "MEASURE idle_signer_rss_kb local={rss_local} anywhere={rss_anywhere} added={}",
+        rss_anywhere as i64 - rss_local as i64
+    );
+}

@@ -146,20 +146,22 @@ impl Internet {
             let host = Ns::new(tag);
             internet.link(&router, &format!("198.18.{n}.1/24"), &format!("198.18.{n}.2/24"));
             let wan = router_wan(&router);
-            router.link(&host, &format!("10.{n}.0.1/24"), &format!("10.{n}.0.2/24"));
+            let lan = router.link(&host, &format!("10.{n}.0.1/24"), &format!("10.{n}.0.2/24"));
             router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
             router.exec(&["ip", "route", "add", "default", "via", &format!("198.18.{n}.1")]);
             host.exec(&["ip", "route", "add", "default", "via", &format!("10.{n}.0.1")]);
             // As a home router does, the router drops what arrives for itself unasked
             // (so an early hole-punching packet leaves no conntrack entry that would
-            // make masquerade pick another port), and masquerades what goes out.
+            // make masquerade pick another port), and masquerades what goes out; it
+            // counts what its host sends out (`sent_by`).
             let how = match nat {
                 Nat::PortPreserving => "masquerade",
                 Nat::Symmetric => "masquerade fully-random",
             };
             let rules = format!(
                 "table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname \"{wan}\" {how}\n }}\n}}\n\
-                 table ip filter {{\n chain input {{\n  type filter hook input priority 0; policy drop;\n  ct state established,related accept\n  iif lo accept\n }}\n}}\n"
+                 table ip filter {{\n chain input {{\n  type filter hook input priority 0; policy drop;\n  ct state established,related accept\n  iif lo accept\n }}\n\
+                 chain forward {{\n  type filter hook forward priority 0; policy accept;\n  iifname \"{lan}\" counter\n }}\n}}\n"
             );
             let out = router
                 .command("nft")
@@ -190,6 +192,26 @@ impl Internet {
             relay,
             ca,
         }
+    }
+
+    /// Packets and bytes the host behind `router` has sent out so far.
+    pub fn sent_by(router: &Ns) -> (u64, u64) {
+        let out = router
+            .command("nft")
+            .args(["list", "chain", "ip", "filter", "forward"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let after = |w: &str| {
+            words
+                .iter()
+                .position(|x| *x == w)
+                .and_then(|i| words.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {w} counter in {text}"))
+        };
+        (after("packets"), after("bytes"))
     }
 
     pub fn relay_url(&self) -> String {

@@ -1,8 +1,8 @@
 //! The signer reached by its iroh endpoint id (`vmux signer reach anywhere`; off by
 //! default). A connection that arrives over iroh goes through the same door as a TCP
 //! one (`listener::accept`: Noise XX, Hello, a paired device or `pairingInvalid`) and
-//! under the same bounds on unauthenticated work (`guard`), counted per endpoint id,
-//! plus a cap on QUIC handshakes in progress. `signer/reach.toml` is watched: turning
+//! under the same bounds on unauthenticated work (`guard`), counted per endpoint id in
+//! a pool of their own, plus a cap on QUIC handshakes in progress. `signer/reach.toml` is watched: turning
 //! reach on or off takes effect on the running signer within seconds, and connected
 //! devices are told at once. While reach is local there is no endpoint, so no relay
 //! connection and no packet leaves for anywhere but the local network.
@@ -30,6 +30,9 @@ pub struct Reachability {
     file_time: Mutex<Option<SystemTime>>,
     endpoint: Mutex<Option<iroh::Endpoint>>,
     handshakes: Arc<Semaphore>,
+    /// The caps on unauthenticated work for iroh peers (per endpoint id), a pool of
+    /// their own: a flood through a relay cannot crowd out the local network.
+    gate: crate::guard::Gate,
     watching: AtomicBool,
 }
 
@@ -41,6 +44,7 @@ impl Reachability {
             file_time: Mutex::new(modified(dir)),
             endpoint: Mutex::new(None),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            gate: Default::default(),
             watching: AtomicBool::new(false),
         })
     }
@@ -215,7 +219,7 @@ async fn serve(signer: std::sync::Weak<Signer>, ep: iroh::Endpoint) {
             let id = conn.remote_id();
             let addr = peer_addr(&id);
             let who = format!("iroh endpoint {}", id.fmt_short());
-            let Some(permit) = s.gate.admit(addr) else {
+            let Some(permit) = s.reach.gate.admit(addr) else {
                 s.refusal(addr, &who, "too many unauthenticated connections");
                 conn.close(1u32.into(), b"busy");
                 return;
