@@ -131,9 +131,7 @@ fn pair(
         paired_at: 0,
         wake_url: None,
         wake_token: None,
-        reach: reach
-            .as_ref()
-            .map(|r| vmux_proto::reach::info(&sid, r)),
+        reach: reach.as_ref().map(|r| vmux_proto::reach::info(&sid, r)),
     }])?;
 
     let srt = runtime_in(signer_ns);

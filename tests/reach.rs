@@ -67,21 +67,45 @@ impl World {
         let (relay, ca) = (net.relay_url(), net.ca.display().to_string());
         let out = ok(
             &shome,
-            &["signer", "reach", "anywhere", "--relay", &relay, "--relay-ca", &ca],
+            &[
+                "signer",
+                "reach",
+                "anywhere",
+                "--relay",
+                &relay,
+                "--relay-ca",
+                &ca,
+            ],
         );
-        assert!(out.contains("reach: anywhere (relays: https://198.18.1.1:8443"), "{out}");
+        assert!(
+            out.contains("reach: anywhere (relays: https://198.18.1.1:8443"),
+            "{out}"
+        );
 
         // Pairing on one network: the pairing carries how to reach the signer.
         let lan = netns(&net.lan);
         let mut signer = Signer::start_in(Some(&lan), &shome, "127.0.0.1:0");
-        pair_in(Some(&lan), &ahome, &signer, &["agent", "pair", &signer.addr]);
-        pair_in(Some(&lan), &ahome, &signer, &["client", "pair", &signer.addr]);
+        pair_in(
+            Some(&lan),
+            &ahome,
+            &signer,
+            &["agent", "pair", &signer.addr],
+        );
+        pair_in(
+            Some(&lan),
+            &ahome,
+            &signer,
+            &["client", "pair", &signer.addr],
+        );
         signer.stop();
         let paired: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(ahome.join("agent/signers.json")).unwrap(),
         )
         .unwrap();
-        let endpoint = signer_reach(&shome)["endpointId"].as_str().unwrap().to_string();
+        let endpoint = signer_reach(&shome)["endpointId"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(paired[0]["reach"]["endpointId"], endpoint.as_str());
         assert_eq!(paired[0]["reach"]["anywhere"], true);
 
@@ -105,7 +129,15 @@ impl World {
             for device in ["agent", "client"] {
                 ok(
                     &ahome,
-                    &[device, "reach", "anywhere", "--relay", &relay, "--relay-ca", &ca],
+                    &[
+                        device,
+                        "reach",
+                        "anywhere",
+                        "--relay",
+                        &relay,
+                        "--relay-ca",
+                        &ca,
+                    ],
                 );
             }
             std::fs::write(
@@ -188,7 +220,9 @@ fn everything_works_from_anywhere(w: &World) -> String {
     let path = w.path().unwrap();
     let listed = w.agent.ssh_add(&["-L"]);
     assert!(listed.success(), "{listed:?}");
-    assert!(listed.stdout.contains(w.pubkey.split_whitespace().nth(1).unwrap()));
+    assert!(listed
+        .stdout
+        .contains(w.pubkey.split_whitespace().nth(1).unwrap()));
     let refreshed = ok(&w.agent.home, &["agent", "refresh"]);
     assert!(refreshed.contains("refreshed"), "{refreshed}");
 
@@ -223,7 +257,10 @@ fn anywhere_through_symmetric_nats_goes_via_the_relay() {
     assert_eq!(path, "via relay https://198.18.1.1:8443/");
     // Hole punching cannot work through two symmetric NATs: still relayed.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(w.path().as_deref(), Some("via relay https://198.18.1.1:8443/"));
+    assert_eq!(
+        w.path().as_deref(),
+        Some("via relay https://198.18.1.1:8443/")
+    );
     let s = status(&w.agent.home);
     assert!(s["signers"][0]["rttMs"].as_f64().is_some(), "{s}");
     assert_eq!(s["signers"][0]["reach"], "anywhere");
@@ -253,11 +290,15 @@ fn anywhere_through_port_preserving_nats_is_hole_punched() {
 fn reach_local_fails_and_names_the_fix() {
     let w = World::new(Nat::PortPreserving, false);
     // The agent tries its saved (LAN) address only, and says what would reach it.
-    wait_until("the agent to give up on the LAN address", Duration::from_secs(30), || {
-        status(&w.agent.home)["signers"][0]["lastError"]
-            .as_str()
-            .is_some_and(|e| e.contains("vmux agent reach anywhere"))
-    });
+    wait_until(
+        "the agent to give up on the LAN address",
+        Duration::from_secs(30),
+        || {
+            status(&w.agent.home)["signers"][0]["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("vmux agent reach anywhere"))
+        },
+    );
     let s = status(&w.agent.home);
     assert_eq!(s["signers"][0]["connected"], false, "{s}");
     let human = ok(&w.agent.home, &["agent", "status"]);
@@ -279,7 +320,12 @@ fn reach_local_fails_and_names_the_fix() {
     eprintln!("vmux ssh with reach local: {}", ssh.stderr);
     // No endpoint, so no relay connection from this workstation.
     assert!(
-        !w.agent.daemon.as_ref().unwrap().output().contains("iroh endpoint"),
+        !w.agent
+            .daemon
+            .as_ref()
+            .unwrap()
+            .output()
+            .contains("iroh endpoint"),
         "an agent with reach local made an endpoint"
     );
 }
@@ -296,7 +342,13 @@ fn a_relay_that_drops_mid_request_signs_at_most_once_and_the_next_works() {
     w.net.relay.stop();
     ok(
         &w.signer.home,
-        &["signer", "approve", &id, "--digest", req["digest"].as_str().unwrap()],
+        &[
+            "signer",
+            "approve",
+            &id,
+            "--digest",
+            req["digest"].as_str().unwrap(),
+        ],
     );
     std::thread::sleep(Duration::from_secs(12));
     w.net.relay.start_again();
@@ -307,7 +359,12 @@ fn a_relay_that_drops_mid_request_signs_at_most_once_and_the_next_works() {
         .lines()
         .filter(|l| l.contains(&format!("\"requestId\":\"{id}\"")) && l.contains("approved"))
         .count();
-    assert_eq!(approvals, 1, "one decision, one signature: {}", w.signer.log());
+    assert_eq!(
+        approvals,
+        1,
+        "one decision, one signature: {}",
+        w.signer.log()
+    );
     let sigs = std::fs::read_dir(w.tmp.path())
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name() == "first.sig")
@@ -315,7 +372,11 @@ fn a_relay_that_drops_mid_request_signs_at_most_once_and_the_next_works() {
     assert_eq!(sigs, usize::from(first.success()), "{first:?}");
     eprintln!(
         "MEASURE relay_drop_first_request={}",
-        if first.success() { "succeeded" } else { "failed" }
+        if first.success() {
+            "succeeded"
+        } else {
+            "failed"
+        }
     );
 
     // The link comes back by itself and the next request works.
@@ -437,7 +498,10 @@ fn unpaired_iroh_endpoints_get_pairing_invalid_and_a_flood_does_not_stop_the_sig
     let h = background(w.sign_file("during-flood"));
     w.signer.approve_next();
     let during = h.join().unwrap();
-    assert!(during.success(), "a paired agent during the flood: {during:?}");
+    assert!(
+        during.success(),
+        "a paired agent during the flood: {during:?}"
+    );
     let opened = flood.join().unwrap();
     eprintln!("MEASURE iroh_flood_streams_opened={opened} of 320");
     assert!(
@@ -456,7 +520,6 @@ fn unpaired_iroh_endpoints_get_pairing_invalid_and_a_flood_does_not_stop_the_sig
     let login = w.login();
     assert!(login.success(), "{login:?}");
 }
-
 
 /// The signer's resident memory (kB).
 fn rss_kb(pid: u32) -> u64 {
@@ -492,12 +555,22 @@ fn an_idle_signer_costs_little_with_reach_anywhere_and_nothing_with_reach_local(
     let (relay, ca) = (net.relay_url(), net.ca.display().to_string());
     ok(
         &shome,
-        &["signer", "reach", "anywhere", "--relay", &relay, "--relay-ca", &ca],
+        &[
+            "signer",
+            "reach",
+            "anywhere",
+            "--relay",
+            &relay,
+            "--relay-ca",
+            &ca,
+        ],
     );
     let mut signer = idle_signer(&net.home, &shome);
-    wait_until("the signer to reach the relay", Duration::from_secs(30), || {
-        signer_reach(&shome)["running"]["homeRelay"].is_string()
-    });
+    wait_until(
+        "the signer to reach the relay",
+        Duration::from_secs(30),
+        || signer_reach(&shome)["running"]["homeRelay"].is_string(),
+    );
     std::thread::sleep(Duration::from_secs(5));
     let rss_anywhere = rss_kb(signer.pid());
     let (p0, b0) = Internet::sent_by(&net.home_nat);
@@ -508,7 +581,11 @@ fn an_idle_signer_costs_little_with_reach_anywhere_and_nothing_with_reach_local(
         p1 - p0,
         b1 - b0
     );
-    assert!(p1 - p0 <= 60, "an idle signer sent {} packets in a minute", p1 - p0);
+    assert!(
+        p1 - p0 <= 60,
+        "an idle signer sent {} packets in a minute",
+        p1 - p0
+    );
 
     // Turned local while running: the endpoint goes, and nothing leaves any more.
     let out = ok(&shome, &["signer", "reach", "local"]);

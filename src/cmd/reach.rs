@@ -61,6 +61,7 @@ pub async fn run(device: Device, dir: &Path, args: ReachArgs) -> anyhow::Result<
         None => return show(device, dir, &before, args.json),
         Some(ReachAction::Local) => ReachConfig::default(),
         Some(ReachAction::Anywhere { relays, relay_ca }) => {
+            anyhow::ensure!(vmux_proto::reach::BUILT, vmux_proto::reach::NOT_BUILT);
             let relay_ca = match relay_ca {
                 Some(p) => Some(
                     std::fs::canonicalize(&p)
@@ -110,8 +111,8 @@ pub async fn run(device: Device, dir: &Path, args: ReachArgs) -> anyhow::Result<
 
 /// Wait (briefly) for the running signer to say it applied the change.
 async fn signer_applied(dir: &Path, config: &ReachConfig) {
-    let Some(running) = vmux_proto::local::read(dir.parent().unwrap_or(dir))
-        .filter(|l| process_alive(l.pid))
+    let Some(running) =
+        vmux_proto::local::read(dir.parent().unwrap_or(dir)).filter(|l| process_alive(l.pid))
     else {
         println!("the signer uses this when it starts");
         return;
@@ -122,14 +123,16 @@ async fn signer_applied(dir: &Path, config: &ReachConfig) {
             vmux_proto::store::read_json(&vmux_signer::reach::status_path(dir))
                 .ok()
                 .flatten();
-        if let Some(st) = st.filter(|s| s.pid == running.pid && s.anywhere == config.anywhere())
-        {
+        if let Some(st) = st.filter(|s| s.pid == running.pid && s.anywhere == config.anywhere()) {
             if !st.anywhere {
                 println!("the running signer (pid {}) is local only now", st.pid);
                 return;
             }
             if let Some(e) = st.error {
-                println!("the running signer (pid {}) could not turn it on: {e}", st.pid);
+                println!(
+                    "the running signer (pid {}) could not turn it on: {e}",
+                    st.pid
+                );
                 return;
             }
             if let Some(r) = st.home_relay {
@@ -187,12 +190,17 @@ fn show(device: Device, dir: &Path, config: &ReachConfig, json: bool) -> anyhow:
         match (st.anywhere, st.home_relay, st.error) {
             (false, _, _) => println!("running signer (pid {}): local only", st.pid),
             (true, _, Some(e)) => println!("running signer (pid {}): not reachable: {e}", st.pid),
-            (true, Some(r), _) => println!("running signer (pid {}): reachable through {r}", st.pid),
+            (true, Some(r), _) => {
+                println!("running signer (pid {}): reachable through {r}", st.pid)
+            }
             (true, None, _) => println!("running signer (pid {}): connecting to a relay", st.pid),
         }
     }
     if !config.anywhere() {
-        println!("turn it on: vmux {} reach anywhere [--relay URL]", device.word());
+        println!(
+            "turn it on: vmux {} reach anywhere [--relay URL]",
+            device.word()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -95,8 +95,18 @@ impl Ns {
             format!("vr{}b{n}", std::process::id() % 100_000),
         );
         ip(&[
-            "link", "add", &a, "netns", &self.name, "type", "veth", "peer", "name", &b,
-            "netns", &other.name,
+            "link",
+            "add",
+            &a,
+            "netns",
+            &self.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &other.name,
         ]);
         self.exec(&["ip", "addr", "add", addr_here, "dev", &a]);
         self.exec(&["ip", "link", "set", &a, "up"]);
@@ -144,12 +154,30 @@ impl Internet {
         let side = |tag: &str, n: u8| {
             let router = Ns::new(&format!("{tag}nat"));
             let host = Ns::new(tag);
-            internet.link(&router, &format!("198.18.{n}.1/24"), &format!("198.18.{n}.2/24"));
+            internet.link(
+                &router,
+                &format!("198.18.{n}.1/24"),
+                &format!("198.18.{n}.2/24"),
+            );
             let wan = router_wan(&router);
             let lan = router.link(&host, &format!("10.{n}.0.1/24"), &format!("10.{n}.0.2/24"));
             router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            router.exec(&["ip", "route", "add", "default", "via", &format!("198.18.{n}.1")]);
-            host.exec(&["ip", "route", "add", "default", "via", &format!("10.{n}.0.1")]);
+            router.exec(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("198.18.{n}.1"),
+            ]);
+            host.exec(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.{n}.0.1"),
+            ]);
             // As a home router does, the router drops what arrives for itself unasked
             // (so an early hole-punching packet leaves no conntrack entry that would
             // make masquerade pick another port), and masquerades what goes out; it

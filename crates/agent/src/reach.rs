@@ -16,18 +16,24 @@ use crate::AgentError;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 use vmux_proto::envelope::{KeyRecord, Reach};
-use vmux_proto::reach::{self, ReachConfig, LOCAL_BUDGET};
+use vmux_proto::reach::ReachConfig;
+#[cfg(feature = "reach")]
+use vmux_proto::reach::{self, LOCAL_BUDGET};
 
 /// The agent's reach: its configuration (re-read when the file changes) and its iroh
 /// endpoint, made on first use.
 #[derive(Default)]
 pub struct AgentReach {
     config: Mutex<(Option<SystemTime>, ReachConfig)>,
+    #[cfg(feature = "reach")]
     endpoint: tokio::sync::Mutex<Option<(ReachConfig, iroh::Endpoint)>>,
 }
 
 /// How the link to a signer is dialled.
 type Dialled = (SignerLink, Vec<KeyRecord>);
+/// A dial under way (boxed: the futures that await it stay small).
+type Dialling<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Dialled, AgentError>> + Send + 'a>>;
 
 impl Agent {
     /// This device's reach configuration, as `reach.toml` says now.
@@ -55,13 +61,16 @@ impl Agent {
             .reach
             .clone()
             .filter(|r| r.anywhere && !r.endpoint_id.is_empty());
-        let local = SignerLink::connect(
+        let local: Dialling<'_> = Box::pin(SignerLink::connect(
             &s.address,
             &self.identity,
             &self.name,
             &s.public_key,
             timeout,
-        );
+        ));
+        #[cfg(not(feature = "reach"))]
+        let remote: Option<Reach> = remote.filter(|_| false);
+        #[cfg(feature = "reach")]
         if !config.anywhere() {
             self.close_endpoint().await;
         }
@@ -69,14 +78,27 @@ impl Agent {
             let device = if self.home.client { "client" } else { "agent" };
             return local.await.map_err(|e| with_hint(e, s, &config, device));
         };
-        tokio::pin!(local);
+        self.race(s, local, remote, &config, timeout).await
+    }
+
+    /// The local dial has its budget; then the remote one runs beside it.
+    #[cfg(feature = "reach")]
+    async fn race(
+        &self,
+        s: &PairedSigner,
+        local: Dialling<'_>,
+        remote: Reach,
+        config: &ReachConfig,
+        timeout: Duration,
+    ) -> Result<Dialled, AgentError> {
+        let mut local = local;
         let local_error = match tokio::time::timeout(LOCAL_BUDGET, &mut local).await {
             Ok(Ok(l)) => return Ok(l),
             Ok(Err(e @ AgentError::Refused(..))) => return Err(e),
             Ok(Err(e)) => Some(e),
             Err(_) => None,
         };
-        let anywhere = self.dial_anywhere(s, &remote, &config, timeout);
+        let anywhere = self.dial_anywhere(s, &remote, config, timeout);
         tokio::pin!(anywhere);
         let dialled = match local_error {
             Some(_) => anywhere.await,
@@ -102,6 +124,20 @@ impl Agent {
         }
     }
 
+    /// Without reach support there is only the local dial.
+    #[cfg(not(feature = "reach"))]
+    async fn race(
+        &self,
+        _s: &PairedSigner,
+        local: Dialling<'_>,
+        _remote: Reach,
+        _config: &ReachConfig,
+        _timeout: Duration,
+    ) -> Result<Dialled, AgentError> {
+        local.await
+    }
+
+    #[cfg(feature = "reach")]
     async fn dial_anywhere(
         &self,
         s: &PairedSigner,
@@ -133,6 +169,7 @@ impl Agent {
             })?
     }
 
+    #[cfg(feature = "reach")]
     /// The agent's endpoint for `config`, bound on first use (and again when the
     /// configuration changed).
     async fn endpoint(&self, config: &ReachConfig) -> Result<iroh::Endpoint, AgentError> {
@@ -151,6 +188,7 @@ impl Agent {
         Ok(e)
     }
 
+    #[cfg(feature = "reach")]
     /// Reach turned local: no endpoint, no relay connection.
     async fn close_endpoint(&self) {
         let old = self.reach.endpoint.lock().await.take();
@@ -178,6 +216,12 @@ fn with_hint(e: AgentError, s: &PairedSigner, config: &ReachConfig, device: &str
         return e;
     };
     let signer_anywhere = s.reach.as_ref().is_some_and(|r| r.anywhere);
+    if config.anywhere() && !vmux_proto::reach::BUILT {
+        return AgentError::Unreachable {
+            addr,
+            reason: format!("{reason}; {}", vmux_proto::reach::NOT_BUILT),
+        };
+    }
     let hint = match (config.anywhere(), signer_anywhere) {
         (false, true) => format!(
             "not on {}'s network? it accepts links from anywhere: turn that on here with `vmux {device} reach anywhere`",
@@ -201,10 +245,7 @@ fn with_hint(e: AgentError, s: &PairedSigner, config: &ReachConfig, device: &str
 
 /// The link's route for status: its path and round-trip time while connected, and
 /// how reach stands between this device and the signer.
-pub fn route_status(
-    link: Option<&SignerLink>,
-    s: &PairedSigner,
-) -> crate::status::SignerStatus {
+pub fn route_status(link: Option<&SignerLink>, s: &PairedSigner) -> crate::status::SignerStatus {
     let path = link.filter(|l| l.is_up()).and_then(|l| l.path());
     crate::status::SignerStatus {
         path: path.as_ref().map(|p| p.0.clone()),
@@ -227,7 +268,11 @@ const RTT_REFRESH: Duration = Duration::from_secs(30);
 impl Agent {
     /// While the link is up, rewrite the status when its path changes (relay → direct)
     /// and now and then for its round-trip time.
-    pub(crate) fn spawn_route_watch(self: &std::sync::Arc<Self>, signer_id: &str, link: &SignerLink) {
+    pub(crate) fn spawn_route_watch(
+        self: &std::sync::Arc<Self>,
+        signer_id: &str,
+        link: &SignerLink,
+    ) {
         let (agent, link, id) = (self.clone(), link.clone(), signer_id.to_string());
         tokio::spawn(async move {
             let mut last = link.path().map(|p| p.0);

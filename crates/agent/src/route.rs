@@ -36,7 +36,7 @@ impl Agent {
         }
         let s = self.paired(signer_id)?;
         let timeout = Duration::from_secs(self.config.connect_timeout_secs);
-        let res = self.dial_signer(&s, timeout).await;
+        let res = Box::pin(self.dial_signer(&s, timeout)).await;
         match res {
             Ok((link, keys)) => {
                 let how = link.path().map(|p| p.0).unwrap_or_default();

@@ -13,16 +13,24 @@
 
 use crate::envelope::Reach;
 use crate::{Identity, ProtoError};
-use iroh::endpoint::{presets, Connection, QuicTransportConfig, VarInt, WeakConnectionHandle};
-use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, RelayUrl, SecretKey, TransportAddr};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use zeroize::Zeroize;
+
+#[cfg(feature = "reach")]
+mod net;
+#[cfg(feature = "reach")]
+pub use net::*;
+
+/// Whether this build can reach beyond the local network (cargo feature `reach`, on by
+/// default; off, the binary is about 13 MB smaller and `reach anywhere` says so).
+pub const BUILT: bool = cfg!(feature = "reach");
+
+/// What a build without the `reach` feature says when asked to reach anywhere.
+pub const NOT_BUILT: &str =
+    "this vmux was built without reach support (cargo feature `reach`, on by default)";
 
 /// The application protocol on iroh connections: one bidirectional stream carrying the
 /// link exactly as TCP does.
@@ -58,7 +66,8 @@ impl ReachConfig {
     /// The device's choice (`local` when it never made one).
     pub fn load(dir: &Path) -> Result<Self, ProtoError> {
         let c: ReachConfig = crate::store::read_toml(&Self::path(dir))?;
-        c.check().map_err(|e| ProtoError::file(Self::path(dir), e))?;
+        c.check()
+            .map_err(|e| ProtoError::file(Self::path(dir), e))?;
         Ok(c)
     }
 
@@ -90,29 +99,33 @@ impl ReachConfig {
     }
 }
 
-fn relay_url(s: &str) -> Result<RelayUrl, String> {
-    match s.parse::<RelayUrl>() {
-        Ok(u) if matches!(u.scheme(), "https" | "http") => Ok(u),
-        Ok(_) => Err(format!("relay {s:?}: not an http(s) URL")),
-        Err(e) => Err(format!("relay {s:?}: {e}")),
+fn relay_url(s: &str) -> Result<&str, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("relay {s:?}: not an http(s) URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || s.chars().any(char::is_whitespace) {
+        return Err(format!("relay {s:?}: no host"));
     }
+    Ok(s)
 }
 
-/// The device's iroh secret key, derived from its link identity: stable across
-/// restarts, and a different key from the Noise one (domain-separated).
-pub fn secret_key(identity: &Identity) -> SecretKey {
+/// The seed of the device's iroh secret key, derived from its link identity: stable
+/// across restarts, and a different key from the Noise one (domain-separated).
+fn seed(identity: &Identity) -> zeroize::Zeroizing<[u8; 32]> {
     let mut h = Sha256::new();
     h.update(b"vmux iroh endpoint key v1");
     h.update(identity.private());
     let mut seed: [u8; 32] = h.finalize().into();
-    let key = SecretKey::from_bytes(&seed);
+    let out = zeroize::Zeroizing::new(seed);
     seed.zeroize();
-    key
+    out
 }
 
-/// The device's endpoint id, as `Reach` carries it.
+/// The device's endpoint id (its iroh public key, hex), as `Reach` carries it.
 pub fn endpoint_id(identity: &Identity) -> String {
-    secret_key(identity).public().to_string()
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed(identity));
+    crate::identity::hex(key.verifying_key().as_bytes())
 }
 
 /// What a signer tells its paired devices.
@@ -124,184 +137,6 @@ pub fn info(identity: &Identity, config: &ReachConfig) -> Reach {
     }
 }
 
-/// QUIC limits for link connections: the dialler opens one bidirectional stream and
-/// nothing else; a peer cannot open more.
-fn transport() -> QuicTransportConfig {
-    QuicTransportConfig::builder()
-        .max_concurrent_bidi_streams(VarInt::from_u32(1))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .build()
-}
-
-/// Bind this device's endpoint. `accept`: take link connections (the signer). With no
-/// relays configured, iroh's defaults: its public relays and its DNS address lookup
-/// (which publishes the endpoint id with its home relay); with relays, only those and
-/// no lookup (the relays come with the signer's `Reach`).
-pub async fn bind(
-    identity: &Identity,
-    config: &ReachConfig,
-    accept: bool,
-) -> Result<Endpoint, ProtoError> {
-    let mut b = if config.relays.is_empty() {
-        Endpoint::builder(presets::N0)
-    } else {
-        let urls = config
-            .relays
-            .iter()
-            .map(|r| relay_url(r))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ProtoError::Reach)?;
-        Endpoint::builder(presets::Minimal).relay_mode(RelayMode::custom(urls))
-    };
-    b = b.secret_key(secret_key(identity)).transport_config(transport());
-    if accept {
-        b = b.alpns(vec![ALPN.to_vec()]);
-    }
-    if let Some(ca) = &config.relay_ca {
-        b = b.ca_tls_config(iroh::tls::CaTlsConfig::embedded().with_extra_roots(read_ca(ca)?));
-    }
-    b.bind()
-        .await
-        .map_err(|e| ProtoError::Reach(format!("iroh endpoint: {e}")))
-}
-
-fn read_ca(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ProtoError> {
-    use rustls_pki_types::pem::PemObject;
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ProtoError::file(path, format!("relay CA: {e}")))?;
-    if certs.is_empty() {
-        return Err(ProtoError::file(path, "relay CA: no certificate in the file"));
-    }
-    Ok(certs)
-}
-
-/// Dial a signer by its endpoint id (through its relays, and directly once hole
-/// punching finds a path) and open the link's stream.
-pub async fn dial(endpoint: &Endpoint, to: &Reach) -> Result<IrohStream, ProtoError> {
-    let id: EndpointId = to
-        .endpoint_id
-        .parse()
-        .map_err(|e| ProtoError::Reach(format!("endpoint id {:?}: {e}", to.endpoint_id)))?;
-    let mut addr = EndpointAddr::new(id);
-    for r in &to.relays {
-        addr = addr.with_relay_url(relay_url(r).map_err(ProtoError::Reach)?);
-    }
-    let conn = endpoint
-        .connect(addr, ALPN)
-        .await
-        .map_err(|e| ProtoError::Reach(format!("iroh connect: {e}")))?;
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| ProtoError::Reach(format!("iroh stream: {e}")))?;
-    Ok(IrohStream::new(conn, send, recv))
-}
-
-/// Take the link stream of an accepted connection (at most one per connection).
-pub async fn accept_stream(conn: Connection) -> Result<IrohStream, ProtoError> {
-    let (send, recv) = conn
-        .accept_bi()
-        .await
-        .map_err(|e| ProtoError::Reach(format!("iroh stream: {e}")))?;
-    Ok(IrohStream::new(conn, send, recv))
-}
-
-/// The link's byte stream over an iroh connection; the connection closes with it,
-/// once the peer has read what was sent last (a refusal, a final answer), or after
-/// [`LINGER`].
-pub struct IrohStream {
-    conn: Connection,
-    send: Option<iroh::endpoint::SendStream>,
-    recv: iroh::endpoint::RecvStream,
-}
-
-/// How long a closing stream waits for the peer to read its last bytes.
-const LINGER: Duration = Duration::from_secs(3);
-
-impl IrohStream {
-    fn new(
-        conn: Connection,
-        send: iroh::endpoint::SendStream,
-        recv: iroh::endpoint::RecvStream,
-    ) -> Self {
-        IrohStream {
-            conn,
-            send: Some(send),
-            recv,
-        }
-    }
-
-    /// How the link travels, for status: a weak handle, so status never keeps a dead
-    /// connection open.
-    pub fn route(&self) -> Route {
-        Route::Iroh(self.conn.weak_handle())
-    }
-
-    fn send(&mut self) -> std::io::Result<Pin<&mut iroh::endpoint::SendStream>> {
-        match self.send.as_mut() {
-            Some(s) => Ok(Pin::new(s)),
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
-        }
-    }
-}
-
-impl Drop for IrohStream {
-    fn drop(&mut self) {
-        let conn = self.conn.clone();
-        let Some(mut send) = self.send.take() else {
-            return;
-        };
-        let _ = send.finish();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let _ = tokio::time::timeout(LINGER, send.stopped()).await;
-                    conn.close(VarInt::from_u32(0), b"link closed");
-                });
-            }
-            Err(_) => conn.close(VarInt::from_u32(0), b"link closed"),
-        }
-    }
-}
-
-impl AsyncRead for IrohStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.recv).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for IrohStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.send() {
-            Ok(s) => s.poll_write(cx, buf).map_err(std::io::Error::other),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.send() {
-            Ok(s) => s.poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.send() {
-            Ok(s) => s.poll_shutdown(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-}
-
 /// How a link travels now.
 #[derive(Clone, Debug, Default)]
 pub enum Route {
@@ -309,7 +144,8 @@ pub enum Route {
     #[default]
     Lan,
     /// An iroh connection: its selected path says direct or relayed.
-    Iroh(WeakConnectionHandle),
+    #[cfg(feature = "reach")]
+    Iroh(iroh::endpoint::WeakConnectionHandle),
 }
 
 impl Route {
@@ -319,12 +155,13 @@ impl Route {
     pub fn describe(&self) -> Option<(String, Option<Duration>)> {
         match self {
             Route::Lan => Some(("direct (LAN)".into(), None)),
+            #[cfg(feature = "reach")]
             Route::Iroh(weak) => {
                 let conn = weak.upgrade()?;
                 let paths = conn.paths();
                 let selected = paths.iter().find(|p| p.is_selected())?;
                 let line = match selected.remote_addr() {
-                    TransportAddr::Relay(url) => format!("via relay {url}"),
+                    iroh::TransportAddr::Relay(url) => format!("via relay {url}"),
                     _ => "direct (hole-punched)".into(),
                 };
                 Some((line, conn.rtt(selected.id())))
@@ -333,7 +170,7 @@ impl Route {
     }
 
     pub fn is_iroh(&self) -> bool {
-        matches!(self, Route::Iroh(_))
+        !matches!(self, Route::Lan)
     }
 }
 
@@ -346,7 +183,12 @@ mod tests {
         let id = Identity::generate();
         assert_eq!(endpoint_id(&id), endpoint_id(&id));
         assert_ne!(endpoint_id(&id), endpoint_id(&Identity::generate()));
-        assert_ne!(secret_key(&id).public().as_bytes().as_slice(), id.public());
+        assert_ne!(
+            crate::identity::unhex(&endpoint_id(&id)).unwrap(),
+            id.public()
+        );
+        #[cfg(feature = "reach")]
+        assert_eq!(secret_key(&id).public().to_string(), endpoint_id(&id));
     }
 
     #[test]

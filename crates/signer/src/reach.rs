@@ -8,17 +8,20 @@
 //! connection and no packet leaves for anywhere but the local network.
 
 use crate::signer::Signer;
+#[cfg(feature = "reach")]
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "reach")]
+use std::sync::Weak;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::Semaphore;
 use vmux_proto::envelope::{Message, Reach};
 use vmux_proto::reach::{self, ReachConfig};
 
 /// QUIC handshakes in progress at once (beyond them, new connections are refused
 /// unanswered); each is bounded by the same deadline as a TCP handshake.
 pub const MAX_HANDSHAKES: usize = 64;
+#[cfg(feature = "reach")]
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often `reach.toml` is looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -28,10 +31,13 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 pub struct Reachability {
     config: Mutex<ReachConfig>,
     file_time: Mutex<Option<SystemTime>>,
+    #[cfg(feature = "reach")]
     endpoint: Mutex<Option<iroh::Endpoint>>,
-    handshakes: Arc<Semaphore>,
+    #[cfg(feature = "reach")]
+    handshakes: Arc<tokio::sync::Semaphore>,
     /// The caps on unauthenticated work for iroh peers (per endpoint id), a pool of
     /// their own: a flood through a relay cannot crowd out the local network.
+    #[cfg(feature = "reach")]
     gate: crate::guard::Gate,
     watching: AtomicBool,
 }
@@ -42,8 +48,11 @@ impl Reachability {
         Ok(Reachability {
             config: Mutex::new(config),
             file_time: Mutex::new(modified(dir)),
+            #[cfg(feature = "reach")]
             endpoint: Mutex::new(None),
-            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            #[cfg(feature = "reach")]
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+            #[cfg(feature = "reach")]
             gate: Default::default(),
             watching: AtomicBool::new(false),
         })
@@ -79,6 +88,7 @@ pub struct ReachStatus {
     pub error: Option<String>,
 }
 
+#[cfg(feature = "reach")]
 /// An address for the bounds of `guard`, one per iroh endpoint id: a unique-local IPv6
 /// address (`fd69:726f:6800::/40`, "iroh") made from the id, never routed anywhere.
 pub fn peer_addr(id: &iroh::EndpointId) -> IpAddr {
@@ -137,9 +147,12 @@ impl Signer {
                 }
             }
         }
-        let old = self.reach.endpoint.lock().unwrap().take();
-        if let Some(ep) = old {
-            ep.close().await;
+        #[cfg(feature = "reach")]
+        {
+            let old = self.reach.endpoint.lock().unwrap().take();
+            if let Some(ep) = old {
+                ep.close().await;
+            }
         }
         let config = self.reach.config();
         let mut status = ReachStatus {
@@ -149,21 +162,9 @@ impl Signer {
             ..Default::default()
         };
         if config.anywhere() {
-            match reach::bind(&self.identity, &config, true).await {
-                Ok(ep) => {
-                    tracing::info!(
-                        "reachable anywhere as endpoint {} ({})",
-                        ep.id(),
-                        config.describe()
-                    );
-                    *self.reach.endpoint.lock().unwrap() = Some(ep.clone());
-                    tokio::spawn(serve(Arc::downgrade(self), ep.clone()));
-                    tokio::spawn(report_home_relay(self.home.dir.clone(), ep, status.clone()));
-                }
-                Err(e) => {
-                    tracing::error!("reach anywhere: {e}");
-                    status.error = Some(e.to_string());
-                }
+            if let Err(e) = self.bring_up(&config, &status).await {
+                tracing::error!("reach anywhere: {e}");
+                status.error = Some(e);
             }
         }
         write_status(&self.home.dir, &status);
@@ -176,12 +177,45 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// Bind the endpoint and serve links that arrive on it.
+    #[cfg(feature = "reach")]
+    async fn bring_up(
+        self: &Arc<Self>,
+        config: &ReachConfig,
+        status: &ReachStatus,
+    ) -> Result<(), String> {
+        let ep = reach::bind(&self.identity, config, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            "reachable anywhere as endpoint {} ({})",
+            ep.id(),
+            config.describe()
+        );
+        *self.reach.endpoint.lock().unwrap() = Some(ep.clone());
+        tokio::spawn(serve(Arc::downgrade(self), ep.clone()));
+        tokio::spawn(report_home_relay(self.home.dir.clone(), ep, status.clone()));
+        Ok(())
+    }
+
+    #[cfg(not(feature = "reach"))]
+    async fn bring_up(
+        self: &Arc<Self>,
+        _config: &ReachConfig,
+        _status: &ReachStatus,
+    ) -> Result<(), String> {
+        Err(reach::NOT_BUILT.into())
+    }
+}
+
 fn write_status(dir: &std::path::Path, status: &ReachStatus) {
     if let Err(e) = vmux_proto::store::write_json(&status_path(dir), status) {
         tracing::warn!("{e}");
     }
 }
 
+#[cfg(feature = "reach")]
 /// Say which relay the signer is reachable through, once it is.
 async fn report_home_relay(dir: std::path::PathBuf, ep: iroh::Endpoint, mut status: ReachStatus) {
     tokio::select! {
@@ -198,9 +232,10 @@ async fn report_home_relay(dir: std::path::PathBuf, ep: iroh::Endpoint, mut stat
     }
 }
 
+#[cfg(feature = "reach")]
 /// Accept iroh connections until the endpoint closes (reach turned local) or the
 /// signer is gone.
-async fn serve(signer: std::sync::Weak<Signer>, ep: iroh::Endpoint) {
+async fn serve(signer: Weak<Signer>, ep: iroh::Endpoint) {
     while let Some(incoming) = ep.accept().await {
         let Some(s) = signer.upgrade() else { return };
         let Ok(handshake) = s.reach.handshakes.clone().try_acquire_owned() else {
@@ -240,7 +275,7 @@ async fn serve(signer: std::sync::Weak<Signer>, ep: iroh::Endpoint) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "reach"))]
 mod tests {
     use super::*;
 
