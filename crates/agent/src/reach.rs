@@ -206,6 +206,7 @@ impl Agent {
     }
 }
 
+#[cfg(feature = "reach")]
 fn short(id: &str) -> &str {
     &id[..id.len().min(10)]
 }
