@@ -85,6 +85,9 @@ impl Agent {
                 };
                 if changed {
                     tracing::warn!("signer {}: {e}", s.name);
+                    // At once: the request that failed here tells its requester to
+                    // look at `vmux agent status`, which must already say why.
+                    self.write_status_now();
                     self.write_status();
                 }
                 Err(e)
