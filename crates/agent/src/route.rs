@@ -430,6 +430,9 @@ impl Agent {
                                 i.last_seen = Some(now);
                                 i.since = Some(now);
                             }
+                            // At once, not debounced: nobody may read "connected" for a
+                            // link that just died.
+                            agent.write_status_now();
                             agent.write_status();
                         }
                         Err(_) => {
