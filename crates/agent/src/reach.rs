@@ -211,7 +211,9 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(10)]
 }
 
-/// A local dial failed: say what would reach the signer from here.
+/// A local dial failed: when reach would get through (the signer accepts links from
+/// anywhere, this device does not dial that way) or cannot (this device would, the
+/// signer does not), say so and how to change it.
 fn with_hint(e: AgentError, s: &PairedSigner, config: &ReachConfig, device: &str) -> AgentError {
     let AgentError::Unreachable { addr, reason } = e else {
         return e;
@@ -228,10 +230,9 @@ fn with_hint(e: AgentError, s: &PairedSigner, config: &ReachConfig, device: &str
             "not on {}'s network? it accepts links from anywhere: turn that on here with `vmux {device} reach anywhere`",
             s.name
         ),
-        (false, false) => format!(
-            "not on {}'s network? run `vmux signer reach anywhere` there and `vmux {device} reach anywhere` here (on one network, so this device learns how)",
-            s.name
-        ),
+        // Neither side reaches beyond the network: the usual reason is a signer that is
+        // not running, which the error already says.
+        (false, false) => return AgentError::Unreachable { addr, reason },
         (true, false) => format!(
             "{} does not accept links from anywhere: run `vmux signer reach anywhere` there while both are on one network",
             s.name
