@@ -940,8 +940,7 @@ fn signer_checks(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f6
     };
     let plain = p50_of(samples, || {
         std::hint::black_box(
-            vmux_signer::request::inspect::examine(&req, &pins)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            vmux_signer::request::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         Ok(())
     })?;
@@ -952,16 +951,14 @@ fn signer_checks(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f6
         signature: ssh_key::encoding::Encode::encode_vec(&sig)?,
         is_forwarding: false,
     }];
-    let seen =
-        vmux_signer::request::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let seen = vmux_signer::request::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?;
     match seen.destination() {
         Some((_, "verified", _)) => {}
         d => bail!("bench binding not verified: {d:?}"),
     }
     let bound = p50_of(samples, || {
         std::hint::black_box(
-            vmux_signer::request::inspect::examine(&req, &pins)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            vmux_signer::request::inspect::examine(&req, &pins).map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         Ok(())
     })?;

@@ -513,7 +513,9 @@ pub fn status_lines(home: &AgentHome, status: Option<&Status>) -> anyhow::Result
                 ));
             }
         }
-        None => out.push("agent: not running (start it with `vmux agent run` or `vmux up`)".into()),
+        None => out.push(
+            "agent: not running (start it with `vmux agent run` or `vmux up`)".into(),
+        ),
     }
     if signers.is_empty() {
         out.push("  no paired signer: run `vmux agent pair HOST:PORT`".into());
@@ -540,10 +542,7 @@ pub fn status_lines(home: &AgentHome, status: Option<&Status>) -> anyhow::Result
             ),
             None => "not connected".into(),
         };
-        out.push(format!(
-            "  signer {:?} ({}) at {}: {state}",
-            s.name, s.id, s.address
-        ));
+        out.push(format!("  signer {:?} ({}) at {}: {state}", s.name, s.id, s.address));
     }
     for k in &keys {
         out.push(format!(
@@ -710,11 +709,7 @@ fn log_line(v: &serde_json::Value) -> String {
         .and_then(|t| t.as_u64())
         .map(super::local_time)
         .unwrap_or_default()];
-    parts.push(
-        get("event")
-            .or_else(|| get("kind"))
-            .unwrap_or_else(|| "-".into()),
-    );
+    parts.push(get("event").or_else(|| get("kind")).unwrap_or_else(|| "-".into()));
     if let Some(id) = get("requestId").or_else(|| get("label")) {
         parts.push(id.chars().take(12).collect());
     }

@@ -104,6 +104,7 @@ pub async fn shutdown_signal() {
     }
 }
 
+
 /// Forwards each log line, summarised, to the sheet's event line (`vmux up`, `vmux
 /// signer run`): while the sheet owns the terminal, the lines themselves go to a file.
 pub struct SheetEvents;

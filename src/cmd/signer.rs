@@ -1002,10 +1002,7 @@ fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
             if p.principals.is_empty() {
                 println!("principals: the user the workstation asks for (its agent's user)");
             } else {
-                println!(
-                    "principals: only {} may be asked for",
-                    p.principals.join(", ")
-                );
+                println!("principals: only {} may be asked for", p.principals.join(", "));
             }
             println!(
                 "approving a certificate grants, e.g.: {}",
@@ -1150,11 +1147,7 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
                 if approve { "approve" } else { "deny" }
             );
         }
-        let q = if approve {
-            "Approve this request? [y/N] "
-        } else {
-            "Deny this request? [y/N] "
-        };
+        let q = if approve { "Approve this request? [y/N] " } else { "Deny this request? [y/N] " };
         if !confirm(q)? {
             println!("nothing decided");
             return Ok(ExitCode::from(1));
@@ -1192,10 +1185,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(
-        line.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// A secret from the terminal (not echoed), or the first line of standard input when it
@@ -1310,18 +1300,10 @@ fn ca_policy_change(a: &vmux_signer::state::CaPolicy, b: &vmux_signer::state::Ca
         ));
     }
     if a.principals != b.principals {
-        out.push(format!(
-            "principals {} → {}",
-            list(&a.principals),
-            list(&b.principals)
-        ));
+        out.push(format!("principals {} → {}", list(&a.principals), list(&b.principals)));
     }
     if a.extensions != b.extensions {
-        out.push(format!(
-            "extensions {} → {}",
-            a.extensions.join(","),
-            b.extensions.join(",")
-        ));
+        out.push(format!("extensions {} → {}", a.extensions.join(","), b.extensions.join(",")));
     }
     if a.source_address != b.source_address {
         out.push(format!(

@@ -20,9 +20,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
         None
     };
     let paired = ahome.load_signers()?;
-    let unlinked = agent
-        .as_ref()
-        .is_some_and(|s| s.signers.iter().any(|x| !x.connected));
+    let unlinked = agent.as_ref().is_some_and(|s| s.signers.iter().any(|x| !x.connected));
     let code: u8 = if !agent_here && !signer_here {
         6
     } else if agent_here && agent.is_none() {
@@ -83,10 +81,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
                         if d.connected {
                             "connected".to_string()
                         } else {
-                            format!(
-                                "not connected, last seen {}",
-                                super::local_time(d.last_seen)
-                            )
+                            format!("not connected, last seen {}", super::local_time(d.last_seen))
                         }
                     );
                 }
@@ -107,14 +102,12 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
                 println!(
                     "  pending: {}{}",
                     s.pending,
-                    if s.pending > 0 {
-                        " (`vmux signer pending`)"
-                    } else {
-                        ""
-                    }
+                    if s.pending > 0 { " (`vmux signer pending`)" } else { "" }
                 );
             }
-            None => println!("signer: not running (start it with `vmux signer run` or `vmux up`)"),
+            None => println!(
+                "signer: not running (start it with `vmux signer run` or `vmux up`)"
+            ),
         }
     }
     Ok(ExitCode::from(code))

@@ -51,10 +51,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let signer = super::signer::open(&shome)?;
-    let wanted = args
-        .listen
-        .clone()
-        .unwrap_or_else(|| signer.config.listen.clone());
+    let wanted = args.listen.clone().unwrap_or_else(|| signer.config.listen.clone());
     let listener = match tokio::net::TcpListener::bind(&wanted).await {
         Ok(l) => l,
         // The usual port is taken (another signer, another `vmux up`): any free

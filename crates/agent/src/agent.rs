@@ -74,8 +74,9 @@ pub struct Agent {
 impl Agent {
     pub fn open(home: AgentHome) -> Result<Arc<Agent>, AgentError> {
         let config = home.load_config()?;
-        let feedback = Feedback::parse(&config.feedback)
-            .map_err(|e| AgentError::Proto(vmux_proto::ProtoError::file(home.config(), e)))?;
+        let feedback = Feedback::parse(&config.feedback).map_err(|e| {
+            AgentError::Proto(vmux_proto::ProtoError::file(home.config(), e))
+        })?;
         let identity = Identity::load_or_create(&home.identity())?;
         let signers = home.load_signers()?;
         let keys = home.load_keys()?;

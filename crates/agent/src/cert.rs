@@ -309,22 +309,10 @@ mod tests {
         assert!(l.line(200).contains("asks again on the next login"));
         l.answered(Answer::Approved(120), 300);
         l.cert = Some(cert(1, 240, 420));
-        assert_eq!(
-            l.due(300, true, 3600),
-            None,
-            "a 2-minute certificate is not renewed at once"
-        );
-        assert_eq!(
-            l.due(400, true, 3600),
-            Some(120),
-            "renewed near its end, for 2 minutes"
-        );
+        assert_eq!(l.due(300, true, 3600), None, "a 2-minute certificate is not renewed at once");
+        assert_eq!(l.due(400, true, 3600), Some(120), "renewed near its end, for 2 minutes");
         l.answered(Answer::Unanswered("x".into()), 401);
-        assert_eq!(
-            l.due(402, true, 3600),
-            None,
-            "renewal asked once per certificate"
-        );
+        assert_eq!(l.due(402, true, 3600), None, "renewal asked once per certificate");
         assert!(l.expire(421));
         assert!(l.line(421).starts_with("expired at"), "{}", l.line(421));
         assert!(l.due_for_login(421));
@@ -334,11 +322,7 @@ mod tests {
         let mut l = Lifecycle::new(true, 28_800);
         l.cert = Some(cert(2, 0, 100_000));
         assert!(l.drop_cert("dropped by ssh-add -D"));
-        assert_eq!(
-            l.due(10, true, 3600),
-            None,
-            "a reset does not ask again at once"
-        );
+        assert_eq!(l.due(10, true, 3600), None, "a reset does not ask again at once");
         assert!(l.due_for_login(10));
     }
 }

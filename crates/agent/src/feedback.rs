@@ -53,10 +53,7 @@ pub fn controlling_tty(pid: i32) -> Option<PathBuf> {
     if tty_nr == 0 {
         return None;
     }
-    let (major, minor) = (
-        (tty_nr >> 8) & 0xfff,
-        (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00),
-    );
+    let (major, minor) = ((tty_nr >> 8) & 0xfff, (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00));
     let mut candidates = vec![];
     if (136..=143).contains(&major) {
         candidates.push(PathBuf::from(format!(

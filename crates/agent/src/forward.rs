@@ -169,9 +169,8 @@ impl Agent {
                         "refused: the session certificate signs only this workstation's own logins",
                     ))
                 } else {
-                    c.sign(data).map_err(|code| {
-                        Refusal::new(code, "refused: the session key could not sign")
-                    })
+                    c.sign(data)
+                        .map_err(|code| Refusal::new(code, "refused: the session key could not sign"))
                 }
             }
             None => {

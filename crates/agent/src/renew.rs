@@ -146,9 +146,7 @@ impl Agent {
                     .map(Arc::new)
                     .map_err(|e| Refusal {
                         code: ErrorCode::Internal,
-                        reason: format!(
-                            "refused here: the certificate from {signer} is wrong: {e}"
-                        ),
+                        reason: format!("refused here: the certificate from {signer} is wrong: {e}"),
                     }),
             },
             Err(AgentError::Timeout(_)) => Err(Refusal {
@@ -218,9 +216,8 @@ impl Agent {
         if asking {
             let _ = tokio::time::timeout(wait, done).await;
         } else if due {
-            let _ =
-                tokio::time::timeout(wait, self.request_cert(validity, false, caller.tty.clone()))
-                    .await;
+            let _ = tokio::time::timeout(wait, self.request_cert(validity, false, caller.tty.clone()))
+                .await;
         }
     }
 

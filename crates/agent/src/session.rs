@@ -1,8 +1,8 @@
 //! One client connection: decode a request, answer it. Session bindings are kept per
 //! connection, as OpenSSH's agent does, for the requests that follow on it.
 
-use crate::agent::{Agent, Caller};
 use crate::destination::Binding;
+use crate::agent::{Agent, Caller};
 use crate::wire::{self, Request, Response};
 use std::sync::Arc;
 

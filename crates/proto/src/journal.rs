@@ -73,10 +73,7 @@ impl Durable {
         self.flusher.wake.notify_one();
         let r = loop {
             if let Some(e) = &p.failed {
-                break Err(ProtoError::file(
-                    &self.path,
-                    format!("not written to disk: {e}"),
-                ));
+                break Err(ProtoError::file(&self.path, format!("not written to disk: {e}")));
             }
             if p.durable.is_some_and(|d| d >= self.seq) {
                 break Ok(());

@@ -166,10 +166,7 @@ mod tests {
         assert!(e.contains("config.toml:7:1:") && e.contains("nmae"), "{e}");
         std::fs::write(&p, "[ca]\nissue = true\nname = \"x\"\n").unwrap();
         let e = read_toml::<Conf>(&p).unwrap_err().to_string();
-        assert!(
-            e.contains(":3:1:") && e.contains("inside table [ca]"),
-            "{e}"
-        );
+        assert!(e.contains(":3:1:") && e.contains("inside table [ca]"), "{e}");
         std::fs::write(&p, "name = 3\n").unwrap();
         let e = read_toml::<Conf>(&p).unwrap_err().to_string();
         assert!(e.contains(":1:8:"), "{e}");

@@ -37,13 +37,9 @@ pub enum ControlRequest {
         wait_secs: u64,
     },
     /// Approve the pairing whose code is `code` (the code the other device shows).
-    ApproveCode {
-        code: String,
-    },
+    ApproveCode { code: String },
     /// Un-pair a device: its waiting requests are denied, its link closed.
-    Revoke {
-        id: String,
-    },
+    Revoke { id: String },
     /// Keys changed on disk: reload them and push the new list to connected devices;
     /// `change` says what changed, for the decision log.
     ReloadKeys {

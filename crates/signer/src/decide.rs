@@ -51,18 +51,12 @@ pub async fn approve(
             return Err(SignerError::VerificationFailed(e.to_string()));
         }
     }
-    Ok(done(
-        signer,
-        signer.queue.decide(id, digest, Decision::Approve)?,
-    ))
+    Ok(done(signer, signer.queue.decide(id, digest, Decision::Approve)?))
 }
 
 /// Deny the entry `id` that was displayed with `digest` (pairings included).
 pub fn deny(signer: &Signer, id: &str, digest: &str) -> Result<Decided, SignerError> {
-    Ok(done(
-        signer,
-        signer.queue.decide(id, digest, Decision::Deny)?,
-    ))
+    Ok(done(signer, signer.queue.decide(id, digest, Decision::Deny)?))
 }
 
 /// Approve the one waiting pairing whose code is `code` (what the other device shows).
@@ -84,14 +78,10 @@ fn exact(signer: &Signer, id: &str, digest: &str) -> Result<PendingInfo, SignerE
     Ok(p)
 }
 
-async fn verify(
-    signer: &Signer,
-    secret: Zeroizing<String>,
-) -> Result<(), crate::verify::VerifyError> {
-    let config = signer
-        .home
-        .load_config()
-        .map_err(|e| crate::verify::VerifyError::NoPam(format!("the signer's config: {e}")))?;
+async fn verify(signer: &Signer, secret: Zeroizing<String>) -> Result<(), crate::verify::VerifyError> {
+    let config = signer.home.load_config().map_err(|e| {
+        crate::verify::VerifyError::NoPam(format!("the signer's config: {e}"))
+    })?;
     let user = config
         .pam_user
         .clone()

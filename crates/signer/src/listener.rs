@@ -123,7 +123,8 @@ pub(crate) async fn accept<S: noise::Stream>(
                 signer.refusal(addr, &name, "too many pairings are waiting");
                 out.send(Message::Error(LinkError {
                     code: ErrorCode::Busy,
-                    message: "too many pairings are waiting on this signer; try again later".into(),
+                    message: "too many pairings are waiting on this signer; try again later"
+                        .into(),
                 }))
                 .await?;
                 return Ok(());

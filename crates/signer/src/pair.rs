@@ -38,95 +38,89 @@ pub(crate) async fn pair<S: noise::Stream>(
     peer: Peer,
     handshake_hash: &[u8],
 ) -> Result<(), ProtoError> {
-    let Peer {
-        id: peer_id,
-        name,
-        public,
-    } = peer;
-    // The commitment round (vmux_proto::pairing): commit to Nb, learn Na, open Nb.
-    let nb = pairing::nonce();
-    out.send(Message::PairCommit(PairCommit {
-        commitment: pairing::commitment(handshake_hash, &nb),
-    }))
-    .await?;
-    let reveal = tokio::time::timeout(PAIR_STEP, reader.recv()).await;
-    let na = match reveal {
-        Ok(Ok(Envelope {
-            message: Message::PairReveal(r),
-            ..
-        })) if r.nonce.len() == 32 => r.nonce,
-        _ => {
-            pairing_failed(
-                signer,
-                &peer_id,
-                &name,
-                "the device did not reveal its nonce",
-            );
-            return Ok(());
-        }
-    };
-    out.send(Message::PairOpen(PairNonce { nonce: nb.to_vec() }))
+        let Peer {
+            id: peer_id,
+            name,
+            public,
+        } = peer;
+        // The commitment round (vmux_proto::pairing): commit to Nb, learn Na, open Nb.
+        let nb = pairing::nonce();
+        out.send(Message::PairCommit(PairCommit {
+            commitment: pairing::commitment(handshake_hash, &nb),
+        }))
         .await?;
-    let code = pairing::code(handshake_hash, &na, &nb);
-    let now = now_unix();
-    let ticket = signer.queue.submit(PendingInfo {
-        kind: "pair".into(),
-        from: vmux_proto::text::field(&name),
-        from_id: peer_id.clone(),
-        code: Some(code.clone()),
-        purpose: Some("pairing: this device would be trusted to ask for signatures".into()),
-        created: now,
-        expires: now + signer.config.pair_timeout_secs,
-        ..Default::default()
-    });
-    let timeout = tokio::time::sleep(Duration::from_secs(signer.config.pair_timeout_secs));
-    let decision = tokio::select! {
-        d = ticket.decision => d.ok().filter(|v| v.digest == ticket.digest).map(|v| v.decision),
-        _ = timeout => None,
-        _ = reader.recv() => None, // the agent gave up or sent something else
-    };
-    if decision.is_none() {
-        signer
-            .queue
-            .remove(&ticket.id, "the pairing was abandoned or timed out");
-    }
-    let approved = decision == Some(Decision::Approve);
-    if approved {
-        let saved = signer.add_paired(PairedDevice {
-            id: peer_id.clone(),
-            name: name.clone(),
-            public_key: public,
-            paired_at: now_unix(),
-            last_seen: now_unix(),
-        });
-        if let Err(e) = saved {
-            tracing::error!("{e}");
-            out.send(Message::PairResponse(PairResponse {
-                approved: false,
-                error: Some(ErrorCode::Internal),
-                signer_name: signer.config.name.clone(),
-                reach: None,
-            }))
+        let reveal = tokio::time::timeout(PAIR_STEP, reader.recv()).await;
+        let na = match reveal {
+            Ok(Ok(Envelope {
+                message: Message::PairReveal(r),
+                ..
+            })) if r.nonce.len() == 32 => r.nonce,
+            _ => {
+                pairing_failed(signer, &peer_id, &name, "the device did not reveal its nonce");
+                return Ok(());
+            }
+        };
+        out.send(Message::PairOpen(PairNonce { nonce: nb.to_vec() }))
             .await?;
-            return Ok(());
+        let code = pairing::code(handshake_hash, &na, &nb);
+        let now = now_unix();
+        let ticket = signer.queue.submit(PendingInfo {
+            kind: "pair".into(),
+            from: vmux_proto::text::field(&name),
+            from_id: peer_id.clone(),
+            code: Some(code.clone()),
+            purpose: Some("pairing: this device would be trusted to ask for signatures".into()),
+            created: now,
+            expires: now + signer.config.pair_timeout_secs,
+            ..Default::default()
+        });
+        let timeout = tokio::time::sleep(Duration::from_secs(signer.config.pair_timeout_secs));
+        let decision = tokio::select! {
+            d = ticket.decision => d.ok().filter(|v| v.digest == ticket.digest).map(|v| v.decision),
+            _ = timeout => None,
+            _ = reader.recv() => None, // the agent gave up or sent something else
+        };
+        if decision.is_none() {
+            signer.queue
+                .remove(&ticket.id, "the pairing was abandoned or timed out");
         }
-    }
-    let error = match decision {
-        Some(Decision::Approve) => None,
-        Some(Decision::Deny | Decision::Unverified) => Some(ErrorCode::UserDenied),
-        None => Some(ErrorCode::RequestExpired),
-    };
-    signer.record(obj(json!({"event": "pair", "requestId": ticket.id, "deviceId": peer_id,
+        let approved = decision == Some(Decision::Approve);
+        if approved {
+            let saved = signer.add_paired(PairedDevice {
+                id: peer_id.clone(),
+                name: name.clone(),
+                public_key: public,
+                paired_at: now_unix(),
+                last_seen: now_unix(),
+            });
+            if let Err(e) = saved {
+                tracing::error!("{e}");
+                out.send(Message::PairResponse(PairResponse {
+                    approved: false,
+                    error: Some(ErrorCode::Internal),
+                    signer_name: signer.config.name.clone(),
+                    reach: None,
+                }))
+                .await?;
+                return Ok(());
+            }
+        }
+        let error = match decision {
+            Some(Decision::Approve) => None,
+            Some(Decision::Deny | Decision::Unverified) => Some(ErrorCode::UserDenied),
+            None => Some(ErrorCode::RequestExpired),
+        };
+        signer.record(obj(json!({"event": "pair", "requestId": ticket.id, "deviceId": peer_id,
             "device": vmux_proto::text::field(&name), "code": code,
             "decision": if approved { "approved" } else { error.map(|e| e.as_str()).unwrap_or("") }})));
-    out.send(Message::PairResponse(PairResponse {
-        approved,
-        error,
-        signer_name: signer.config.name.clone(),
-        reach: approved.then(|| signer.reach_info()),
-    }))
-    .await?;
-    // Give the writer task a moment to flush before the link is dropped.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok(())
-}
+        out.send(Message::PairResponse(PairResponse {
+            approved,
+            error,
+            signer_name: signer.config.name.clone(),
+            reach: approved.then(|| signer.reach_info()),
+        }))
+        .await?;
+        // Give the writer task a moment to flush before the link is dropped.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }

@@ -423,7 +423,9 @@ fn decided(v: &mut View, p: &PendingInfo, r: Result<Decided, crate::SignerError>
             "Delivery failed: the requester was gone".to_string(),
             Color::Red,
         ),
-        (Ok(_), "approve") if p.kind == "pair" => (format!("Paired with {}", p.from), Color::Green),
+        (Ok(_), "approve") if p.kind == "pair" => {
+            (format!("Paired with {}", p.from), Color::Green)
+        }
         (Ok(_), "approve") if p.kind == "cert" => {
             ("Approved session certificate".to_string(), Color::Green)
         }
@@ -525,11 +527,9 @@ fn boxed(f: &mut ratatui::Frame, area: Rect, lines: Vec<Line>, title: &str) {
         return;
     }
     f.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(title.to_string()),
-        ),
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::default().borders(Borders::ALL).title(title.to_string())),
         area,
     );
 }

@@ -77,7 +77,10 @@ impl SignerHome {
     }
     /// Where log output goes while a sheet owns the terminal: `<vmux home>/vmux.log`.
     pub fn output_log(&self) -> PathBuf {
-        self.dir.parent().unwrap_or(&self.dir).join("vmux.log")
+        self.dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join("vmux.log")
     }
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")

@@ -22,10 +22,7 @@ const MAX_PRINCIPAL_LEN: usize = 64;
 
 /// The principals a request asks for, checked: each a plain name, allowed by the CA
 /// policy's list when it has one; none asked: what the policy gives.
-pub fn checked_principals(
-    policy: &crate::state::CaPolicy,
-    asked: &[String],
-) -> Result<Vec<String>, Refusal> {
+pub fn checked_principals(policy: &crate::state::CaPolicy, asked: &[String]) -> Result<Vec<String>, Refusal> {
     let refuse = |why: String| Err(Refusal::new(ErrorCode::PolicyDenied).why(why));
     if asked.is_empty() {
         return Ok(principals(policy));
@@ -36,9 +33,7 @@ pub fn checked_principals(
     for p in asked {
         let plain = !p.is_empty()
             && p.chars().count() <= MAX_PRINCIPAL_LEN
-            && !p
-                .chars()
-                .any(|c| c.is_control() || c == ',' || c.is_whitespace());
+            && !p.chars().any(|c| c.is_control() || c == ',' || c.is_whitespace());
         if !plain {
             return refuse(format!(
                 "principal {:?} is not a plain user name",

@@ -90,99 +90,100 @@ pub(crate) fn inspect(
     device: &PairedDevice,
     req: &SignRequest,
 ) -> Result<Inspection, Refusal> {
-    let pins = signer.pins.get(&hosts::path(&signer.home.dir));
-    let Examined { parsed, dest, hops } = examine(req, &pins)?;
-    let key_fp = key_fingerprint(&req.key_blob);
-    let key = signer
-        .keystore
-        .keys()
-        .into_iter()
-        .find(|k| k.public_key == req.key_blob)
-        .ok_or_else(|| {
-            Refusal::new(ErrorCode::KeyNotFound).why(format!("this signer holds no key {key_fp}"))
+        let pins = signer.pins.get(&hosts::path(&signer.home.dir));
+        let Examined { parsed, dest, hops } = examine(req, &pins)?;
+        let key_fp = key_fingerprint(&req.key_blob);
+        let key = signer
+            .keystore
+            .keys()
+            .into_iter()
+            .find(|k| k.public_key == req.key_blob)
+            .ok_or_else(|| {
+                Refusal::new(ErrorCode::KeyNotFound)
+                    .why(format!("this signer holds no key {key_fp}"))
+            })?;
+        if !key.enabled {
+            return Err(Refusal::new(ErrorCode::KeyDisabled).why(format!(
+                "key {key_fp} is disabled on this signer (`vmux signer keys enable`)"
+            )));
+        }
+        // RSA keys sign rsa-sha2-256 (flag 2) or rsa-sha2-512 (flag 4) only; plain
+        // `ssh-rsa` (SHA-1) is refused before anyone is asked to approve what no key
+        // here would sign.
+        if key.algorithm == "ssh-rsa" && req.flags & (2 | 4) == 0 {
+            tracing::warn!(
+                "key {key_fp}: refused an ssh-rsa (SHA-1) signature; only rsa-sha2-256/512 are made"
+            );
+            return Err(Refusal::new(ErrorCode::UnsupportedAlgorithm)
+                .why("ssh-rsa (SHA-1) signatures are not made; rsa-sha2-256/512 only"));
+        }
+        let config = signer.home.load_config().map_err(|e| {
+            tracing::error!("{e}");
+            Refusal::new(ErrorCode::Internal).why("the signer could not read its config")
         })?;
-    if !key.enabled {
-        return Err(Refusal::new(ErrorCode::KeyDisabled).why(format!(
-            "key {key_fp} is disabled on this signer (`vmux signer keys enable`)"
-        )));
-    }
-    // RSA keys sign rsa-sha2-256 (flag 2) or rsa-sha2-512 (flag 4) only; plain
-    // `ssh-rsa` (SHA-1) is refused before anyone is asked to approve what no key
-    // here would sign.
-    if key.algorithm == "ssh-rsa" && req.flags & (2 | 4) == 0 {
-        tracing::warn!(
-            "key {key_fp}: refused an ssh-rsa (SHA-1) signature; only rsa-sha2-256/512 are made"
-        );
-        return Err(Refusal::new(ErrorCode::UnsupportedAlgorithm)
-            .why("ssh-rsa (SHA-1) signatures are not made; rsa-sha2-256/512 only"));
-    }
-    let config = signer.home.load_config().map_err(|e| {
-        tracing::error!("{e}");
-        Refusal::new(ErrorCode::Internal).why("the signer could not read its config")
-    })?;
-    let policy = config.policy.iter().find(|p| p.key == key_fp);
-    let verify = policy
-        .and_then(|p| p.verify.clone())
-        .or(config.verify.clone());
-    if let Some(p) = policy {
-        let host = dest
-            .as_ref()
-            .filter(|_| hops.is_empty())
-            .and_then(|d| d.policy_name.as_deref());
-        p.check(parsed.kind, parsed.namespace.as_deref(), host)
-            .map_err(|code| Refusal::new(code).why(policy_words(p, parsed.kind, host)))?;
-    }
-    let user = parsed.user.as_deref().map(field);
-    let (mut destination, mut quality, host_key, warning, pin) = match dest {
-        Some(d) => (
-            Some(d.text),
-            Some(d.quality.to_string()),
-            d.host_key,
-            d.warning,
-            d.pin,
-        ),
-        None => (None, None, None, None, None),
-    };
-    if !hops.is_empty() {
-        let via = format!("forwarded via {}", hops.join(" → "));
-        destination = Some(match destination {
-            Some(d) => format!("{d}, {via}"),
-            None => via,
-        });
-        quality = Some("forwarded".into());
-    }
-    let info = PendingInfo {
-        kind: "sign".into(),
-        from: field(&device.name),
-        from_id: device.id.clone(),
-        origin: Some(
-            match req.origin {
-                Origin::Agent => "agent",
-                Origin::Client => "client",
-            }
-            .into(),
-        ),
-        label: Some(req.request_id.to_string()),
-        purpose: Some(purpose(&parsed)),
-        user,
-        destination,
-        destination_quality: quality,
-        host_claim: req.context.host.as_deref().map(field),
-        host_key,
-        warning,
-        requester: req.context.requester.as_deref().map(field),
-        key: Some(key_fp),
-        key_comment: Some(field(&key.comment)),
-        key_store: Some(field(&key.provider)),
-        data_digest: Some(hex(&Sha256::digest(&req.data))),
-        verify,
-        created: vmux_proto::now_unix(),
-        expires: req.expires,
-        ..Default::default()
-    };
-    // A host pin is recorded only for a login to the host itself, never via a hop.
-    let pin = pin.filter(|_| hops.is_empty());
-    Ok(Inspection { info, pin, parsed })
+        let policy = config.policy.iter().find(|p| p.key == key_fp);
+        let verify = policy
+            .and_then(|p| p.verify.clone())
+            .or(config.verify.clone());
+        if let Some(p) = policy {
+            let host = dest
+                .as_ref()
+                .filter(|_| hops.is_empty())
+                .and_then(|d| d.policy_name.as_deref());
+            p.check(parsed.kind, parsed.namespace.as_deref(), host)
+                .map_err(|code| Refusal::new(code).why(policy_words(p, parsed.kind, host)))?;
+        }
+        let user = parsed.user.as_deref().map(field);
+        let (mut destination, mut quality, host_key, warning, pin) = match dest {
+            Some(d) => (
+                Some(d.text),
+                Some(d.quality.to_string()),
+                d.host_key,
+                d.warning,
+                d.pin,
+            ),
+            None => (None, None, None, None, None),
+        };
+        if !hops.is_empty() {
+            let via = format!("forwarded via {}", hops.join(" → "));
+            destination = Some(match destination {
+                Some(d) => format!("{d}, {via}"),
+                None => via,
+            });
+            quality = Some("forwarded".into());
+        }
+        let info = PendingInfo {
+            kind: "sign".into(),
+            from: field(&device.name),
+            from_id: device.id.clone(),
+            origin: Some(
+                match req.origin {
+                    Origin::Agent => "agent",
+                    Origin::Client => "client",
+                }
+                .into(),
+            ),
+            label: Some(req.request_id.to_string()),
+            purpose: Some(purpose(&parsed)),
+            user,
+            destination,
+            destination_quality: quality,
+            host_claim: req.context.host.as_deref().map(field),
+            host_key,
+            warning,
+            requester: req.context.requester.as_deref().map(field),
+            key: Some(key_fp),
+            key_comment: Some(field(&key.comment)),
+            key_store: Some(field(&key.provider)),
+            data_digest: Some(hex(&Sha256::digest(&req.data))),
+            verify,
+            created: vmux_proto::now_unix(),
+            expires: req.expires,
+            ..Default::default()
+        };
+        // A host pin is recorded only for a login to the host itself, never via a hop.
+        let pin = pin.filter(|_| hops.is_empty());
+        Ok(Inspection { info, pin, parsed })
 }
 
 /// Why a key's policy refused a request, in words.

@@ -43,25 +43,19 @@ pub(crate) fn check(
         return expired(format!("the request's window is longer than {window} s"));
     }
     if !NONCE_LEN.contains(&nonce.len()) {
-        return Err(
-            Refusal::new(ErrorCode::ReplayDetected).why("the request's nonce has the wrong size")
-        );
+        return Err(Refusal::new(ErrorCode::ReplayDetected).why("the request's nonce has the wrong size"));
     }
     // Nonces are remembered per device (a hash of device and nonce).
     let key = nonce_key(device, nonce);
     let mut seen = signer.seen.lock().unwrap();
     if !seen.insert(&key, expires, now.saturating_sub(skew)) {
-        return Err(
-            Refusal::new(ErrorCode::ReplayDetected).why("this request was seen before (a replay)")
-        );
+        return Err(Refusal::new(ErrorCode::ReplayDetected).why("this request was seen before (a replay)"));
     }
     // Written before the request goes on, so a restart (or a killed process: the
     // bytes are in the kernel) still knows it.
     if let Err(e) = seen.persist(&key, expires) {
         tracing::error!("{}: {e}", signer.home.replay().display());
-        return Err(
-            Refusal::new(ErrorCode::Internal).why("the signer could not write its replay log")
-        );
+        return Err(Refusal::new(ErrorCode::Internal).why("the signer could not write its replay log"));
     }
     Ok(())
 }
