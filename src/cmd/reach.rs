@@ -80,6 +80,9 @@ pub async fn run(device: Device, dir: &Path, args: ReachArgs) -> anyhow::Result<
     };
     config.save(dir)?;
     println!("reach: {}", config.describe());
+    if let Some(id) = endpoint_id(dir).filter(|_| config.anywhere()) {
+        println!("endpoint id: {id}");
+    }
     match device {
         Device::Signer => signer_applied(dir, &config).await,
         Device::Agent => {
