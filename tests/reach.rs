@@ -606,3 +606,46 @@ fn an_idle_signer_costs_little_with_reach_anywhere_and_nothing_with_reach_local(
         rss_anywhere as i64 - rss_local as i64
     );
 }
+
+#[test]
+fn a_running_signer_that_turns_reach_on_tells_its_connected_devices() {
+    let s = Setup::new();
+    let stored = |home: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(home.join("agent/signers.json")).unwrap())
+            .unwrap()
+    };
+    wait_until("the agent to learn the signer is local", T, || {
+        stored(&s.agent.home)[0]["reach"]["anywhere"] == false
+    });
+    // A relay on this machine that is not there: the signer keeps trying it, and the
+    // agent learns the endpoint id and relay over the link it already has.
+    let out = ok(
+        &s.signer.home,
+        &[
+            "signer",
+            "reach",
+            "anywhere",
+            "--relay",
+            "https://127.0.0.1:9/",
+        ],
+    );
+    assert!(out.contains("endpoint id: "), "{out}");
+    wait_until("the agent to hear of it", Duration::from_secs(10), || {
+        stored(&s.agent.home)[0]["reach"]["anywhere"] == true
+    });
+    let endpoint = signer_reach(&s.signer.home)["endpointId"].clone();
+    assert_eq!(stored(&s.agent.home)[0]["reach"]["endpointId"], endpoint);
+    assert_eq!(status(&s.agent.home)["signers"][0]["reach"], "anywhere");
+    assert_eq!(
+        status(&s.agent.home)["signers"][0]["path"],
+        "direct (LAN)",
+        "the local link stays"
+    );
+
+    ok(&s.signer.home, &["signer", "reach", "local"]);
+    wait_until(
+        "the agent to hear it is local again",
+        Duration::from_secs(10),
+        || stored(&s.agent.home)[0]["reach"]["anywhere"] == false,
+    );
+}
