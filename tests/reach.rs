@@ -264,6 +264,12 @@ fn anywhere_through_symmetric_nats_goes_via_the_relay() {
     let s = status(&w.agent.home);
     assert!(s["signers"][0]["rttMs"].as_f64().is_some(), "{s}");
     assert_eq!(s["signers"][0]["reach"], "anywhere");
+    let signer_side = try_vmux(&w.signer.home, &["status"]).stdout;
+    assert!(
+        signer_side.contains("reach: anywhere as endpoint ")
+            && signer_side.contains("through https://198.18.1.1:8443/"),
+        "{signer_side}"
+    );
 }
 
 #[test]

@@ -218,3 +218,26 @@ fn endpoint_id(dir: &Path) -> Option<String> {
     let id = vmux_proto::Identity::load_or_create(&path).ok()?;
     Some(vmux_proto::reach::endpoint_id(&id))
 }
+
+/// `reach: anywhere as endpoint …, through https://…/` for the running signer with pid
+/// `pid` (`vmux status`), or nothing while it is local.
+pub fn signer_line(signer_dir: &Path, pid: u32) -> Option<String> {
+    let st: vmux_signer::reach::ReachStatus =
+        vmux_proto::store::read_json(&vmux_signer::reach::status_path(signer_dir))
+            .ok()
+            .flatten()?;
+    if st.pid != pid || !st.anywhere {
+        return None;
+    }
+    Some(match (st.home_relay, st.error) {
+        (_, Some(e)) => format!("reach: anywhere, but not reachable: {e}"),
+        (Some(r), None) => format!(
+            "reach: anywhere as endpoint {}, through {r}",
+            st.endpoint_id
+        ),
+        (None, None) => format!(
+            "reach: anywhere as endpoint {}, connecting to a relay",
+            st.endpoint_id
+        ),
+    })
+}
