@@ -11,6 +11,9 @@ use vmux_proto::identity::key_fingerprint;
 
 #[derive(Subcommand)]
 pub enum AgentCmd {
+    /// Dial paired signers beyond the local network: `anywhere [--relay URL]...` (by
+    /// iroh endpoint id, when the local route fails) or `local` (the default).
+    Reach(super::reach::ReachArgs),
     /// Where the agent's link identity lives: `--store tpm` seals it to this machine's
     /// TPM (the same key, so pairings stay; a copied file is useless elsewhere),
     /// `--store file` turns it back into a 0600 file.
@@ -100,6 +103,9 @@ pub async fn run(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
     let home = home();
     match cmd {
         AgentCmd::Init { store } => init_identity(&home, &store)?,
+        AgentCmd::Reach(a) => {
+            return super::reach::run(super::reach::Device::Agent, &home.dir, a).await
+        }
         AgentCmd::Pair { address, id, wait } => pair(&home, address, id, wait).await?,
         AgentCmd::InstallService(args) => {
             let config = home.load_config()?;
@@ -489,6 +495,9 @@ pub fn status_json(
                 "lastError": l.as_ref().and_then(|l| l.last_error.clone()),
                 "lastSeen": l.as_ref().and_then(|l| l.last_seen),
                 "since": l.as_ref().and_then(|l| l.since),
+                "path": l.as_ref().filter(|l| l.connected).and_then(|l| l.path.clone()),
+                "rttMs": l.as_ref().filter(|l| l.connected).and_then(|l| l.rtt_ms),
+                "reach": s.reach.as_ref().map(|r| if r.anywhere { "anywhere" } else { "local" }),
             })
         }).collect::<Vec<_>>(),
         "keys": keys.iter().map(|k| serde_json::json!({
@@ -536,7 +545,8 @@ pub fn status_lines(home: &AgentHome, status: Option<&Status>) -> anyhow::Result
         let l = status.and_then(|st| st.signers.iter().find(|x| x.id == s.id));
         let state = match l {
             Some(l) if l.connected => format!(
-                "connected{}",
+                "connected{}{}",
+                l.path_line().map(|p| format!(" {p}")).unwrap_or_default(),
                 l.since
                     .map(|t| format!(" since {}", vmux_proto::time::hm(t)))
                     .unwrap_or_default()

@@ -8,6 +8,9 @@ use vmux_client::session::Tty;
 
 #[derive(Subcommand)]
 pub enum ClientCmd {
+    /// How `vmux ssh` reaches the signer beyond the local network: `anywhere [--relay
+    /// URL]...` or `local` (the default).
+    Reach(super::reach::ReachArgs),
     /// Pair this device's `vmux ssh` with the signer at HOST:PORT (or one found by
     /// mDNS): a device of its own on the signer, with its own link key.
     Pair {
@@ -44,6 +47,9 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<ExitCode> {
             println!("`vmux ssh USER@HOST` now signs through this signer");
         }
         ClientCmd::Init { store } => super::agent::init_identity(&home, &store)?,
+        ClientCmd::Reach(a) => {
+            return super::reach::run(super::reach::Device::Client, &home.dir, a).await
+        }
         ClientCmd::Status => {
             let signers = home.load_signers()?;
             if signers.is_empty() {

@@ -2,6 +2,7 @@ pub mod agent;
 pub mod client;
 pub mod doctor;
 pub mod git;
+pub mod reach;
 pub mod service;
 pub mod signer;
 pub mod ssh_config;

@@ -14,6 +14,9 @@ use vmux_signer::{Signer, SignerError, SignerHome};
 
 #[derive(Subcommand)]
 pub enum SignerCmd {
+    /// Reach beyond the local network: `anywhere [--relay URL]...` (by iroh endpoint id,
+    /// hole-punched or relayed) or `local` (the default); no action shows it.
+    Reach(super::reach::ReachArgs),
     /// Create this device's identity and its first key (no prompt without a terminal).
     Init {
         /// The name paired devices show for this signer (e.g. alice-pi).
@@ -283,6 +286,9 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             println!("{public}");
         }
         SignerCmd::Keys(k) => keys(&home, k)?,
+        SignerCmd::Reach(a) => {
+            return super::reach::run(super::reach::Device::Signer, &home.dir, a).await
+        }
         SignerCmd::InstallService(args) => super::service::install(
             super::service::Daemon::Signer,
             args,

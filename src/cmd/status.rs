@@ -74,6 +74,9 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default(),
                     s.fingerprint
                 );
+                if let Some(line) = super::reach::signer_line(&shome.dir, s.pid) {
+                    println!("  {line}");
+                }
                 if s.devices.is_empty() {
                     println!("  no paired devices (pair one with `vmux agent pair` on it)");
                 }

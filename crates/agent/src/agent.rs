@@ -69,6 +69,8 @@ pub struct Agent {
     changes: tokio::sync::watch::Sender<u64>,
     /// Keys vmux does not hold, from another agent (`upstream.rs`).
     pub(crate) upstream: Mutex<Option<Arc<crate::upstream::Upstream>>>,
+    /// Reach beyond the local network (`reach`).
+    pub(crate) reach: crate::reach::AgentReach,
 }
 
 impl Agent {
@@ -112,6 +114,7 @@ impl Agent {
             recent: Default::default(),
             changes: tokio::sync::watch::channel(0).0,
             upstream: Mutex::new(upstream),
+            reach: Default::default(),
         }))
     }
 
@@ -352,6 +355,7 @@ impl Agent {
                         since: i.since,
                         wakeable: s.wake_url.is_some(),
                         clock_skew_secs: links.get(&s.id).and_then(|l| l.clock_skew_secs),
+                        ..crate::reach::route_status(links.get(&s.id), s)
                     }
                 })
                 .collect(),

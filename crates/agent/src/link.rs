@@ -11,6 +11,7 @@ use uuid::Uuid;
 use vmux_proto::envelope::*;
 use vmux_proto::identity::fingerprint;
 use vmux_proto::noise::{self, Outbox};
+use vmux_proto::reach::Route;
 use vmux_proto::{Identity, ProtoError};
 
 /// Requests waiting for their response, by request id.
@@ -30,7 +31,16 @@ pub struct SignerLink {
     /// The signer's clock minus this machine's, from its Hello (seconds; positive: the
     /// signer is ahead). Requests are valid for a minute, so a skew near that fails them.
     pub clock_skew_secs: Option<i64>,
+    /// How the link travels: TCP on the local network, or iroh (`reach`).
+    pub route: Route,
+    /// How the signer says it can be reached from anywhere (after Hello, and again when
+    /// it changes).
+    pub reach: watch::Receiver<Option<Reach>>,
+    rtt: Rtt,
 }
+
+/// When the last Ping left, and the round-trip time of the last one answered.
+type Rtt = Arc<Mutex<(Option<std::time::Instant>, Option<Duration>)>>;
 
 /// How often the agent pings a signer, and how long silence means the link is dead
 /// (a signer answers every Ping, so a live link is never silent for long).
@@ -73,6 +83,29 @@ impl SignerLink {
     ) -> Result<(SignerLink, Vec<KeyRecord>), AgentError> {
         let setup = async {
             let stream = dial(addr, timeout).await?;
+            Self::connect_over(stream, Route::Lan, addr, identity, my_name, pinned, timeout).await
+        };
+        tokio::time::timeout(timeout, setup)
+            .await
+            .map_err(|_| AgentError::Unreachable {
+                addr: addr.to_string(),
+                reason: format!("link not up within {}s", timeout.as_secs()),
+            })?
+    }
+
+    /// The link over a stream already open to the signer (TCP, or an iroh connection's
+    /// stream: `reach`): the same Noise session with the pinned key, Hello, key list.
+    /// `addr` names the route in errors.
+    pub async fn connect_over<S: noise::Stream>(
+        stream: S,
+        route: Route,
+        addr: &str,
+        identity: &Identity,
+        my_name: &str,
+        pinned: &[u8],
+        timeout: Duration,
+    ) -> Result<(SignerLink, Vec<KeyRecord>), AgentError> {
+        let setup = async {
             let link = match noise::connect_pinned(stream, identity, Some(pinned)).await {
                 Ok(l) => l,
                 Err(ProtoError::PinMismatch(got)) => {
@@ -97,7 +130,8 @@ impl SignerLink {
             let outbox = writer.spawn();
             outbox.send(hello(identity, my_name)).await?;
             outbox.send(Message::KeyListRequest).await?;
-            let (mut signer_name, mut wake_url, mut skew) = (String::new(), None, None);
+            let (mut signer_name, mut wake_url, mut skew, mut reach) =
+                (String::new(), None, None, None);
             let keys = loop {
                 match reader.recv().await?.message {
                     Message::Hello(h) => {
@@ -105,14 +139,15 @@ impl SignerLink {
                         skew = h.time.map(|t| t as i64 - vmux_proto::now_unix() as i64);
                     }
                     Message::DeviceToken(t) => wake_url = Some(t.wake_url),
+                    Message::Reach(r) => reach = Some(r),
                     Message::KeyList(k) => break k.keys,
                     Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
                     m => return Err(unexpected(&m)),
                 }
             };
-            Ok((reader, outbox, signer_name, wake_url, keys, skew))
+            Ok((reader, outbox, signer_name, wake_url, keys, skew, reach))
         };
-        let (reader, outbox, signer_name, wake_url, keys, clock_skew_secs) =
+        let (reader, outbox, signer_name, wake_url, keys, clock_skew_secs, reach) =
             tokio::time::timeout(timeout, setup)
                 .await
                 .map_err(|_| AgentError::Unreachable {
@@ -122,13 +157,17 @@ impl SignerLink {
         let waiters: Waiters = Default::default();
         let (closed_tx, closed) = watch::channel(None);
         let (keys_tx, keys_rx) = watch::channel(None);
-        tokio::spawn(pinger(outbox.clone(), closed.clone()));
+        let (reach_tx, reach_rx) = watch::channel(reach);
+        let rtt: Rtt = Default::default();
+        tokio::spawn(pinger(outbox.clone(), closed.clone(), rtt.clone()));
         tokio::spawn(read_loop(
             reader,
             waiters.clone(),
             closed_tx,
             outbox.clone(),
             keys_tx,
+            reach_tx,
+            rtt.clone(),
         ));
         Ok((
             SignerLink {
@@ -139,9 +178,20 @@ impl SignerLink {
                 wake_url,
                 keys: keys_rx,
                 clock_skew_secs,
+                route,
+                reach: reach_rx,
+                rtt,
             },
             keys,
         ))
+    }
+
+    /// How the link travels now (`direct (LAN)`, `direct (hole-punched)`, `via relay
+    /// <url>`) and its round-trip time: the last Ping answered, else the path's own.
+    pub fn path(&self) -> Option<(String, Option<Duration>)> {
+        let (line, path_rtt) = self.route.describe()?;
+        let pinged = self.rtt.lock().unwrap().1;
+        Some((line, pinged.or(path_rtt)))
     }
 
     /// Ask the signer for its key list now; the answer arrives on `keys`.
@@ -252,9 +302,10 @@ fn unexpected(m: &Message) -> AgentError {
     )))
 }
 
-async fn pinger(outbox: Outbox, closed: watch::Receiver<Option<String>>) {
+async fn pinger(outbox: Outbox, closed: watch::Receiver<Option<String>>, rtt: Rtt) {
     loop {
         tokio::time::sleep(PING_EVERY).await;
+        rtt.lock().unwrap().0 = Some(std::time::Instant::now());
         if closed.borrow().is_some() || outbox.send(Message::Ping).await.is_err() {
             return;
         }
@@ -267,6 +318,8 @@ async fn read_loop<S: noise::Stream>(
     closed: watch::Sender<Option<String>>,
     outbox: Outbox,
     keys: watch::Sender<Option<Vec<KeyRecord>>>,
+    reach: watch::Sender<Option<Reach>>,
+    rtt: Rtt,
 ) {
     let why = loop {
         let Ok(received) = tokio::time::timeout(DEAD_AFTER, reader.recv()).await else {
@@ -289,6 +342,15 @@ async fn read_loop<S: noise::Stream>(
                 }
                 Message::KeyList(k) => {
                     let _ = keys.send(Some(k.keys));
+                }
+                Message::Pong => {
+                    let mut r = rtt.lock().unwrap();
+                    if let Some(sent) = r.0.take() {
+                        r.1 = Some(sent.elapsed());
+                    }
+                }
+                Message::Reach(r) => {
+                    let _ = reach.send(Some(r));
                 }
                 Message::Error(e) => break format!("signer refused: {} ({})", e.code, e.message),
                 _ => {}

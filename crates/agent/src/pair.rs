@@ -101,6 +101,7 @@ pub async fn pair(
         paired_at: now_unix(),
         wake_url: None,
         wake_token: Some(crate::wake::new_token()),
+        reach: resp.reach,
     };
     let mut all = home.load_signers()?;
     all.retain(|s| s.id != signer.id);

@@ -36,19 +36,18 @@ impl Agent {
         }
         let s = self.paired(signer_id)?;
         let timeout = Duration::from_secs(self.config.connect_timeout_secs);
-        let res = SignerLink::connect(
-            &s.address,
-            &self.identity,
-            &self.name,
-            &s.public_key,
-            timeout,
-        )
-        .await;
+        let res = Box::pin(self.dial_signer(&s, timeout)).await;
         match res {
             Ok((link, keys)) => {
-                tracing::info!("connected to signer {} at {}", link.signer_name, s.address);
+                let how = link.path().map(|p| p.0).unwrap_or_default();
+                tracing::info!(
+                    "connected to signer {} at {} ({how})",
+                    link.signer_name,
+                    s.address
+                );
                 self.update_keys(signer_id, keys);
                 self.update_signer(signer_id, |s| s.wake_url = link.wake_url.clone());
+                self.note_reach(signer_id, link.reach.borrow().clone());
                 self.links
                     .lock()
                     .unwrap()
@@ -86,6 +85,9 @@ impl Agent {
                 };
                 if changed {
                     tracing::warn!("signer {}: {e}", s.name);
+                    // At once: the request that failed here tells its requester to
+                    // look at `vmux agent status`, which must already say why.
+                    self.write_status_now();
                     self.write_status();
                 }
                 Err(e)
@@ -392,15 +394,30 @@ impl Agent {
                         Ok(link) => {
                             backoff = Duration::from_millis(100);
                             failures = 0;
+                            agent.spawn_route_watch(&id, &link);
                             // Follow the key lists this signer pushes while linked.
                             let follow = {
-                                let (agent, id, mut rx) =
-                                    (agent.clone(), id.clone(), link.keys.clone());
+                                let (agent, id, mut rx, mut reach) = (
+                                    agent.clone(),
+                                    id.clone(),
+                                    link.keys.clone(),
+                                    link.reach.clone(),
+                                );
                                 tokio::spawn(async move {
-                                    while rx.changed().await.is_ok() {
-                                        let pushed = rx.borrow().clone();
-                                        if let Some(keys) = pushed {
-                                            agent.update_keys(&id, keys);
+                                    loop {
+                                        tokio::select! {
+                                            r = rx.changed() => {
+                                                if r.is_err() { return; }
+                                                let pushed = rx.borrow().clone();
+                                                if let Some(keys) = pushed {
+                                                    agent.update_keys(&id, keys);
+                                                }
+                                            }
+                                            r = reach.changed() => {
+                                                if r.is_err() { return; }
+                                                let told = reach.borrow().clone();
+                                                agent.note_reach(&id, told);
+                                            }
                                         }
                                     }
                                 })
@@ -413,6 +430,9 @@ impl Agent {
                                 i.last_seen = Some(now);
                                 i.since = Some(now);
                             }
+                            // At once, not debounced: nobody may read "connected" for a
+                            // link that just died.
+                            agent.write_status_now();
                             agent.write_status();
                         }
                         Err(_) => {

@@ -220,6 +220,10 @@ pub struct PairedSigner {
     /// The random token this agent's wake messages carry for this signer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_token: Option<String>,
+    /// How to reach the signer beyond the local network, as it last said (in the
+    /// pairing or over the link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<vmux_proto::envelope::Reach>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -68,6 +68,28 @@ pub struct SignerStatus {
     /// The signer's clock minus this machine's, measured when the link last came up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew_secs: Option<i64>,
+    /// How the link travels while connected: `direct (LAN)`, `direct (hole-punched)` or
+    /// `via relay <url>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The link's round-trip time (the last Ping answered), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Whether the signer accepts links from anywhere (as it last said), and whether
+    /// this device dials it that way: `anywhere`, `local`, or `signer only` / `here only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<String>,
+}
+
+impl SignerStatus {
+    /// `(via relay https://relay.example/, rtt 41.0 ms)`, or nothing when not connected.
+    pub fn path_line(&self) -> Option<String> {
+        let path = self.path.as_ref().filter(|_| self.connected)?;
+        Some(match self.rtt_ms {
+            Some(ms) => format!("({path}, rtt {ms:.1} ms)"),
+            None => format!("({path})"),
+        })
+    }
 }
 
 /// A request waiting on a signer: `Waiting for approval on alice-pi: login root@prod`.

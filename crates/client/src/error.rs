@@ -12,6 +12,9 @@ pub enum ClientError {
     NoSigner,
     #[error("--signer {route}: {reason} (--signer is the only route tried)")]
     SignerRoute { route: String, reason: String },
+    /// No signer answered on this network, and reach says what would reach it.
+    #[error("no signer found: {0}")]
+    NoRoute(String),
     #[error("the signer refused this device ({0}): pair it again with `vmux client pair HOST`")]
     Revoked(ErrorCode),
     #[error("ssh: connect to host {host} port {port}: {reason}")]

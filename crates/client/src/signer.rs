@@ -141,20 +141,26 @@ impl Signers {
             );
         }
         let mut up = vec![];
-        let mut revoked = None;
+        let (mut revoked, mut reach_hint) = (None, None);
         for (s, r) in signers.iter().zip(results) {
             match r {
                 Ok(_) => up.push(s.id.clone()),
                 Err(AgentError::Refused(code @ ErrorCode::PairingInvalid, _)) => {
                     revoked = Some(code)
                 }
-                Err(e) => tracing::debug!("signer {}: {e}", s.name),
+                Err(e) => {
+                    tracing::debug!("signer {}: {e}", s.name);
+                    if e.to_string().contains(" reach anywhere") {
+                        reach_hint.get_or_insert(e.to_string());
+                    }
+                }
             }
         }
         if up.is_empty() {
-            return Err(match revoked {
-                Some(code) => ClientError::Revoked(code),
-                None => ClientError::NoSigner,
+            return Err(match (revoked, reach_hint) {
+                (Some(code), _) => ClientError::Revoked(code),
+                (None, Some(hint)) => ClientError::NoRoute(hint),
+                (None, None) => ClientError::NoSigner,
             });
         }
         Ok(self.offers(&up))

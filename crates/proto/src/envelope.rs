@@ -56,6 +56,25 @@ pub enum Message {
     PairReveal(PairNonce),
     /// Pairing, signer → agent: the committed nonce.
     PairOpen(PairNonce),
+    /// Signer → agent, after Hello: how to reach this signer beyond the local network
+    /// (`reach anywhere`), or that it cannot be reached that way (`anywhere: false`).
+    Reach(Reach),
+}
+
+/// How a signer can be reached beyond the local network: its iroh endpoint id (derived
+/// from its link identity, so it survives restarts) and the relays it uses. Sent only
+/// inside the Noise session (after Hello, and in the PairResponse), so the pinned key
+/// vouches for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Reach {
+    /// Whether the signer accepts connections by its endpoint id now.
+    pub anywhere: bool,
+    /// The iroh endpoint id (an Ed25519 public key, hex).
+    pub endpoint_id: String,
+    /// Relay URLs the signer uses (empty: iroh's default public relays).
+    #[serde(default)]
+    pub relays: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +131,10 @@ pub struct PairResponse {
     /// The signer's name, for the agent's list of paired signers.
     #[serde(default)]
     pub signer_name: String,
+    /// How to reach the signer beyond the local network, bound to this pairing by the
+    /// Noise handshake and the commitment round it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -424,6 +447,17 @@ mod tests {
             }),
             Message::Ping,
             Message::Pong,
+            Message::Reach(Reach {
+                anywhere: true,
+                endpoint_id: "ab".into(),
+                relays: vec!["https://relay.example./".into()],
+            }),
+            Message::PairResponse(PairResponse {
+                approved: true,
+                error: None,
+                signer_name: "s".into(),
+                reach: Some(Reach::default()),
+            }),
         ];
         for m in msgs {
             let e = Envelope::new(m);

@@ -18,6 +18,8 @@ pub enum ProtoError {
     Closed,
     #[error("peer speaks link protocol version {0}, this build speaks {1}")]
     Version(u32, u32),
+    #[error("reach: {0}")]
+    Reach(String),
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
 }

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod local;
 pub mod noise;
 pub mod pairing;
+pub mod reach;
 pub mod ssh_config;
 pub mod sshdata;
 pub mod store;

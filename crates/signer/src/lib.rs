@@ -24,6 +24,7 @@ pub mod listener;
 pub mod pair;
 pub mod prompt;
 pub mod queue;
+pub mod reach;
 pub mod request;
 pub mod session;
 pub mod sheet;

@@ -5,7 +5,7 @@
 use crate::signer::Signer;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use vmux_proto::envelope::*;
 use vmux_proto::identity::device_id;
 use vmux_proto::noise;
@@ -22,6 +22,7 @@ impl Signer {
         if let Ok(addr) = listener.local_addr() {
             self.write_listening(addr);
         }
+        self.start_reach();
         let mut backoff = Duration::from_millis(10);
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -74,11 +75,12 @@ impl Signer {
     }
 }
 
-/// One connection up to the point where the peer is known: a paired device goes on to
-/// its session, an unpaired one may ask to pair, and learns nothing else.
-async fn accept(
+/// One connection (TCP, or a stream of an iroh connection: `reach`) up to the point
+/// where the peer is known: a paired device goes on to its session, an unpaired one may
+/// ask to pair, and learns nothing else.
+pub(crate) async fn accept<S: noise::Stream>(
     signer: &Arc<Signer>,
-    stream: TcpStream,
+    stream: S,
     addr: std::net::IpAddr,
     permit: crate::guard::Permit,
 ) -> Result<(), ProtoError> {
@@ -164,5 +166,6 @@ async fn accept(
         }))
         .await?;
     }
+    out.send(Message::Reach(signer.reach_info())).await?;
     crate::session::run(signer.clone(), reader, out, device).await
 }

@@ -105,6 +105,7 @@ pub(crate) async fn pair<S: noise::Stream>(
                 approved: false,
                 error: Some(ErrorCode::Internal),
                 signer_name: signer.config.name.clone(),
+                reach: None,
             }))
             .await?;
             return Ok(());
@@ -122,6 +123,7 @@ pub(crate) async fn pair<S: noise::Stream>(
         approved,
         error,
         signer_name: signer.config.name.clone(),
+        reach: approved.then(|| signer.reach_info()),
     }))
     .await?;
     // Give the writer task a moment to flush before the link is dropped.

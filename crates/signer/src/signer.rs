@@ -37,6 +37,8 @@ pub struct Signer {
     pub(crate) gate: crate::guard::Gate,
     /// The host-key pins (`signer/known_hosts`), re-read when the file changes.
     pub(crate) pins: crate::hosts::PinCache,
+    /// Reach beyond the local network (`signer/reach.toml`, followed while running).
+    pub reach: crate::reach::Reachability,
 }
 
 /// One device's live link: how to end it, and where to push key lists.
@@ -62,7 +64,9 @@ impl Signer {
         let log = Mutex::new(Journal::open(&home.log())?);
         let states = crate::keys::load_states(&home)?;
         let seen = crate::request::window::SeenNonces::load(&home)?;
+        let reach = crate::reach::Reachability::load(&home.dir)?;
         Ok(Arc::new(Signer {
+            reach,
             home,
             config,
             identity,
@@ -199,6 +203,16 @@ impl Signer {
         self.record(obj(json!({"event": "keysReloaded", "keys": keys.len(),
             "pushedTo": outs.len()})));
         Ok(keys.len())
+    }
+
+    /// Where to reach every connected device now.
+    pub(crate) fn outboxes(&self) -> Vec<Outbox> {
+        self.links
+            .lock()
+            .unwrap()
+            .values()
+            .map(|l| l.outbox.clone())
+            .collect()
     }
 
     /// Remove a paired device (by id); `Ok(false)` when there is none.
