@@ -128,7 +128,19 @@ impl Agent {
                 return Err(ErrorCode::PolicyDenied);
             }
         };
-        let what = describe(&parsed, &dest);
+        let mut what = describe(&parsed, &dest);
+        if parsed.kind == "login" && dest.name.is_none() && !dest.forwarded {
+            // known_hosts does not name the server: say what ssh was asked for (this
+            // line is for this workstation's own person; the signer never trusts it).
+            if let Some(asked) = crate::hostnames::candidates(caller.pid).first() {
+                let user = parsed.user.as_deref().map(vmux_proto::text::field);
+                what = format!(
+                    "login {}@{}",
+                    user.unwrap_or_default(),
+                    vmux_proto::text::field(&asked.replace(['[', ']'], ""))
+                );
+            }
+        }
         if let Some(ns) = &parsed.namespace {
             rec["namespace"] = json!(ns);
         }
