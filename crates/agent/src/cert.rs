@@ -287,12 +287,15 @@ impl Lifecycle {
                 hm(c.valid_before)
             );
         }
-        if !self.enabled {
+        if !self.enabled && matches!(self.hold, Hold::Ask | Hold::RetryAt(_)) {
             return "none (session certificates are off in the agent config)".into();
         }
         match &self.hold {
             Hold::Ask => "none — asks when a signer is connected".into(),
             Hold::RetryAt(t) => format!("none — the last request failed; asks again at {}", hm(*t)),
+            Hold::NextLogin(why) if !self.enabled => {
+                format!("none ({why}); `vmux agent request-cert` asks for one")
+            }
             Hold::NextLogin(why) if why.starts_with("expired") => {
                 format!("{why} — asks again on the next login")
             }

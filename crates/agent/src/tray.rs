@@ -67,6 +67,7 @@ async fn serve(agent: Arc<Agent>) -> Result<(), String> {
             Menu {
                 state: state.clone(),
                 agent: agent.clone(),
+                rt: tokio::runtime::Handle::current(),
             },
         )
         .build()
@@ -259,6 +260,8 @@ fn entry(id: i32, label: Option<&str>, enabled: bool) -> OwnedVariant {
 struct Menu {
     state: State,
     agent: Arc<Agent>,
+    /// D-Bus calls arrive on zbus's own executor: the agent's work runs on its runtime.
+    rt: tokio::runtime::Handle,
 }
 
 impl Menu {
@@ -286,13 +289,13 @@ impl Menu {
         let agent = self.agent.clone();
         match id {
             REFRESH => {
-                tokio::spawn(async move {
+                self.rt.spawn(async move {
                     let n = agent.refresh().await;
                     tracing::info!("tray: asked {n} connected signer(s) for their keys");
                 });
             }
             REQUEST_CERT => {
-                tokio::spawn(async move {
+                self.rt.spawn(async move {
                     let validity = agent.certs.lock().unwrap().validity;
                     if let Err(r) = agent.request_cert(validity, true, None).await {
                         tracing::warn!("tray: session certificate: {}", r.reason);
@@ -300,6 +303,7 @@ impl Menu {
                 });
             }
             DROP_CERT => {
+                let _guard = self.rt.enter();
                 agent.drop_cert("dropped from the tray");
             }
             COPY_KEYS => copy_keys(&agent),
