@@ -130,7 +130,8 @@ fn main() -> ExitCode {
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::stderr().is_terminal())
+                // A sheet sends stderr to a file: no colour codes for the daemons.
+                .with_ansi(std::io::stderr().is_terminal() && !daemon)
                 .with_writer(std::io::stderr)
                 .with_target(false),
         )

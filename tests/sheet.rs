@@ -147,3 +147,131 @@ fn wait_done(h: &std::thread::JoinHandle<common::proc::Output>) -> bool {
     }
     true
 }
+
+/// `vmux up`'s sheet at 80×24 and then 200×50, with debug logging, while the agent
+/// connects, a pairing arrives and is decided elsewhere and a request waits: the screen
+/// holds no log text, every field of the request is whole, and `q` asks first.
+#[test]
+fn nothing_writes_over_the_sheet_at_80x24() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    agent_config(&home, "session_certs = false\n");
+    let sock = tmp.path().join("sock/agent.sock");
+    let bin = env!("CARGO_BIN_EXE_vmux");
+    let t = Tmux::start(&format!(
+        "env VMUX_HOME={} VMUX_LOG=debug {bin} up --listen 127.0.0.1:0 --socket {}; echo UP-EXITED; sleep 60",
+        home.display(),
+        sock.display()
+    ));
+    t.command(&["resize-window", "-x", "80", "-y", "24"]);
+    let screen = t.wait_for("Nothing waiting", 1);
+    let no_logs = |screen: &str| {
+        for bad in [" INFO ", " DEBUG ", " WARN ", "TRACE", "vmux_agent", "vmux_signer", "zbus"] {
+            assert!(!screen.contains(bad), "log text {bad:?} on the sheet:\n{screen}");
+        }
+    };
+    no_logs(&screen);
+    // The log went to the file the header names.
+    assert!(screen.contains("vmux.log"), "{screen}");
+    let addr = std::fs::read_to_string(home.join("signer/config.toml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = ").map(|a| a.trim_matches('"').to_string()))
+        .unwrap();
+
+    // A pairing from another device, then decided elsewhere: the sheet says so.
+    let other = tmp.path().join("other");
+    agent_config(&other, "session_certs = false\nname = \"visitor\"\n");
+    let pairing = Daemon::spawn_named(
+        "vmux agent pair",
+        vmux(&other).args(["agent", "pair", &addr]),
+    );
+    let code = pairing_code(&pairing);
+    let screen = t.wait_for("Pairing request", 1);
+    assert!(screen.contains(&code) && screen.contains("visitor"), "{screen}");
+    no_logs(&screen);
+    let id = pending(&home)[0]["id"].as_str().unwrap().to_string();
+    ok(&home, &["signer", "deny", &id]);
+    let screen = t.wait_for("Denied elsewhere", 1);
+    no_logs(&screen);
+
+    // A request waits: every field is on screen, whole.
+    let pubkey = tmp.path().join("k.pub");
+    std::fs::write(&pubkey, ok(&home, &["signer", "keys", "pub"])).unwrap();
+    let fp = ok(&home, &["signer", "keys", "list"])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let msg = tmp.path().join("m");
+    std::fs::write(&msg, "m").unwrap();
+    let h = background(sshsig(&sock, &pubkey, &msg, "file"));
+    let fields = [
+        "SSH Sign Request",
+        "From device",
+        "Purpose",
+        "file signature",
+        "Requester",
+        "ssh-keygen (",
+        "Key",
+        fp.as_str(),
+        "[software]",
+        "Expires in",
+        "[a] approve",
+    ];
+    let screen = t.wait_for("SSH Sign Request", 1);
+    for f in fields {
+        assert!(screen.contains(f), "missing {f:?} at 80x24:\n{screen}");
+    }
+    no_logs(&screen);
+    assert!(screen.lines().count() <= 24 + 1, "{screen}");
+    // A resize redraws; at 200×50 everything is still there.
+    t.command(&["resize-window", "-x", "200", "-y", "50"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let screen = t.screen();
+    for f in fields {
+        assert!(screen.contains(f), "missing {f:?} at 200x50:\n{screen}");
+    }
+    assert!(screen.contains("recent decisions"), "{screen}");
+    no_logs(&screen);
+    // `?` labels every id.
+    t.keys(&["?"]);
+    let screen = t.wait_for("this signer's id for the request", 1);
+    assert!(
+        screen.contains("the requesting device's own id for it")
+            && screen.contains("what a decision is bound to"),
+        "{screen}"
+    );
+    // `k` shows the public keys and the CA line.
+    t.keys(&["k"]);
+    let screen = t.wait_for("TrustedUserCAKeys", 2);
+    assert!(screen.contains("ecdsa-sha2-nistp256 AAAA"), "{screen}");
+    t.keys(&["k"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    t.keys(&["a"]);
+    assert!(h.join().unwrap().success());
+    t.wait_for("Approved remote sign request", 1);
+    // One denied elsewhere: the agent logs it, into the file, summarised on the sheet.
+    let h = background(sshsig(&sock, &pubkey, &msg, "file"));
+    t.wait_for("SSH Sign Request", 1);
+    let id = pending(&home)[0]["id"].as_str().unwrap().to_string();
+    ok(&home, &["signer", "deny", &id]);
+    assert!(!h.join().unwrap().success());
+    let screen = t.wait_for("failed: userDenied", 1);
+    no_logs(&screen);
+
+    // q asks; n keeps it running; y stops both.
+    t.keys(&["q"]);
+    t.wait_for("Stop agent and signer? y/N", 1);
+    t.keys(&["n"]);
+    t.wait_for("Not stopped", 1);
+    t.keys(&["q"]);
+    t.wait_for("Stop agent and signer? y/N", 1);
+    t.keys(&["y"]);
+    t.wait_for("UP-EXITED", 1);
+    let log = std::fs::read_to_string(home.join("vmux.log")).unwrap();
+    assert!(
+        log.contains("failed: userDenied") && !log.contains('\x1b'),
+        "the log lines went to the log file, plain: {log}"
+    );
+}

@@ -485,7 +485,7 @@ fn draw(f: &mut ratatui::Frame, v: &View, depth: usize) {
     // way on a small terminal, the status line never overlaps anything.
     let status_h = status.len() as u16 + 2;
     let body_h = rows(&body, inner) + 2;
-    let mut header_h = (rows(&header, inner) + 2).min(area.height / 4).max(3);
+    let mut header_h = (rows(&header, inner) + 2).min(area.height / 3).max(3);
     let left = area.height.saturating_sub(status_h + body_h);
     if left < header_h {
         header_h = left.max(if area.height >= 20 { 3 } else { 0 });
