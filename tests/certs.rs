@@ -348,3 +348,55 @@ fn the_session_certificate_signs_logins_only() {
     let log = ok(&s.agent.home, &["agent", "log"]);
     assert!(log.contains("local-cert"), "{log}");
 }
+
+/// Two workstation users, two homes, one signer: each certificate names its own user
+/// (the CA issues for the name asked, and the prompt says so); with `--principals`
+/// set, a name outside the list is refused with that reason, before anyone is asked.
+#[test]
+fn the_certificate_names_the_workstation_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shome = tmp.path().join("s");
+    Signer::init(&shome, "shared");
+    let signer = Signer::start(&shome, "127.0.0.1:0");
+    let mut agents = vec![];
+    for user in ["alice", "bob"] {
+        let home = tmp.path().join(user);
+        agent_config(&home, "session_certs = false\n");
+        pair(&home, &signer);
+        let a = Agent::start_env(None, &home, &[], &[("USER", user)]);
+        a.wait_connected();
+        agents.push((user, a));
+    }
+    for (user, a) in &agents {
+        let req = background({
+            let mut c = vmux(&a.home);
+            c.args(["agent", "request-cert"]);
+            c
+        });
+        let p = signer.next_request();
+        assert_eq!(p["principals"], serde_json::json!([user]), "{p}");
+        assert!(
+            p["grants"].as_str().unwrap().contains(&format!("logins as {user} ")),
+            "{p}"
+        );
+        signer.approve_next();
+        assert!(req.join().unwrap().success());
+        let l = a.ssh_add(&["-L"]).stdout;
+        let cert = l.lines().next().unwrap();
+        let f = tmp.path().join(format!("{user}-cert.pub"));
+        std::fs::write(&f, format!("{cert}\n")).unwrap();
+        let out = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&f), T);
+        assert!(out.stdout.contains(&format!("                {user}")), "{out:?}");
+    }
+    ok(&shome, &["signer", "ca", "policy", "--principals", "alice"]);
+    let (_, bob) = &agents[1];
+    let out = try_vmux(&bob.home, &["agent", "request-cert"]);
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("principal bob is not allowed by this signer's CA policy (allowed: alice"),
+        "{out:?}"
+    );
+    assert!(signer.pending().is_empty(), "a refused principal was shown to a person");
+    let log = ok(&shome, &["signer", "log"]);
+    assert!(log.contains("principal bob is not allowed"), "{log}");
+}

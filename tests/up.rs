@@ -144,3 +144,80 @@ fn vmux_up_twice_after_a_certificate() {
     t.keys(&["y"]);
     t.wait_for("VMUX-EXITED", 1);
 }
+
+/// Day two: `vmux up`, stopped, then the service units' `ExecStart` lines on the state
+/// it left: a login works with no new pairing, also after the signer moved to another
+/// loopback port (the agent finds it by its pinned key through the local signer).
+#[test]
+fn vmux_up_grows_into_services_without_pairing_again() {
+    use common::proc::{free_port, run, Daemon};
+    use common::sshd::Sshd;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    agent_config(&home, "session_certs = false\n");
+    let mut up = Daemon::spawn_named("vmux up", vmux(&home).args(["up", "--no-ui"]));
+    let line = up
+        .wait_for_line(|l| l.starts_with("public key: "), T)
+        .unwrap_or_else(|| panic!("vmux up did not start: {}", up.output()));
+    let pubkey = line.trim_start_matches("public key: ").to_string();
+    up.terminate(Duration::from_secs(5));
+    let config = std::fs::read_to_string(home.join("signer/config.toml")).unwrap();
+    assert!(config.contains("listen = \"127.0.0.1:"), "{config}");
+
+    // The units' commands, as systemd would run them.
+    let exec = |daemon: &str| -> Vec<String> {
+        let units = ok(&home, &[daemon, "install-service", "--print"]);
+        let l = units
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("no ExecStart in {units}"))
+            .to_string();
+        l.split_whitespace().skip(1).map(String::from).collect()
+    };
+    let sshd = Sshd::start(&pubkey);
+    let login = |sock: &Path| {
+        let h = background({
+            let mut c = sshd.ssh_command(sock);
+            c.arg("true");
+            c
+        });
+        let s = Signer {
+            home: home.clone(),
+            daemon: None,
+            addr: String::new(),
+        };
+        s.approve_next();
+        assert!(h.join().unwrap().success());
+        assert!(
+            !s.pending().iter().any(|p| p["kind"] == "pair"),
+            "asked to pair again"
+        );
+    };
+    let mut signer = Daemon::spawn_named("signer unit", vmux(&home).args(exec("signer")));
+    signer
+        .wait_for_line(|l| l.contains("listening on"), T)
+        .unwrap_or_else(|| panic!("{}", signer.output()));
+    let mut agent = Daemon::spawn_named("agent unit", vmux(&home).args(exec("agent")));
+    agent
+        .wait_for_line(|l| l.contains("vmux agent listening on"), T)
+        .unwrap_or_else(|| panic!("{}", agent.output()));
+    let sock = home.join("agent.sock");
+    login(&sock);
+    assert_eq!(ok(&home, &["signer", "devices"]).lines().count(), 1);
+
+    // The signer moves to another port: the agent follows it, no pairing.
+    signer.terminate(Duration::from_secs(5));
+    let moved = format!("127.0.0.1:{}", free_port());
+    let mut signer = Daemon::spawn_named(
+        "moved signer",
+        vmux(&home).args(["signer", "run", "--no-ui", "--listen", &moved]),
+    );
+    signer
+        .wait_for_line(|l| l.contains("listening on"), T)
+        .unwrap_or_else(|| panic!("{}", signer.output()));
+    login(&sock);
+    let status = run(vmux(&home).args(["agent", "status"]), T).stdout;
+    assert!(status.contains(&moved), "{status}");
+    agent.terminate(Duration::from_secs(5));
+    signer.terminate(Duration::from_secs(5));
+}
