@@ -518,8 +518,13 @@ fn run() -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 if let Some(p) = s.queue.next(Duration::from_secs(3600), true).await {
+                    if p.signer_code.is_some() {
+                        // A pairing's last step is typed on the agent's side.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                     let _ = match p.code.as_deref() {
-                        Some(code) => vmux_signer::decide::pair_by_code(&s, code),
+                        Some(code) => vmux_signer::decide::pair_by_code(&s, code, None).await,
                         None => vmux_signer::decide::approve(&s, &p.id, &p.digest, None).await,
                     };
                 }
@@ -535,6 +540,7 @@ fn run() -> anyhow::Result<()> {
             &addr,
             Duration::from_secs(10),
             |_code| {},
+            bench_signer_code(&signer),
         )
         .await
         .context("pairing the bench agent")?;
@@ -549,6 +555,7 @@ fn run() -> anyhow::Result<()> {
             &addr,
             Duration::from_secs(10),
             |_code| {},
+            bench_signer_code(&signer),
         )
         .await
         .context("pairing the bench ping device")?;
@@ -1072,4 +1079,22 @@ fn breakdown(
         agent_sign,
         socket,
     })
+}
+
+/// BENCHMARK-ONLY: the signer's code of the pairing in progress, read from the
+/// in-process signer's queue (a person types it on the workstation).
+fn bench_signer_code(
+    signer: &std::sync::Arc<vmux_signer::Signer>,
+) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>> {
+    let s = signer.clone();
+    move || {
+        Box::pin(async move {
+            loop {
+                if let Some(c) = s.queue.pending().iter().find_map(|p| p.signer_code.clone()) {
+                    return Some(c);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    }
 }

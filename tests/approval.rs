@@ -358,7 +358,7 @@ fn a_dead_cli_decides_nothing_and_pairings_need_their_code() {
     drop(d);
     let new_home = s.path("newcomer");
     agent_config(&new_home, "session_certs = false\n");
-    let pairing = Daemon::spawn_named(
+    let mut pairing = Daemon::spawn_interactive(
         "vmux agent pair",
         vmux(&new_home).args(["agent", "pair", &s.signer.addr]),
     );
@@ -383,8 +383,7 @@ fn a_dead_cli_decides_nothing_and_pairings_need_their_code() {
         "{bad:?}"
     );
     assert_eq!(s.signer.pending().len(), 1);
-    let good = ok(&s.signer.home, &["signer", "approve", "--code", &code]);
-    assert!(good.contains("paired"), "{good}");
+    finish_pairing(&mut pairing, &s.signer, &code);
     pairing
         .wait_for_line(|l| l.starts_with("paired with signer"), T)
         .unwrap_or_else(|| panic!("pairing did not finish: {}", pairing.output()));

@@ -376,7 +376,10 @@ fn the_certificate_names_the_workstation_user() {
         let p = signer.next_request();
         assert_eq!(p["principals"], serde_json::json!([user]), "{p}");
         assert!(
-            p["grants"].as_str().unwrap().contains(&format!("logins as {user} ")),
+            p["grants"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("logins as {user} ")),
             "{p}"
         );
         signer.approve_next();
@@ -386,17 +389,24 @@ fn the_certificate_names_the_workstation_user() {
         let f = tmp.path().join(format!("{user}-cert.pub"));
         std::fs::write(&f, format!("{cert}\n")).unwrap();
         let out = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&f), T);
-        assert!(out.stdout.contains(&format!("                {user}")), "{out:?}");
+        assert!(
+            out.stdout.contains(&format!("                {user}")),
+            "{out:?}"
+        );
     }
     ok(&shome, &["signer", "ca", "policy", "--principals", "alice"]);
     let (_, bob) = &agents[1];
     let out = try_vmux(&bob.home, &["agent", "request-cert"]);
     assert!(!out.success(), "{out:?}");
     assert!(
-        out.stderr.contains("principal bob is not allowed by this signer's CA policy (allowed: alice"),
+        out.stderr
+            .contains("principal bob is not allowed by this signer's CA policy (allowed: alice"),
         "{out:?}"
     );
-    assert!(signer.pending().is_empty(), "a refused principal was shown to a person");
+    assert!(
+        signer.pending().is_empty(),
+        "a refused principal was shown to a person"
+    );
     let log = ok(&shome, &["signer", "log"]);
     assert!(log.contains("principal bob is not allowed"), "{log}");
 }

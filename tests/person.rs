@@ -134,7 +134,10 @@ fn feedback_off_writes_nothing_and_git_shows_the_waiting_line() {
             git("commit -q -S --allow-empty -m signed")
         ),
     );
-    let screen = t.wait_for("vmux: waiting for approval on test-signer (git signature)", 1);
+    let screen = t.wait_for(
+        "vmux: waiting for approval on test-signer (git signature)",
+        1,
+    );
     assert!(screen.contains("Ctrl-C cancels"), "{screen}");
     s.signer.approve_next();
     t.wait_for("GIT-EXIT-0", 1);
@@ -150,7 +153,10 @@ fn feedback_off_writes_nothing_and_git_shows_the_waiting_line() {
     fresh(&t);
     type_line(
         &t,
-        &format!("{}; echo GIT2\"\"-EXIT-$?", git("commit -q -S --allow-empty -m quiet")),
+        &format!(
+            "{}; echo GIT2\"\"-EXIT-$?",
+            git("commit -q -S --allow-empty -m quiet")
+        ),
     );
     std::thread::sleep(Duration::from_millis(800));
     s.signer.approve_next();
@@ -230,7 +236,11 @@ fn the_certificates_life_is_calm_and_status_is_true_at_each_step() {
     // The first request appears when the link is up; nobody answers it.
     let p = s.signer.wait_pending(1);
     assert_eq!(p[0]["kind"], "cert");
-    assert!(cert_line().contains("waiting for approval on test-signer"), "{}", status());
+    assert!(
+        cert_line().contains("waiting for approval on test-signer"),
+        "{}",
+        status()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !s.signer.pending().is_empty() {
         assert!(Instant::now() < deadline, "the request never lapsed");
@@ -239,7 +249,8 @@ fn the_certificates_life_is_calm_and_status_is_true_at_each_step() {
     std::thread::sleep(Duration::from_millis(500));
     let line = cert_line();
     assert!(
-        line.contains("nobody answered on test-signer") && line.contains("asks again on the next login"),
+        line.contains("nobody answered on test-signer")
+            && line.contains("asks again on the next login"),
         "{line}"
     );
     // Not in a loop: nothing is asked again by itself.
@@ -256,13 +267,19 @@ fn the_certificates_life_is_calm_and_status_is_true_at_each_step() {
     assert_eq!(p[0]["kind"], "cert", "{p:?}");
     s.signer.approve_next();
     assert!(login.join().unwrap().success());
-    assert!(s.signer.pending().is_empty(), "the login needed a second approval");
+    assert!(
+        s.signer.pending().is_empty(),
+        "the login needed a second approval"
+    );
     assert!(cert_line().contains("valid until"), "{}", status());
 
     // reset: dropped, and not asked again until a login needs one.
     ok(&s.agent.home, &["agent", "reset"]);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(s.signer.pending().is_empty(), "reset asked for a new certificate");
+    assert!(
+        s.signer.pending().is_empty(),
+        "reset asked for a new certificate"
+    );
     assert!(
         cert_line().contains("dropped by vmux agent reset")
             && cert_line().contains("asks again on the next login"),
@@ -280,7 +297,11 @@ fn the_certificates_life_is_calm_and_status_is_true_at_each_step() {
     assert!(s.agent.ssh_add(&["-D"]).success());
     std::thread::sleep(Duration::from_secs(2));
     assert!(s.signer.pending().is_empty(), "ssh-add -D asked again");
-    assert!(cert_line().contains("dropped by ssh-add -D"), "{}", status());
+    assert!(
+        cert_line().contains("dropped by ssh-add -D"),
+        "{}",
+        status()
+    );
 
     // A short certificate is not followed at once by an 8-hour "renewal".
     let req = background({
@@ -336,7 +357,11 @@ fn vmux_status_shows_both_sides_with_exit_codes() {
         "CA: ssh-",
         "pending: 0",
     ] {
-        assert!(out.stdout.contains(want), "missing {want:?}:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(want),
+            "missing {want:?}:\n{}",
+            out.stdout
+        );
     }
     let json: serde_json::Value =
         serde_json::from_str(&run(vmux(&home).args(["status", "--json"]), T).stdout).unwrap();
@@ -370,7 +395,11 @@ fn a_config_typo_names_its_line() {
     Signer::init(&home, "s");
     let path = home.join("signer/config.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("[ca]\n", "[ca]\nwake_url = \"https://x\"\n")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[ca]\n", "[ca]\nwake_url = \"https://x\"\n"),
+    )
+    .unwrap();
     let out = run(vmux(&home).args(["signer", "keys", "list"]), T);
     assert!(!out.success());
     assert!(out.stderr.contains("inside table [ca]"), "{out:?}");

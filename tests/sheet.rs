@@ -25,7 +25,7 @@ fn the_sheet_shows_every_field_and_decides_only_on_deliberate_keys() {
     t.wait_for("Nothing waiting", 1);
 
     // Pairing: the code has to be typed; `a` does nothing for it.
-    let pairing = Daemon::spawn_named(
+    let mut pairing = Daemon::spawn_interactive(
         "vmux agent pair",
         vmux(&ahome).args(["agent", "pair", &addr]),
     );
@@ -35,13 +35,24 @@ fn the_sheet_shows_every_field_and_decides_only_on_deliberate_keys() {
         screen.contains(&code) && screen.contains("laptop"),
         "{screen}"
     );
-    t.keys(&["a"]);
+    t.decide(&["a"]);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(pending(&shome).len(), 1, "`a` approved a pairing");
     for c in code.chars() {
         t.keys(&[&c.to_string()]);
     }
-    t.keys(&["Enter"]);
+    t.decide(&["Enter"]);
+    // The sheet now shows the signer's own code, to be typed on the laptop.
+    let screen = t.wait_for("Signer's code", 1);
+    let signer_code = pending(&shome)[0]["signerCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(screen.contains(&signer_code), "{screen}");
+    pairing
+        .wait_for_line(|l| l.contains("type the code the signer shows"), T)
+        .unwrap_or_else(|| panic!("{}", pairing.output()));
+    pairing.send_line(&signer_code);
     pairing
         .wait_for_line(|l| l.starts_with("paired with signer"), T)
         .unwrap_or_else(|| panic!("pairing did not finish: {}", pairing.output()));
@@ -92,7 +103,7 @@ fn the_sheet_shows_every_field_and_decides_only_on_deliberate_keys() {
     // Details, then deny: ssh-keygen hears "agent refused operation".
     t.keys(&["?"]);
     t.wait_for("Data SHA-256", 1);
-    t.keys(&["d"]);
+    t.decide(&["d"]);
     let out = h.join().unwrap();
     assert!(
         !out.success() && out.stderr.contains("agent refused operation"),
@@ -105,12 +116,12 @@ fn the_sheet_shows_every_field_and_decides_only_on_deliberate_keys() {
     t.wait_for("SSH Sign Request", 1);
     let h2 = sign("m3");
     t.wait_for("1 more waiting", 1);
-    t.keys(&["a"]);
+    t.decide(&["a"]);
     t.wait_for("Approved remote sign request", 1);
     let h1_ok = wait_done(&h1);
     let screen = t.wait_for("SSH Sign Request", 1);
     assert!(screen.contains("file signature"), "{screen}");
-    t.keys(&["a"]);
+    t.decide(&["a"]);
     assert!(h1_ok && h1.join().unwrap().success());
     assert!(h2.join().unwrap().success());
 
@@ -166,8 +177,19 @@ fn nothing_writes_over_the_sheet_at_80x24() {
     t.command(&["resize-window", "-x", "80", "-y", "24"]);
     let screen = t.wait_for("Nothing waiting", 1);
     let no_logs = |screen: &str| {
-        for bad in [" INFO ", " DEBUG ", " WARN ", "TRACE", "vmux_agent", "vmux_signer", "zbus"] {
-            assert!(!screen.contains(bad), "log text {bad:?} on the sheet:\n{screen}");
+        for bad in [
+            " INFO ",
+            " DEBUG ",
+            " WARN ",
+            "TRACE",
+            "vmux_agent",
+            "vmux_signer",
+            "zbus",
+        ] {
+            assert!(
+                !screen.contains(bad),
+                "log text {bad:?} on the sheet:\n{screen}"
+            );
         }
     };
     no_logs(&screen);
@@ -176,7 +198,10 @@ fn nothing_writes_over_the_sheet_at_80x24() {
     let addr = std::fs::read_to_string(home.join("signer/config.toml"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("listen = ").map(|a| a.trim_matches('"').to_string()))
+        .find_map(|l| {
+            l.strip_prefix("listen = ")
+                .map(|a| a.trim_matches('"').to_string())
+        })
         .unwrap();
 
     // A pairing from another device, then decided elsewhere: the sheet says so.
@@ -188,7 +213,10 @@ fn nothing_writes_over_the_sheet_at_80x24() {
     );
     let code = pairing_code(&pairing);
     let screen = t.wait_for("Pairing request", 1);
-    assert!(screen.contains(&code) && screen.contains("visitor"), "{screen}");
+    assert!(
+        screen.contains(&code) && screen.contains("visitor"),
+        "{screen}"
+    );
     no_logs(&screen);
     let id = pending(&home)[0]["id"].as_str().unwrap().to_string();
     ok(&home, &["signer", "deny", &id]);
@@ -248,7 +276,7 @@ fn nothing_writes_over_the_sheet_at_80x24() {
     assert!(screen.contains("ecdsa-sha2-nistp256 AAAA"), "{screen}");
     t.keys(&["k"]);
     std::thread::sleep(Duration::from_millis(1100));
-    t.keys(&["a"]);
+    t.decide(&["a"]);
     assert!(h.join().unwrap().success());
     t.wait_for("Approved remote sign request", 1);
     // One denied elsewhere: the agent logs it, into the file, summarised on the sheet.
@@ -263,7 +291,7 @@ fn nothing_writes_over_the_sheet_at_80x24() {
     // q asks; n keeps it running; y stops both.
     t.keys(&["q"]);
     t.wait_for("Stop agent and signer? y/N", 1);
-    t.keys(&["n"]);
+    t.decide(&["n"]);
     t.wait_for("Not stopped", 1);
     t.keys(&["q"]);
     t.wait_for("Stop agent and signer? y/N", 1);

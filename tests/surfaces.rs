@@ -16,7 +16,11 @@ fn setup_with(env: &[(&str, String)], config: &str) -> Setup {
     let (shome, ahome) = (tmp.path().join("s"), tmp.path().join("a"));
     agent_config(&ahome, "session_certs = false\n");
     let pubkey = Signer::init(&shome, "test-signer");
-    for line in config.lines() {
+    // User verification is configured once the agent is paired (pairing would ask for
+    // it too); the signer reads it per request.
+    let (later, now): (Vec<&str>, Vec<&str>) =
+        config.lines().partition(|l| l.starts_with("verify"));
+    for line in now {
         let (k, v) = line.split_once(" = ").unwrap();
         set_signer_config(&shome, k, v);
     }
@@ -30,11 +34,15 @@ fn setup_with(env: &[(&str, String)], config: &str) -> Setup {
         .wait_for_line(|l| l.contains("listening on"), T)
         .unwrap_or_else(|| panic!("signer did not start: {}", d.output()));
     let signer = Signer {
-        home: shome,
+        home: shome.clone(),
         addr: line.rsplit(' ').next().unwrap().to_string(),
         daemon: Some(d),
     };
     pair(&ahome, &signer);
+    for line in later {
+        let (k, v) = line.split_once(" = ").unwrap();
+        set_signer_config(&shome, k, v);
+    }
     let agent = Agent::start(&ahome);
     agent.wait_connected();
     Setup {
@@ -135,6 +143,8 @@ fn desktop_notifications_show_approve_and_withdraw() {
     );
     // Pressing Approve decides through the digest-bound path.
     let invoke = |id: &serde_json::Value, action: &str| {
+        // A person reads the notification before pressing a button.
+        std::thread::sleep(Duration::from_millis(1100));
         let out = run(
             Command::new("gdbus")
                 .args([
@@ -201,7 +211,7 @@ fn askpass_script(dir: &Path) -> std::path::PathBuf {
         &p,
         format!(
             "#!/bin/sh\nprintf '%s\\n---\\n' \"$SSH_ASKPASS_PROMPT $1\" >> {d}/asked\n\
-             [ \"$(cat {d}/answer)\" = yes ] && exit 0\nexit 1\n",
+             sleep 1.2\n[ \"$(cat {d}/answer)\" = yes ] && exit 0\nexit 1\n",
             d = dir.display()
         ),
     )

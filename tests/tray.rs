@@ -55,12 +55,18 @@ fn fixture(name: &str, log: &Path, bus: &Bus) -> Daemon {
     let d = Daemon::spawn_named(
         name,
         Command::new("/usr/bin/python3")
-            .arg(format!("{}/tests/fixtures/{name}.py", env!("CARGO_MANIFEST_DIR")))
+            .arg(format!(
+                "{}/tests/fixtures/{name}.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
             .arg(log)
             .env("DBUS_SESSION_BUS_ADDRESS", &bus.address),
     );
     wait_until(name, || {
-        records(log).iter().any(|r| r["method"] == "ready").then_some(())
+        records(log)
+            .iter()
+            .any(|r| r["method"] == "ready")
+            .then_some(())
     });
     d
 }
@@ -163,7 +169,9 @@ fn the_tray_item_shows_the_agent_and_its_menu_acts() {
             .then_some(())
     });
     let snap = snapshot(&bus, &tray_log, |s| {
-        labels(s).iter().any(|l| l.starts_with("Connected to test-signer"))
+        labels(s)
+            .iter()
+            .any(|l| l.starts_with("Connected to test-signer"))
     });
     assert_eq!(snap["props"]["IconName"], "security-high", "{snap}");
     assert_eq!(snap["props"]["Status"], "Active", "{snap}");
@@ -180,7 +188,8 @@ fn the_tray_item_shows_the_agent_and_its_menu_acts() {
         assert!(l.iter().any(|x| x == want), "missing {want:?}: {l:?}");
     }
     assert!(
-        l.iter().any(|x| x.starts_with("vmux@test-signer  SHA256:") && x.ends_with("[software]")),
+        l.iter()
+            .any(|x| x.starts_with("vmux@test-signer  SHA256:") && x.ends_with("[software]")),
         "no key line: {l:?}"
     );
 
@@ -188,7 +197,9 @@ fn the_tray_item_shows_the_agent_and_its_menu_acts() {
     click(&bus, id_of(&snap, "Request Certificate"));
     let p = signer.wait_pending(1);
     assert_eq!(p[0]["kind"], "cert", "{p:?}");
-    let waiting = snapshot(&bus, &tray_log, |s| s["props"]["Status"] == "NeedsAttention");
+    let waiting = snapshot(&bus, &tray_log, |s| {
+        s["props"]["Status"] == "NeedsAttention"
+    });
     assert_eq!(waiting["props"]["IconName"], "dialog-password", "{waiting}");
     assert!(
         labels(&waiting)
@@ -205,7 +216,9 @@ fn the_tray_item_shows_the_agent_and_its_menu_acts() {
     });
     signer.approve_next();
     let done = snapshot(&bus, &tray_log, |s| {
-        labels(s).iter().any(|l| l.starts_with("Certificate: valid until"))
+        labels(s)
+            .iter()
+            .any(|l| l.starts_with("Certificate: valid until"))
     });
     assert_eq!(done["props"]["Status"], "Active", "{done}");
     wait_until("the outcome notification", || {
@@ -226,9 +239,13 @@ fn the_tray_item_shows_the_agent_and_its_menu_acts() {
 
     // The signer stops: the item says so.
     signer.stop();
-    let gone = snapshot(&bus, &tray_log, |s| s["props"]["IconName"] == "security-low");
+    let gone = snapshot(&bus, &tray_log, |s| {
+        s["props"]["IconName"] == "security-low"
+    });
     assert!(
-        labels(&gone).iter().any(|l| l.contains("test-signer not connected")),
+        labels(&gone)
+            .iter()
+            .any(|l| l.contains("test-signer not connected")),
         "{gone}"
     );
     assert!(records(&tray_log).iter().any(|r| r["name"] == "NewIcon"));

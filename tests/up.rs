@@ -26,7 +26,7 @@ fn the_up_prompt_needs_a_live_person() {
     let sock = tmp.path().join("sock/agent.sock");
     let bin = env!("CARGO_BIN_EXE_vmux");
     let t = Tmux::start(&format!(
-        "env VMUX_HOME={} {bin} up --no-ui --socket {}; echo VMUX-EXITED; sleep 60",
+        "env VMUX_HOME={} {bin} up --no-ui --listen 127.0.0.1:0 --socket {}; echo VMUX-EXITED; sleep 60",
         home.display(),
         sock.display()
     ));
@@ -58,7 +58,7 @@ fn the_up_prompt_needs_a_live_person() {
     // An answer typed while the request is on screen counts.
     let h = sign_in_background(&sock, &pubkey, &tmp.path().join("m2"));
     t.wait_for("Approve? [y/N]", 2);
-    t.keys(&["y", "Enter"]);
+    t.decide(&["y", "Enter"]);
     let out = h.join().unwrap();
     assert!(out.success(), "{out:?}");
     t.wait_for("approved", 1);
@@ -81,7 +81,7 @@ fn vmux_up_twice_after_a_certificate() {
     let sock = tmp.path().join("sock/agent.sock");
     let bin = env!("CARGO_BIN_EXE_vmux");
     let cmd = format!(
-        "env VMUX_HOME={} {bin} up --socket {}; echo VMUX-EXITED",
+        "env VMUX_HOME={} {bin} up --listen 127.0.0.1:0 --socket {}; echo VMUX-EXITED",
         home.display(),
         sock.display()
     );
@@ -90,21 +90,25 @@ fn vmux_up_twice_after_a_certificate() {
     t.wait_for("Session certificate request", 1);
     let screen = t.wait_for("without asking you again", 1);
     assert!(screen.contains("Grants"), "{screen}");
-    t.keys(&["a"]);
+    t.decide(&["a"]);
     t.wait_for("Approved session certificate", 1);
-    let listed = std::process::Command::new("ssh-add")
-        .arg("-L")
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&listed.stdout).contains("-cert-v01@openssh.com"),
-        "{listed:?}"
-    );
+    let deadline = Instant::now() + T;
+    loop {
+        let listed = std::process::Command::new("ssh-add")
+            .arg("-L")
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&listed.stdout).contains("-cert-v01@openssh.com") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listed:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // One `q` asks first; anything but y keeps both running.
     t.keys(&["q"]);
     t.wait_for("Stop agent and signer? y/N", 1);
-    t.keys(&["n"]);
+    t.decide(&["n"]);
     t.wait_for("Not stopped", 1);
     assert!(std::process::Command::new("ssh-add")
         .arg("-l")
@@ -121,7 +125,7 @@ fn vmux_up_twice_after_a_certificate() {
     // Day two: the same command starts again on what day one left, and serves.
     let t = Tmux::start(&format!("{cmd}; sleep 60"));
     t.wait_for("Session certificate request", 1);
-    t.keys(&["n"]);
+    t.decide(&["n"]);
     t.wait_for("Denied", 1);
     let listed = std::process::Command::new("ssh-add")
         .arg("-l")

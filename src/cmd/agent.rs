@@ -316,6 +316,7 @@ pub async fn pair(
                 println!("waiting up to {wait}s…");
                 let _ = shown_tx.send(());
             },
+            || Box::pin(read_signer_code()),
         )
         .await;
     countdown.abort();
@@ -328,6 +329,29 @@ pub async fn pair(
         vmux_proto::identity::fingerprint(&signer.public_key)
     );
     Ok(())
+}
+
+/// The code the signer shows once ours was typed there, from this terminal (or one
+/// line of standard input when it is not one).
+async fn read_signer_code() -> Option<String> {
+    use std::io::{IsTerminal, Write};
+    println!("the signer accepted the code and now shows a code of its own");
+    if std::io::stdin().is_terminal() {
+        print!("type the code the signer shows: ");
+    } else {
+        println!("type the code the signer shows (one line on standard input)");
+    }
+    let _ = std::io::stdout().flush();
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line.trim().to_string()),
+            _ => None,
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// `HOST` → `HOST:7227` (the signer's default port); `HOST:PORT` and `[v6]:PORT` as given.

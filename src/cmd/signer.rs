@@ -1089,9 +1089,45 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
     let verb = if approve { "approved" } else { "denied" };
     if let Some(code) = d.code {
         anyhow::ensure!(approve, "--code approves a pairing; deny one by its id");
-        let resp = call(home, &ControlRequest::ApproveCode { code }).await?;
+        // With user verification configured, a new device is trusted only after it.
+        let pending = call(home, &ControlRequest::Pending)
+            .await?
+            .pending
+            .unwrap_or_default();
+        let secret = match pending
+            .iter()
+            .find(|p| p.kind == "pair" && p.code.as_deref() == Some(code.trim()))
+            .and_then(|p| p.verify.clone())
+        {
+            Some(v) => Some(read_secret(&format!(
+                "User verification ({v}) before pairing: password: "
+            ))?),
+            None => None,
+        };
+        let resp = call(
+            home,
+            &ControlRequest::ApproveCode {
+                code,
+                secret: secret.as_ref().map(|s| s.to_string()),
+            },
+        )
+        .await?;
         if let Some(p) = resp.decided {
-            println!("paired: {}", describe(&p));
+            println!(
+                "code accepted for the device calling itself {} ({})",
+                p.from, p.from_id
+            );
+        }
+        match resp
+            .pending
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|p| p.signer_code)
+        {
+            Some(c) => println!(
+                "signer code {c}: type it on that device to finish the pairing (it asks for it now)"
+            ),
+            None => println!("the pairing ended before this signer could show its code"),
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -1185,17 +1221,25 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// A y/N question on the terminal; anything but y/yes is no.
+/// A y/N question on the terminal; anything but y/yes is no. An answer typed within a
+/// second of the request being printed is not taken: the question is asked again.
 fn confirm(question: &str) -> anyhow::Result<bool> {
     use std::io::Write;
-    print!("{question}");
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(
-        line.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    let shown = std::time::Instant::now();
+    loop {
+        print!("{question}");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if shown.elapsed() < vmux_signer::decide::SETTLE {
+            println!("(too soon: read the request, then answer again)");
+            continue;
+        }
+        return Ok(matches!(
+            line.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes"
+        ));
+    }
 }
 
 /// A secret from the terminal (not echoed), or the first line of standard input when it

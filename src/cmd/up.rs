@@ -165,6 +165,7 @@ async fn pair_locally(
     let identity = vmux_proto::Identity::load_or_create(&ahome.identity())?;
     let my_name = config.device_name();
     let (code_tx, code_rx) = tokio::sync::oneshot::channel::<String>();
+    let (back_tx, back_rx) = tokio::sync::oneshot::channel::<String>();
     let pairing = vmux_agent::pair::pair(
         ahome,
         &identity,
@@ -174,6 +175,7 @@ async fn pair_locally(
         move |code| {
             let _ = code_tx.send(code.to_string());
         },
+        move || Box::pin(async move { back_rx.await.ok() }),
     );
     let approver = async {
         let code = code_rx.await.context("pairing did not start")?;
@@ -186,8 +188,19 @@ async fn pair_locally(
                 .into_iter()
                 .any(|p| p.kind == "pair" && p.code.as_deref() == Some(code.as_str()));
             if found {
-                let req = ControlRequest::ApproveCode { code: code.clone() };
-                control_call(&control, &req).await?;
+                let req = ControlRequest::ApproveCode {
+                    code: code.clone(),
+                    secret: None,
+                };
+                let resp = control_call(&control, &req).await?;
+                // The signer's own code, typed back on this side: both ends are here.
+                let back = resp
+                    .pending
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find_map(|p| p.signer_code)
+                    .context("the local signer showed no code of its own")?;
+                let _ = back_tx.send(back);
                 return anyhow::Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -64,6 +64,7 @@ pub struct Daemon {
     name: String,
     child: Child,
     shared: Shared,
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl Daemon {
@@ -76,9 +77,29 @@ impl Daemon {
 
     /// Like [`Daemon::spawn`], with a name used in panic messages.
     pub fn spawn_named(name: &str, cmd: &mut Command) -> Daemon {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null());
+        Self::spawn_with(name, cmd)
+    }
+
+    /// Like [`Daemon::spawn_named`], with a standard input to write lines to
+    /// ([`Daemon::send_line`]), as a person types answers.
+    pub fn spawn_interactive(name: &str, cmd: &mut Command) -> Daemon {
+        cmd.stdin(Stdio::piped());
+        Self::spawn_with(name, cmd)
+    }
+
+    /// Write one line to the process's standard input.
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("spawned with spawn_interactive");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| stdin.flush())
+            .unwrap_or_else(|e| panic!("writing to {}: {e}", self.name));
+    }
+
+    fn spawn_with(name: &str, cmd: &mut Command) -> Daemon {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("failed to spawn {name} ({cmd:?}): {e}"));
@@ -87,10 +108,12 @@ impl Daemon {
         let stderr = child.stderr.take().expect("piped stderr");
         spawn_line_reader(stdout, Arc::clone(&shared), true);
         spawn_line_reader(stderr, Arc::clone(&shared), false);
+        let stdin = child.stdin.take();
         Daemon {
             name: name.to_string(),
             child,
             shared,
+            stdin,
         }
     }
 

@@ -44,6 +44,13 @@ impl Tmux {
         assert!(run(&mut c, T).success());
     }
 
+    /// Keys that decide, pressed as a person would: after reading the request for a
+    /// moment (a surface counts a key only once its request was on screen for a second).
+    pub fn decide(&self, keys: &[&str]) {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        self.keys(keys);
+    }
+
     /// Any other tmux command on this server (e.g. `resize-window -x 120`).
     pub fn command(&self, args: &[&str]) {
         let mut c = Command::new("tmux");

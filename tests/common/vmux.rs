@@ -197,34 +197,55 @@ pub fn pair_in(
     signer: &Signer,
     args: &[&str],
 ) {
-    let p = Daemon::spawn_named("vmux agent pair", vmux_in(ns, agent_home).args(args));
+    let mut p = Daemon::spawn_interactive("vmux agent pair", vmux_in(ns, agent_home).args(args));
     let code = pairing_code(&p);
+    finish_pairing(&mut p, signer, &code);
+    p.wait_for_line(|l| l.starts_with("paired with signer"), T)
+        .unwrap_or_else(|| panic!("pairing did not finish: {}", p.output()));
+}
+
+/// The person at the signer: check that the pairing shows `code`, type it there, read
+/// the signer's own code and type it on the pairing device (`pairing`).
+pub fn finish_pairing(pairing: &mut Daemon, signer: &Signer, code: &str) {
     let deadline = std::time::Instant::now() + T;
-    let pairing = loop {
+    let entry = loop {
         let pending = signer.wait_pending(1);
         if let Some(p) = pending
             .iter()
-            .find(|p| p["kind"] == "pair" && p["code"] == code.as_str())
+            .find(|p| p["kind"] == "pair" && p["code"] == code)
         {
             break p.clone();
         }
         assert!(std::time::Instant::now() < deadline, "no pairing pending");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(pairing["code"], code.as_str(), "codes differ");
+    assert_eq!(entry["code"], code, "codes differ");
     // Pairings this person did not start are denied first: a typed code approves only
     // while one pairing waits.
     for other in signer.pending() {
-        if other["kind"] == "pair" && other["code"] != code.as_str() {
+        if other["kind"] == "pair" && other["code"].is_string() && other["code"] != code {
             let _ = try_vmux(
                 &signer.home,
                 &["signer", "deny", other["id"].as_str().unwrap()],
             );
         }
     }
-    ok(&signer.home, &["signer", "approve", "--code", &code]);
-    p.wait_for_line(|l| l.starts_with("paired with signer"), T)
-        .unwrap_or_else(|| panic!("pairing did not finish: {}", p.output()));
+    let out = ok(&signer.home, &["signer", "approve", "--code", code]);
+    let signer_code = out
+        .lines()
+        .find_map(|l| l.strip_prefix("signer code "))
+        .and_then(|l| l.split(':').next())
+        .unwrap_or_else(|| panic!("no signer code: {out}"))
+        .to_string();
+    pairing
+        .wait_for_line(|l| l.contains("type the code the signer shows"), T)
+        .unwrap_or_else(|| {
+            panic!(
+                "the device did not ask for the signer's code: {}",
+                pairing.output()
+            )
+        });
+    pairing.send_line(&signer_code);
 }
 
 pub struct Agent {

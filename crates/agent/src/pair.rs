@@ -1,5 +1,8 @@
 //! Pairing from the agent's side: run XX, show the code derived from the handshake,
-//! ask the signer, and pin its key once a person there approved.
+//! wait for the person to type it on the signer, then ask the person for the code the
+//! signer shows in return and pin the signer's key only when it matches (the steps
+//! are in `vmux_proto::pairing`). A signer that merely answers "approved" is pinned by
+//! nobody.
 
 use crate::link::{dial, hello};
 use crate::state::{AgentHome, PairedSigner};
@@ -10,7 +13,8 @@ use vmux_proto::identity::device_id;
 use vmux_proto::{noise, now_unix, pairing, Identity};
 
 /// Pair with the signer at `addr`. `show_code` is called with the 6-digit code as soon
-/// as it is known, before waiting for the person on the signer (bounded by `wait`).
+/// as it is known; `ask_signer_code` asks the person for the code the signer shows once
+/// ours was typed there (`None`: nothing typed). All of it is bounded by `wait`.
 pub async fn pair(
     home: &AgentHome,
     identity: &Identity,
@@ -18,6 +22,9 @@ pub async fn pair(
     addr: &str,
     wait: Duration,
     show_code: impl FnOnce(&str),
+    ask_signer_code: impl FnOnce() -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<String>> + Send>,
+    >,
 ) -> Result<PairedSigner, AgentError> {
     let stream = dial(addr, Duration::from_secs(10)).await?;
     let not_vmux = |why: String| {
@@ -73,19 +80,64 @@ pub async fn pair(
     }
     let code = pairing::code(&handshake_hash, &na, &nb);
     show_code(&code);
-    let answer = async {
-        loop {
-            match reader.recv().await?.message {
-                Message::Hello(_) => continue,
-                Message::PairResponse(r) => return Ok(r),
-                Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
-                _ => continue,
+    let deadline = tokio::time::Instant::now() + wait;
+    // The person typed our code on the signer: the signer shows its own code now.
+    let accepted =
+        async {
+            loop {
+                match reader.recv().await?.message {
+                    Message::Hello(_) => continue,
+                    Message::PairAccepted => return Ok(None),
+                    Message::PairResponse(r) if !r.approved => return Ok(Some(r)),
+                    Message::PairResponse(_) => return Err(tampered(
+                        "the signer said \"approved\" without showing its code for this pairing",
+                    )),
+                    Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
+                    _ => continue,
+                }
             }
-        }
-    };
-    let resp = tokio::time::timeout(wait, answer)
+        };
+    let refused = tokio::time::timeout_at(deadline, accepted)
         .await
         .map_err(|_| AgentError::Timeout(wait.as_secs()))??;
+    let resp = match refused {
+        Some(r) => r,
+        None => {
+            let typed = tokio::time::timeout_at(deadline, ask_signer_code())
+                .await
+                .map_err(|_| AgentError::Timeout(wait.as_secs()))?
+                .ok_or_else(|| {
+                    AgentError::Refused(
+                        ErrorCode::PairingInvalid,
+                        "no code was typed: nothing paired".into(),
+                    )
+                })?;
+            let want = pairing::signer_code(&handshake_hash, &na, &nb);
+            if !pairing::same(typed.trim().as_bytes(), want.as_bytes()) {
+                return Err(tampered(
+                    "the code typed is not the one this pairing's signer shows: nothing paired",
+                ));
+            }
+            writer
+                .send(&Envelope::new(Message::PairConfirm(PairConfirm {
+                    proof: pairing::confirm(&handshake_hash, &na, &nb),
+                })))
+                .await?;
+            let answer = async {
+                loop {
+                    match reader.recv().await?.message {
+                        Message::Hello(_) => continue,
+                        Message::PairResponse(r) => return Ok(r),
+                        Message::Error(e) => return Err(AgentError::Refused(e.code, e.message)),
+                        _ => continue,
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(15), answer)
+                .await
+                .map_err(|_| AgentError::Timeout(15))??
+        }
+    };
     if !resp.approved {
         let code = resp.error.unwrap_or(ErrorCode::UserDenied);
         return Err(AgentError::Refused(

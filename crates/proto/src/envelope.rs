@@ -56,6 +56,12 @@ pub enum Message {
     PairReveal(PairNonce),
     /// Pairing, signer → agent: the committed nonce.
     PairOpen(PairNonce),
+    /// Pairing, signer → agent: the person typed the workstation's code on the signer;
+    /// the signer now shows its own code, for the person to type on the workstation.
+    PairAccepted,
+    /// Pairing, agent → signer: the person typed the signer's code on the workstation
+    /// and it matched; `proof` binds that to this pairing's transcript.
+    PairConfirm(PairConfirm),
     /// Signer → agent, after Hello: how to reach this signer beyond the local network
     /// (`reach anywhere`), or that it cannot be reached that way (`anywhere: false`).
     Reach(Reach),
@@ -82,6 +88,13 @@ pub struct Reach {
 pub struct PairCommit {
     #[serde(with = "b64")]
     pub commitment: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairConfirm {
+    #[serde(with = "b64")]
+    pub proof: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

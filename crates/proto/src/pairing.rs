@@ -13,7 +13,15 @@
 //!    commitment; if not, the pairing is aborted (someone tampered).
 //! 6. Both compute the code: SHA-256("vmux pairing code v2" ‖ h ‖ Na ‖ Nb), first 8
 //!    bytes as a number, mod 10^6, six digits. The agent shows it; the person types it
-//!    on the signer (`vmux signer approve --code`), which pins the agent's key.
+//!    on the signer (`vmux signer approve --code`).
+//! 7. The signer sends `PairAccepted` and shows its own code, SHA-256("vmux signer code
+//!    v3" ‖ h ‖ Na ‖ Nb) the same way; the person types it on the workstation, which
+//!    compares it with the one it computed. Only then does the agent send `PairConfirm {
+//!    proof: SHA-256("vmux pair confirm v3" ‖ h ‖ Na ‖ Nb) }`; the signer pins the agent's
+//!    key when the proof is right, and the agent pins the signer's once the signer says
+//!    so. So each side is authenticated to the person: a rogue signer found by mDNS, or
+//!    one in the middle, shows no code the person can type on the workstation, and a
+//!    signer that only answers "approved" is pinned by nobody.
 //!
 //! Why a man in the middle gains nothing by grinding: he runs one handshake with each
 //! side (`h1` with the agent, `h2` with the signer). Toward the agent he must commit to
@@ -52,6 +60,24 @@ pub fn code(h: &[u8], na: &[u8], nb: &[u8]) -> String {
     format!("{n:06}")
 }
 
+/// The six-digit code the signer shows once the workstation's code matched, for the
+/// person to type on the workstation.
+pub fn signer_code(h: &[u8], na: &[u8], nb: &[u8]) -> String {
+    let d = Sha256::digest([b"vmux signer code v3".as_slice(), h, na, nb].concat());
+    let n = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) % 1_000_000;
+    format!("{n:06}")
+}
+
+/// The agent's proof that the person typed the signer's code for this transcript.
+pub fn confirm(h: &[u8], na: &[u8], nb: &[u8]) -> Vec<u8> {
+    Sha256::digest([b"vmux pair confirm v3".as_slice(), h, na, nb].concat()).to_vec()
+}
+
+/// Constant-time equality (codes and proofs).
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A short label of the handshake, for logs on both sides.
 pub fn label(h: &[u8]) -> String {
     hex(&h[..h.len().min(4)])
@@ -73,5 +99,11 @@ mod tests {
         assert_eq!(code(&h, &na, &nb).len(), 6);
         assert_eq!(code(&h, &na, &nb), code(&h, &na, &nb));
         assert_ne!(code(&h, &na, &nb), code(&[2u8; 32], &na, &nb));
+        assert_ne!(signer_code(&h, &na, &nb), code(&h, &na, &nb));
+        assert!(same(&confirm(&h, &na, &nb), &confirm(&h, &na, &nb)));
+        assert!(!same(
+            &confirm(&h, &na, &nb),
+            &confirm(&[3u8; 32], &na, &nb)
+        ));
     }
 }

@@ -26,7 +26,16 @@ pub async fn run(signer: Arc<Signer>, program: PathBuf) {
             continue;
         }
         last = p.id.clone();
+        let asked = std::time::Instant::now();
         match ask(&signer, &program, &p).await {
+            // An answer counts once the request was on screen for a second.
+            Ok(Some(_)) if asked.elapsed() < crate::decide::SETTLE => {
+                tracing::info!(
+                    "ssh-askpass answered request {} within a second of showing it; asking again",
+                    p.id
+                );
+                last.clear();
+            }
             Ok(Some((d, typed))) => {
                 // The digest of exactly what the dialog showed.
                 let shown = p.compute_digest();
@@ -34,8 +43,21 @@ pub async fn run(signer: Arc<Signer>, program: PathBuf) {
                     // Nothing typed is no answer (a confirm-only askpass): the pairing
                     // waits for its code elsewhere.
                     ("pair", _) if typed.trim().is_empty() => continue,
+                    // The pairing's last step is typed on the other device.
+                    ("pair", _) if p.signer_code.is_some() => continue,
                     ("pair", Decision::Approve) => {
-                        decide::pair_shown(&signer, &p.id, &shown, typed.trim())
+                        let secret = match &p.verify {
+                            Some(v) => {
+                                let prompt =
+                                    format!("User verification ({v}) before pairing: password");
+                                match secret(&program, &prompt).await {
+                                    Some(s) => Some(s),
+                                    None => continue,
+                                }
+                            }
+                            None => None,
+                        };
+                        decide::pair_shown(&signer, &p.id, &shown, typed.trim(), secret).await
                     }
                     (_, Decision::Approve) if p.verify.is_some() => {
                         let prompt = format!(

@@ -36,9 +36,13 @@ pub enum ControlRequest {
         #[serde(default)]
         wait_secs: u64,
     },
-    /// Approve the pairing whose code is `code` (the code the other device shows).
+    /// Approve the pairing whose code is `code` (the code the other device shows);
+    /// `secret` answers the user verification the signer asks for, if any. The answer
+    /// lists the pairing's next step: this signer's code, to type on the other device.
     ApproveCode {
         code: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
     },
     /// Un-pair a device: its waiting requests are denied, its link closed.
     Revoke {
@@ -246,7 +250,26 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
                 None => fail(SignerError::NothingPending),
             }
         }
-        ControlRequest::ApproveCode { code } => decided(decide::pair_by_code(signer, &code)),
+        ControlRequest::ApproveCode { code, secret } => {
+            let r = decide::pair_by_code(signer, &code, secret.map(Zeroizing::new)).await;
+            let mut resp = decided(r);
+            // The pairing now shows this signer's code, for the person to type on the
+            // workstation: hand it to the CLI that typed the first one.
+            if let Some(d) = resp.decided.clone() {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                loop {
+                    let confirm = signer.queue.pending().into_iter().find(|p| {
+                        p.kind == "pair" && p.from_id == d.from_id && p.signer_code.is_some()
+                    });
+                    if confirm.is_some() || tokio::time::Instant::now() >= deadline {
+                        resp.pending = confirm.map(|c| vec![c]);
+                        break;
+                    }
+                    signer.queue.changed(Duration::from_millis(100)).await;
+                }
+            }
+            resp
+        }
         ControlRequest::ReloadKeys { change } => match signer.reload_keys().await {
             Ok(_) => {
                 if let Some(c) = change {

@@ -10,6 +10,10 @@ use crate::signer::{obj, Signer};
 use crate::SignerError;
 use zeroize::Zeroizing;
 
+/// How long a request must have been on a surface before input there decides it
+/// (after it appeared, or after a withdrawal notice replaced what was shown).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What was decided, and whether its requester was still there to hear it.
 #[derive(Debug, Clone)]
 pub struct Decided {
@@ -67,26 +71,60 @@ pub fn deny(signer: &Signer, id: &str, digest: &str) -> Result<Decided, SignerEr
 
 /// A surface that shows one pairing (`id`, displayed with `digest`) and read a code
 /// for it: the code of that pairing approves it, any other denies it (one guess).
-pub fn pair_shown(
+/// `secret` answers the user verification the signer asks for (`verify`), if any.
+pub async fn pair_shown(
     signer: &Signer,
     id: &str,
     digest: &str,
     code: &str,
+    secret: Option<Zeroizing<String>>,
 ) -> Result<Decided, SignerError> {
     let p = exact(signer, id, digest)?;
-    if p.kind != "pair" {
+    if p.kind != "pair" || p.code.is_none() {
         return Err(SignerError::UnknownRequest(id.to_string()));
     }
     if code.is_empty() || p.code.as_deref() != Some(code.trim()) {
         deny(signer, id, digest)?;
         return Err(SignerError::NoPairingWithCode);
     }
+    verified(signer, &p, secret).await?;
     Ok(done(signer, signer.queue.approve_entry(id, digest)?))
 }
 
 /// Approve the one waiting pairing whose code is `code` (what the other device shows).
-pub fn pair_by_code(signer: &Signer, code: &str) -> Result<Decided, SignerError> {
+pub async fn pair_by_code(
+    signer: &Signer,
+    code: &str,
+    secret: Option<Zeroizing<String>>,
+) -> Result<Decided, SignerError> {
+    let waiting = signer
+        .queue
+        .pending()
+        .into_iter()
+        .find(|p| p.kind == "pair" && p.code.as_deref() == Some(code.trim()));
+    if let Some(p) = &waiting {
+        verified(signer, p, secret).await?;
+    }
     Ok(done(signer, signer.queue.approve_code(code)?))
+}
+
+/// The user verification a pairing asks for (`verify` in the signer's config), before
+/// a new device is trusted.
+async fn verified(
+    signer: &Signer,
+    p: &PendingInfo,
+    secret: Option<Zeroizing<String>>,
+) -> Result<(), SignerError> {
+    if p.verify.as_deref() != Some("pam") {
+        return Ok(());
+    }
+    let Some(secret) = secret else {
+        return Err(SignerError::VerificationNeeded(p.id.clone()));
+    };
+    verify(signer, secret).await.map_err(|e| {
+        tracing::warn!("pairing {}: {e}", p.id);
+        SignerError::VerificationFailed(e.to_string())
+    })
 }
 
 /// The pending entry `id`, if it still shows exactly `digest`.

@@ -10,6 +10,12 @@ use vmux_proto::time::duration;
 pub fn describe(p: &PendingInfo) -> String {
     let origin = p.origin.as_deref().unwrap_or("agent");
     let mut s = match p.kind.as_str() {
+        "pair" if p.signer_code.is_some() => format!(
+            "PAIRING with a device calling itself {} (device id {}): its code matched\n  this signer's code: {}  (type it on that device to finish the pairing)",
+            p.from,
+            p.from_id,
+            p.signer_code.as_deref().unwrap_or("?")
+        ),
         "pair" => format!(
             "PAIRING request from a device calling itself {} (device id {})\n  code: {}  (approve only if the other device shows this same code)",
             p.from,
@@ -69,6 +75,9 @@ pub fn summary(p: &PendingInfo) -> String {
     let mut s = format!("{}  {:<4}  from {} ({})", p.id, p.kind, p.from, p.from_id);
     if let Some(c) = &p.code {
         s += &format!("  code {c}");
+    }
+    if let Some(c) = &p.signer_code {
+        s += &format!("  signer's code {c} (type it on that device)");
     }
     if let Some(pu) = &p.purpose {
         s += &format!("  {pu}");

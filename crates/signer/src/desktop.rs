@@ -47,7 +47,18 @@ pub async fn run(signer: Arc<Signer>) {
 }
 
 async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
-    let (title, body) = text(&p);
+    // A button pressed within a second of the notification appearing decides nothing:
+    // the notification is shown again.
+    while let Some(shown_at) = notify_once(&signer, &p).await {
+        if shown_at.elapsed() >= decide::SETTLE {
+            return;
+        }
+    }
+}
+
+/// Show `p` once; `Some(when it was shown)` when a button was pressed too soon.
+async fn notify_once(signer: &Arc<Signer>, p: &PendingInfo) -> Option<std::time::Instant> {
+    let (title, body) = text(p);
     let mut n = Notification::new();
     n.appname("vmux")
         .summary(&title)
@@ -65,9 +76,10 @@ async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!("desktop notification failed: {e}");
-            return;
+            return None;
         }
     };
+    let shown_at = std::time::Instant::now();
     let action = Arc::new(Mutex::new(None::<String>));
     let seen = action.clone();
     let waiting = handle.wait_for_action_async(move |r: &notify_rust::NotificationResponse| {
@@ -78,13 +90,17 @@ async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
     tokio::select! {
         _ = waiting => {
             let a = action.lock().unwrap().clone();
+            if a.is_some() && shown_at.elapsed() < decide::SETTLE {
+                tracing::info!("request {}: a notification button pressed within a second of showing; shown again", p.id);
+                return Some(shown_at);
+            }
             // The digest of exactly what the notification showed.
             let shown = p.compute_digest();
             let r = match a.as_deref() {
-                Some("approve") if approvable => decide::approve(&signer, &p.id, &shown, None).await,
-                Some("deny") => decide::deny(&signer, &p.id, &shown),
+                Some("approve") if approvable => decide::approve(signer, &p.id, &shown, None).await,
+                Some("deny") => decide::deny(signer, &p.id, &shown),
                 // Dismissed or closed: nothing is decided.
-                _ => return,
+                _ => return None,
             };
             match r {
                 Ok(_) => tracing::info!(
@@ -95,10 +111,11 @@ async fn notify_one(signer: Arc<Signer>, p: PendingInfo) {
                 Err(e) => tracing::info!("notification action for {}: {e}", p.id),
             }
         }
-        _ = left_queue(&signer, &p.id) => {
+        _ = left_queue(signer, &p.id) => {
             handle.close_async().await;
         }
     }
+    None
 }
 
 /// Resolves once `id` is no longer pending.

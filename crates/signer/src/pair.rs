@@ -69,20 +69,23 @@ pub(crate) async fn pair<S: noise::Stream>(
         .await?;
     let code = pairing::code(handshake_hash, &na, &nb);
     let now = now_unix();
+    let verify = signer.home.load_config().ok().and_then(|c| c.verify);
     let ticket = signer.queue.submit(PendingInfo {
         kind: "pair".into(),
         from: vmux_proto::text::field(&name),
         from_id: peer_id.clone(),
         code: Some(code.clone()),
         purpose: Some("pairing: this device would be trusted to ask for signatures".into()),
+        verify: verify.clone(),
         created: now,
         expires: now + signer.config.pair_timeout_secs,
         ..Default::default()
     });
     let timeout = tokio::time::sleep(Duration::from_secs(signer.config.pair_timeout_secs));
+    tokio::pin!(timeout);
     let decision = tokio::select! {
         d = ticket.decision => d.ok().filter(|v| v.digest == ticket.digest).map(|v| v.decision),
-        _ = timeout => None,
+        _ = &mut timeout => None,
         _ = reader.recv() => None, // the agent gave up or sent something else
     };
     if decision.is_none() {
@@ -90,6 +93,21 @@ pub(crate) async fn pair<S: noise::Stream>(
             .queue
             .remove(&ticket.id, "the pairing was abandoned or timed out");
     }
+    // The workstation's code matched: now the person types this signer's code there.
+    let (decision, confirm_id) = if decision == Some(Decision::Approve) {
+        confirm(
+            signer,
+            &mut reader,
+            &out,
+            (&peer_id, &name),
+            handshake_hash,
+            (&na, &nb),
+            &mut timeout,
+        )
+        .await?
+    } else {
+        (decision, None)
+    };
     let approved = decision == Some(Decision::Approve);
     if approved {
         let saved = signer.add_paired(PairedDevice {
@@ -116,8 +134,8 @@ pub(crate) async fn pair<S: noise::Stream>(
         Some(Decision::Deny | Decision::Unverified) => Some(ErrorCode::UserDenied),
         None => Some(ErrorCode::RequestExpired),
     };
-    signer.record(obj(json!({"event": "pair", "requestId": ticket.id, "deviceId": peer_id,
-            "device": vmux_proto::text::field(&name), "code": code,
+    signer.record(obj(json!({"event": "pair", "requestId": confirm_id.unwrap_or(ticket.id),
+            "deviceId": peer_id, "device": vmux_proto::text::field(&name), "code": code,
             "decision": if approved { "approved" } else { error.map(|e| e.as_str()).unwrap_or("") }})));
     out.send(Message::PairResponse(PairResponse {
         approved,
@@ -129,4 +147,62 @@ pub(crate) async fn pair<S: noise::Stream>(
     // Give the writer task a moment to flush before the link is dropped.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
+}
+
+/// After the workstation's code matched: show this signer's code (a queue entry that
+/// the sheet, `pending` and `approve --code` show), and wait for the workstation to say
+/// that the person typed it there. `Approve` only with the right proof; a denial of the
+/// entry, a wrong proof, silence or the pairing's time running out pin nothing.
+async fn confirm<S: noise::Stream>(
+    signer: &Signer,
+    reader: &mut noise::LinkReader<S>,
+    out: &Outbox,
+    (peer_id, name): (&str, &str),
+    h: &[u8],
+    (na, nb): (&[u8], &[u8]),
+    timeout: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<(Option<Decision>, Option<String>), ProtoError> {
+    out.send(Message::PairAccepted).await?;
+    let now = now_unix();
+    let ticket = signer.queue.submit(PendingInfo {
+        kind: "pair".into(),
+        from: vmux_proto::text::field(name),
+        from_id: peer_id.to_string(),
+        signer_code: Some(pairing::signer_code(h, na, nb)),
+        purpose: Some(format!(
+            "pairing: type this signer's code on {} to finish",
+            vmux_proto::text::field(name)
+        )),
+        created: now,
+        expires: now + signer.config.pair_timeout_secs,
+        ..Default::default()
+    });
+    let id = ticket.id.clone();
+    let want = pairing::confirm(h, na, nb);
+    let decision = tokio::select! {
+        d = ticket.decision => {
+            // Only a denial reaches a confirmation entry (it has no code to approve).
+            d.ok().map(|_| Decision::Deny)
+        }
+        _ = timeout.as_mut() => None,
+        m = reader.recv() => match m {
+            Ok(Envelope { message: Message::PairConfirm(c), .. }) if pairing::same(&c.proof, &want) => {
+                Some(Decision::Approve)
+            }
+            Ok(_) => {
+                pairing_failed(signer, peer_id, name, "the workstation's confirmation does not match this pairing");
+                Some(Decision::Deny)
+            }
+            Err(_) => {
+                pairing_failed(signer, peer_id, name, "the workstation left before the signer's code was typed there");
+                None
+            }
+        },
+    };
+    let why = match decision {
+        Some(Decision::Approve) => format!("paired with {}", vmux_proto::text::field(name)),
+        _ => "the pairing did not finish".to_string(),
+    };
+    signer.queue.remove(&id, &why);
+    Ok((decision, Some(id)))
 }

@@ -69,7 +69,10 @@ pub async fn prompt<W: AsyncWrite + Unpin>(
         let Some(p) = signer.queue.next(Duration::from_secs(3600), true).await else {
             continue;
         };
-        let ask = if p.kind == "pair" {
+        let confirming = p.signer_code.is_some();
+        let ask = if confirming {
+            "Type this code on the other device to finish the pairing (nothing to answer here).\n"
+        } else if p.kind == "pair" {
             "Type the code the other device shows to pair it (anything else denies): "
         } else {
             "Approve? [y/N] "
@@ -93,6 +96,16 @@ pub async fn prompt<W: AsyncWrite + Unpin>(
             tokio::select! {
                 line = input.recv() => match line {
                     Some((at, _)) if at < shown => continue,
+                    // Nothing typed here decides a pairing's last step.
+                    Some(_) if confirming => continue,
+                    // An answer counts once the request was on screen for a second.
+                    Some((at, _)) if at < shown + crate::decide::SETTLE => {
+                        let _ = output
+                            .write_all(b"(too soon: read the request, then answer again) ")
+                            .await;
+                        let _ = output.flush().await;
+                        continue;
+                    }
                     Some((_, a)) => break Some(a),
                     None => return,
                 },
@@ -118,6 +131,29 @@ pub async fn prompt<W: AsyncWrite + Unpin>(
                     None => "is no longer pending".to_string(),
                 }
             ),
+            Some(a)
+                if p.verify.is_some()
+                    && p.kind == "pair"
+                    && p.code.as_deref() == Some(a.trim()) =>
+            {
+                let _ = output
+                    .write_all(b"User verification (PAM) before pairing: password: ")
+                    .await;
+                let _ = output.flush().await;
+                let echo = EchoOff::new();
+                let secret = input.recv().await.map(|(_, s)| Zeroizing::new(s));
+                drop(echo);
+                let _ = output.write_all(b"\n").await;
+                match decide::pair_shown(&signer, &p.id, &p.compute_digest(), a.trim(), secret)
+                    .await
+                {
+                    Ok(d) => format!(
+                        "paired with {} once the code it asks for is typed there\n",
+                        d.info.from
+                    ),
+                    Err(e) => format!("{e}\n"),
+                }
+            }
             Some(a) if p.verify.is_some() && p.kind != "pair" && is_yes(&a) => {
                 let _ = output
                     .write_all(b"User verification (PAM): password: ")
@@ -177,11 +213,16 @@ async fn decide_typed(signer: &Signer, p: &PendingInfo, answer: &str) -> String 
     // The digest of exactly what this prompt printed.
     let shown = p.compute_digest();
     let result = if p.kind == "pair" {
-        match decide::pair_shown(signer, &p.id, &shown, answer) {
+        match decide::pair_shown(signer, &p.id, &shown, answer, None).await {
             Err(crate::SignerError::NoPairingWithCode) => {
                 Ok("that is not the code of this pairing: denied\n".to_string())
             }
-            r => r.map(|d| format!("paired with {}\n", d.info.from)),
+            r => r.map(|d| {
+                format!(
+                    "code accepted: now type the code shown below on {}\n",
+                    d.info.from
+                )
+            }),
         }
     } else if is_yes(answer) {
         decide::approve(signer, &p.id, &shown, None)

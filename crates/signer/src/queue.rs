@@ -81,6 +81,10 @@ pub struct PendingInfo {
     /// The pairing code (pair only): approved by typing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// The signer's own code (pair only, once the workstation's code matched): the
+    /// person types it on the workstation to finish the pairing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_code: Option<String>,
     /// Certificate validity in seconds (cert only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validity_secs: Option<u64>,
@@ -259,7 +263,10 @@ impl Queue {
     pub(crate) fn approve_code(&self, code: &str) -> Result<(PendingInfo, bool), SignerError> {
         let code = code.trim();
         let mut q = self.entries.lock().unwrap();
-        let pairings: Vec<&Entry> = q.iter().filter(|e| e.info.kind == "pair").collect();
+        let pairings: Vec<&Entry> = q
+            .iter()
+            .filter(|e| e.info.kind == "pair" && e.info.code.is_some())
+            .collect();
         if pairings.len() > 1 {
             let who: Vec<String> = pairings
                 .iter()

@@ -266,13 +266,28 @@ pub async fn run(signer: Arc<Signer>, opts: Options) -> std::io::Result<()> {
         let Some((p, since)) = v.shown.clone() else {
             continue;
         };
-        if at < since {
+        // A key counts only once the request has been on screen for a second: a swap
+        // just before a keypress (people react in 200–400 ms) decides nothing.
+        let decides = !matches!(key.code, KeyCode::Char('?'));
+        if decides && at < since + crate::decide::SETTLE && v.secret.is_none() {
+            if at >= since {
+                v.banner = (
+                    "Key ignored: the request just appeared; read it, then decide".into(),
+                    Color::Yellow,
+                );
+            }
             continue;
         }
         if let Some(secret) = handle_key(&signer, &mut v, &p, key.code).await {
             v.banner = ("Verifying…".into(), Color::Cyan);
             term.draw(|f| draw(f, &v, depth))?;
-            let r = decide::approve(&signer, &p.id, &p.compute_digest(), Some(secret)).await;
+            let shown = p.compute_digest();
+            let r = if p.kind == "pair" {
+                let typed = std::mem::take(&mut v.typed);
+                decide::pair_shown(&signer, &p.id, &shown, &typed, Some(secret)).await
+            } else {
+                decide::approve(&signer, &p.id, &shown, Some(secret)).await
+            };
             decided(&mut v, &p, r, "approve");
         }
     }
@@ -300,10 +315,18 @@ fn note_gone(v: &mut View, p: &PendingInfo, why: Gone) {
     let (text, color) = match why {
         Gone::Approved => ("Approved elsewhere".to_string(), Color::Green),
         Gone::Denied => ("Denied elsewhere".to_string(), Color::Yellow),
+        Gone::Withdrawn(w) if w.starts_with("paired with") => (capitalize(&w), Color::Green),
         Gone::Withdrawn(w) => (format!("Request withdrawn: {w}"), Color::Yellow),
     };
     remember(v, &format!("{text}: {}", one_line(p)));
     v.banner = (text, color);
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn remember(v: &mut View, line: &str) {
@@ -352,15 +375,36 @@ async fn handle_key(
         }
         return None;
     }
+    if p.kind == "pair" && p.signer_code.is_some() {
+        // The pairing's last step is typed on the other device: here it can only be
+        // cancelled.
+        match code {
+            KeyCode::Esc | KeyCode::Char('d') => {
+                let r = decide::deny(signer, &p.id, &shown);
+                decided(v, p, r, "deny");
+            }
+            KeyCode::Char('?') => v.details = !v.details,
+            _ => {}
+        }
+        return None;
+    }
     if p.kind == "pair" {
         match code {
             KeyCode::Char(c) if c.is_ascii_digit() && v.typed.len() < 12 => v.typed.push(c),
+            KeyCode::Enter if !v.typed.is_empty() && p.verify.is_some() => {
+                v.secret = Some(zeroize::Zeroizing::new(String::new()));
+                v.banner = (
+                    "User verification before pairing: type your password, Enter (Esc cancels)"
+                        .into(),
+                    Color::Cyan,
+                );
+            }
             KeyCode::Backspace => {
                 v.typed.pop();
             }
             KeyCode::Enter if !v.typed.is_empty() => {
                 // One guess per pairing: a wrong code denies it.
-                match decide::pair_shown(signer, &p.id, &shown, &v.typed) {
+                match decide::pair_shown(signer, &p.id, &shown, &v.typed, None).await {
                     Err(crate::SignerError::NoPairingWithCode) => {
                         decided(v, p, Err(crate::SignerError::NoPairingWithCode), "deny");
                         v.banner = (
@@ -570,6 +614,17 @@ fn request_lines<'a>(p: &'a PendingInfo, v: &View, depth: usize) -> Vec<Line<'a>
         bold,
     ));
     match p.kind.as_str() {
+        "pair" if p.signer_code.is_some() => {
+            l.push(field(
+                "Signer's code",
+                p.signer_code.clone().unwrap_or_default(),
+                bold.fg(Color::Cyan),
+            ));
+            l.push(Line::from(format!(
+                "Its code matched. Type this code on {} to finish the pairing.",
+                p.from
+            )));
+        }
         "pair" => {
             l.push(field(
                 "Code",
@@ -672,7 +727,9 @@ fn request_lines<'a>(p: &'a PendingInfo, v: &View, depth: usize) -> Vec<Line<'a>
         ));
     }
     l.push(Line::from(Span::styled(
-        if p.kind == "pair" {
+        if p.signer_code.is_some() {
+            "[Esc] cancel the pairing  [?] details  [k] keys  [q] quit"
+        } else if p.kind == "pair" {
             "[digits] code  [Enter] pair  [Esc] deny  [?] details  [k] keys  [q] quit"
         } else {
             "[a] approve  [d] deny  [?] details  [k] keys  [q] quit   (y / n work too)"
