@@ -495,3 +495,79 @@ fn connection_floods_at_1024_descriptors_do_not_stop_either_daemon() {
     assert!(out.success(), "after the flood: {out:?}");
     assert!(ok(&ahome, &["agent", "status"]).contains("connected"));
 }
+
+/// A rogue "signer" (found by mDNS, or at an address someone gave): it runs the
+/// handshake and the commitment round honestly, then either just answers "approved",
+/// or asks for its code; nothing the person can type on the workstation matches a code
+/// the real signer never showed. Nothing is pinned either way.
+async fn rogue_signer(listen: tokio::net::TcpListener, ask_code: bool) -> Option<()> {
+    let me = Identity::generate();
+    let (stream, _) = listen.accept().await.ok()?;
+    let l = noise::accept(stream, &me).await.ok()?;
+    let (h, mut r, mut w) = (l.handshake_hash.clone(), l.reader, l.writer);
+    for _ in 0..2 {
+        r.recv().await.ok()?; // Hello, PairRequest
+    }
+    let nb = pairing::nonce();
+    w.send(&Envelope::new(Message::PairCommit(PairCommit {
+        commitment: pairing::commitment(&h, &nb),
+    })))
+    .await
+    .ok()?;
+    let _na = match r.recv().await.ok()?.message {
+        Message::PairReveal(x) => x.nonce,
+        _ => return None,
+    };
+    w.send(&Envelope::new(Message::PairOpen(PairNonce { nonce: nb.to_vec() })))
+        .await
+        .ok()?;
+    if ask_code {
+        w.send(&Envelope::new(Message::PairAccepted)).await.ok()?;
+        // Whatever comes back, it says "approved".
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(20), r.recv()).await;
+    }
+    w.send(&Envelope::new(Message::PairResponse(PairResponse {
+        approved: true,
+        error: None,
+        signer_name: "rogue".into(),
+        reach: None,
+    })))
+    .await
+    .ok()?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    Some(())
+}
+
+#[test]
+fn a_rogue_signer_that_says_approved_pins_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ahome = tmp.path().join("a");
+    agent_config(&ahome, "session_certs = false\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for ask_code in [false, true] {
+        let listen = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listen.local_addr().unwrap().to_string();
+        let rogue = rt.spawn(rogue_signer(listen, ask_code));
+        let mut pairing = Daemon::spawn_interactive(
+            "vmux agent pair",
+            vmux(&ahome).args(["agent", "pair", &addr, "--wait", "20"]),
+        );
+        pairing_code(&pairing);
+        if ask_code {
+            pairing
+                .wait_for_line(|l| l.contains("type the code the signer shows"), T)
+                .unwrap_or_else(|| panic!("{}", pairing.output()));
+            // The person looks at the real signer: it shows no code; they type a guess.
+            pairing.send_line("123456");
+        }
+        let st = pairing.wait_exit(T).expect("pairing ended");
+        assert!(!st.success(), "{}", pairing.output());
+        let out = pairing.output();
+        assert!(out.contains("pairing aborted"), "{out}");
+        let _ = rt.block_on(rogue);
+        let signers = std::fs::read_to_string(ahome.join("agent/signers.json")).unwrap_or_default();
+        assert!(!signers.contains("rogue"), "a rogue signer was pinned: {signers}");
+    }
+}
