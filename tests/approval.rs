@@ -535,3 +535,46 @@ fn revocation_is_immediate() {
     });
     assert_eq!(e, ErrorCode::PairingInvalid);
 }
+
+/// The signer shows a login as sshd will read it: `user:style` as the user and its
+/// style, and users that would read differently refused before anyone is asked; data
+/// that starts like a login but does not parse is refused, never "unrecognised data".
+#[test]
+fn logins_are_shown_as_sshd_reads_them() {
+    let (s, mut peer, key) = hostile();
+    let sid = [9u8; 32];
+    let ask = |peer: &mut Peer, user: &[u8]| {
+        let label = Uuid::new_v4();
+        peer.submit(peer.sign_request(label, &key, &common::peer::userauth_bytes(&sid, user, &key)));
+        label
+    };
+    for (user, why) in [
+        (&b"name:\xff"[..], "not valid UTF-8"),
+        (b"name:@prod.example.com (verified by this signer)", "login style"),
+        (b"ro\x1bot", "control or layout"),
+        ("root\u{202e}".as_bytes(), "control or layout"),
+    ] {
+        let label = ask(&mut peer, user);
+        let r = peer.sign_response(label);
+        assert_eq!(r.error, Some(ErrorCode::ContextMismatch), "{user:?}");
+        assert!(r.message.as_deref().unwrap_or("").contains(why), "{user:?}: {r:?}");
+        assert!(s.signer.pending().is_empty(), "{user:?} was shown to a person");
+    }
+    // A plain style is shown apart from the name.
+    let label = ask(&mut peer, b"alice:pam");
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["user"], "alice (login style pam, as sshd reads it)", "{p:?}");
+    assert!(p[0]["destination"].as_str().unwrap().starts_with("alice@"), "{p:?}");
+    s.signer.deny_next();
+    peer.sign_response(label);
+    // Starts like a userauth request, does not parse: refused.
+    let mut bad = vec![0, 0, 0, 32];
+    bad.extend_from_slice(&sid);
+    bad.push(50);
+    bad.extend_from_slice(b"\x00\x00\x00\x04root\xff\xff");
+    let label = Uuid::new_v4();
+    peer.submit(peer.sign_request(label, &key, &bad));
+    let r = peer.sign_response(label);
+    assert_eq!(r.error, Some(ErrorCode::ContextMismatch), "{r:?}");
+    assert!(s.signer.pending().is_empty());
+}

@@ -157,10 +157,15 @@ fn sstr(v: &mut Vec<u8>, b: &[u8]) {
 
 /// An SSH userauth request (RFC 4252 §7) as ssh asks an agent to sign it.
 pub fn userauth(session_id: &[u8], user: &str, key_blob: &[u8]) -> Vec<u8> {
+    userauth_bytes(session_id, user.as_bytes(), key_blob)
+}
+
+/// The same with a user name given as bytes (sshd reads bytes).
+pub fn userauth_bytes(session_id: &[u8], user: &[u8], key_blob: &[u8]) -> Vec<u8> {
     let mut d = vec![];
     sstr(&mut d, session_id);
     d.push(50);
-    sstr(&mut d, user.as_bytes());
+    sstr(&mut d, user);
     sstr(&mut d, b"ssh-connection");
     sstr(&mut d, b"publickey");
     d.push(1);

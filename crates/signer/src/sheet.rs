@@ -467,7 +467,10 @@ fn decided(v: &mut View, p: &PendingInfo, r: Result<Decided, crate::SignerError>
             "Delivery failed: the requester was gone".to_string(),
             Color::Red,
         ),
-        (Ok(_), "approve") if p.kind == "pair" => (format!("Paired with {}", p.from), Color::Green),
+        (Ok(_), "approve") if p.kind == "pair" => (
+            format!("Code accepted: type the signer's code on {}", p.from),
+            Color::Green,
+        ),
         (Ok(_), "approve") if p.kind == "cert" => {
             ("Approved session certificate".to_string(), Color::Green)
         }

@@ -59,6 +59,13 @@ impl Examined {
 
 pub fn examine(req: &SignRequest, pins: &HostPins) -> Result<Examined, Refusal> {
     let parsed = sshdata::parse(&req.data);
+    if parsed.kind == "malformed" {
+        return Err(Refusal::new(ErrorCode::ContextMismatch)
+            .why("the data starts like a login but does not parse as one"));
+    }
+    if parsed.kind == "login" {
+        login_user(&parsed)?;
+    }
     check_claims(req, &parsed)?;
     let claimer = match req.origin {
         Origin::Agent => "the workstation",
@@ -134,7 +141,11 @@ pub(crate) fn inspect(
         p.check(parsed.kind, parsed.namespace.as_deref(), host)
             .map_err(|code| Refusal::new(code).why(policy_words(p, parsed.kind, host)))?;
     }
-    let user = parsed.user.as_deref().map(field);
+    let user = match login_user(&parsed)? {
+        Some((name, Some(style))) => Some(format!("{name} (login style {style}, as sshd reads it)")),
+        Some((name, None)) => Some(name),
+        None => None,
+    };
     let (mut destination, mut quality, host_key, warning, pin) = match dest {
         Some(d) => (
             Some(d.text),
@@ -220,6 +231,44 @@ pub(crate) fn pin_host(signer: &Signer, name: &str, key: &[u8]) {
     }
 }
 
+/// A login's user as sshd will read it: `user` or `user:style` (sshd splits at the
+/// first colon, BSD authentication style). A user that is not valid UTF-8, or holds
+/// control or layout characters, and a style that is not a plain word, are refused:
+/// the person would read something other than what the server reads.
+fn login_user(parsed: &Parsed) -> Result<Option<(String, Option<String>)>, Refusal> {
+    let Some(bytes) = parsed.user_bytes.as_deref() else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        Err(Refusal::new(ErrorCode::ContextMismatch)
+            .why(format!("the login's user name {why}")))
+    };
+    let Ok(user) = std::str::from_utf8(bytes) else {
+        return refuse("is not valid UTF-8");
+    };
+    let layout = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if user.chars().any(layout) {
+        return refuse("holds control or layout characters");
+    }
+    let (name, style) = match user.split_once(':') {
+        Some((n, s)) => (n, Some(s)),
+        None => (user, None),
+    };
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return refuse("is empty or holds spaces");
+    }
+    if let Some(st) = style {
+        let plain = !st.is_empty() && st.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+        if !plain {
+            return refuse("carries a login style that is not a plain word (sshd reads the name before the colon)");
+        }
+    }
+    Ok(Some((field(name), style.map(field))))
+}
+
 /// What the device says about the request must agree with the data.
 fn check_claims(req: &SignRequest, parsed: &Parsed) -> Result<(), Refusal> {
     let c = &req.context;
@@ -291,7 +340,7 @@ fn login_destination(
     claimer: &str,
     pins: &HostPins,
 ) -> Result<Dest, Refusal> {
-    let user = parsed.user.as_deref().map(field).unwrap_or_default();
+    let user = login_user(parsed)?.map(|(n, _)| n).unwrap_or_default();
     let calls = |c: Option<&str>| match c {
         Some(c) => format!("{claimer} calls it {c}"),
         None => format!("{claimer} did not name it"),
