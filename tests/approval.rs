@@ -545,26 +545,45 @@ fn logins_are_shown_as_sshd_reads_them() {
     let sid = [9u8; 32];
     let ask = |peer: &mut Peer, user: &[u8]| {
         let label = Uuid::new_v4();
-        peer.submit(peer.sign_request(label, &key, &common::peer::userauth_bytes(&sid, user, &key)));
+        peer.submit(peer.sign_request(
+            label,
+            &key,
+            &common::peer::userauth_bytes(&sid, user, &key),
+        ));
         label
     };
     for (user, why) in [
         (&b"name:\xff"[..], "not valid UTF-8"),
-        (b"name:@prod.example.com (verified by this signer)", "login style"),
+        (
+            b"name:@prod.example.com (verified by this signer)",
+            "login style",
+        ),
         (b"ro\x1bot", "control or layout"),
         ("root\u{202e}".as_bytes(), "control or layout"),
     ] {
         let label = ask(&mut peer, user);
         let r = peer.sign_response(label);
         assert_eq!(r.error, Some(ErrorCode::ContextMismatch), "{user:?}");
-        assert!(r.message.as_deref().unwrap_or("").contains(why), "{user:?}: {r:?}");
-        assert!(s.signer.pending().is_empty(), "{user:?} was shown to a person");
+        assert!(
+            r.message.as_deref().unwrap_or("").contains(why),
+            "{user:?}: {r:?}"
+        );
+        assert!(
+            s.signer.pending().is_empty(),
+            "{user:?} was shown to a person"
+        );
     }
     // A plain style is shown apart from the name.
     let label = ask(&mut peer, b"alice:pam");
     let p = s.signer.wait_pending(1);
-    assert_eq!(p[0]["user"], "alice (login style pam, as sshd reads it)", "{p:?}");
-    assert!(p[0]["destination"].as_str().unwrap().starts_with("alice@"), "{p:?}");
+    assert_eq!(
+        p[0]["user"], "alice (login style pam, as sshd reads it)",
+        "{p:?}"
+    );
+    assert!(
+        p[0]["destination"].as_str().unwrap().starts_with("alice@"),
+        "{p:?}"
+    );
     s.signer.deny_next();
     peer.sign_response(label);
     // Starts like a userauth request, does not parse: refused.

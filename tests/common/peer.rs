@@ -33,7 +33,8 @@ impl Peer {
         let (rx, tx) = rt.block_on(async {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let link = vmux_proto::noise::connect(stream, &identity).await.unwrap();
-            let (rx, mut tx) = (link.reader, link.writer);
+            let (mut rx, mut tx) = (link.reader, link.writer);
+            rx.authenticated();
             let hello = Message::Hello(Hello {
                 device_id: identity.device_id(),
                 device_name: name.into(),

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 pub const T: Duration = Duration::from_secs(30);
 
+/// The signer's pairing attempts per address per minute (crates/signer/src/guard.rs).
+pub const PAIRINGS_PER_MINUTE_PER_ADDR: usize = 3;
+
 pub fn vmux(home: &Path) -> Command {
     vmux_in(None, home)
 }

@@ -127,6 +127,8 @@ impl SignerLink {
             let noise::Link {
                 mut reader, writer, ..
             } = link;
+            // The pinned signer answered: its frames may be as large as the link allows.
+            reader.authenticated();
             let outbox = writer.spawn();
             outbox.send(hello(identity, my_name)).await?;
             outbox.send(Message::KeyListRequest).await?;

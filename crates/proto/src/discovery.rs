@@ -95,11 +95,15 @@ pub fn advertise(scope: Scope, id: &str, name: &str, listen: SocketAddr) -> Resu
     })
 }
 
+/// How many resolved signers may wait to be looked at; more (a flood of spoofed
+/// records) are dropped until the reader catches up.
+pub const WATCH_QUEUE: usize = 64;
+
 /// Browse; every signer resolved is sent on the returned channel until it is dropped.
-pub fn watch(scope: Scope) -> Result<tokio::sync::mpsc::UnboundedReceiver<Found>, String> {
+pub fn watch(scope: Scope) -> Result<tokio::sync::mpsc::Receiver<Found>, String> {
     let d = daemon(scope)?;
     let events = d.browse(SERVICE).map_err(|e| format!("mDNS browse: {e}"))?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
     std::thread::spawn(move || {
         while let Ok(ev) = events.recv() {
             if let ServiceEvent::ServiceResolved(s) = ev {
@@ -120,8 +124,9 @@ pub fn watch(scope: Scope) -> Result<tokio::sync::mpsc::UnboundedReceiver<Found>
                     name: s.get_property_val_str("name").unwrap_or("").to_string(),
                     addrs,
                 };
-                if tx.send(found).is_err() {
-                    break;
+                match tx.try_send(found) {
+                    Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
         }

@@ -1,17 +1,21 @@
-//! Link messages (`RemoteSignerEnvelope` in DESIGN.md). JSON with base64 bytes; unknown
-//! fields are ignored so that a newer peer can add optional fields without breaking us.
+//! Link messages (`RemoteSignerEnvelope`). JSON with base64 bytes; unknown fields are
+//! ignored so that a newer peer can add optional fields without breaking us.
+//!
+//! `{"version":2,"message":{"signRequest":{…}}}`: the message is externally tagged,
+//! so serde reads the tag, then decodes the body straight into its type. (A flattened
+//! or internally tagged enum would first buffer the whole untrusted frame in a generic
+//! tree, at many times its size.)
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The link protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One message on the link.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
     pub version: u32,
-    #[serde(flatten)]
     pub message: Message,
 }
 
@@ -33,7 +37,7 @@ impl Envelope {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum Message {
     Hello(Hello),
     PairRequest(PairRequest),
@@ -480,7 +484,7 @@ mod tests {
 
     #[test]
     fn unknown_error_code_is_internal() {
-        let j = br#"{"version":1,"type":"signResponse","requestId":"00000000-0000-0000-0000-000000000000","approved":false,"error":"somethingNew"}"#;
+        let j = br#"{"version":2,"message":{"signResponse":{"requestId":"00000000-0000-0000-0000-000000000000","approved":false,"error":"somethingNew"}}}"#;
         match Envelope::from_json(j).unwrap().message {
             Message::SignResponse(r) => assert_eq!(r.error, Some(ErrorCode::Internal)),
             m => panic!("{m:?}"),
@@ -489,7 +493,13 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for g in [&b""[..], b"{", b"[]", b"{\"type\":\"hello\"}", b"\xff\xfe"] {
+        for g in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"{\"message\":\"hello\"}",
+            b"\xff\xfe",
+        ] {
             assert!(Envelope::from_json(g).is_err());
         }
     }

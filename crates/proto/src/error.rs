@@ -10,7 +10,9 @@ pub enum ProtoError {
     Io(#[from] std::io::Error),
     #[error("Noise handshake or decryption failed: {0}")]
     Noise(String),
-    #[error("link frame of {0} bytes is over the 1 MiB limit")]
+    #[error(
+        "link frame of {0} bytes is over the limit (4 KiB before authentication, 1 MiB after)"
+    )]
     FrameTooLarge(usize),
     #[error("link message is not a valid envelope: {0}")]
     BadEnvelope(String),

@@ -5,8 +5,12 @@
 
 use crate::ProtoError;
 
-/// The largest frame either side accepts.
+/// The largest frame either side accepts from a peer it has authenticated.
 pub const MAX_FRAME: usize = 1 << 20;
+
+/// The largest frame accepted before the peer is authenticated (its Hello, pairing
+/// messages): a stranger's bytes cost at most this much to decode.
+pub const MAX_PREAUTH_FRAME: usize = 4 * 1024;
 
 /// `payload` with its length prefix.
 pub fn encode(payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
@@ -33,11 +37,16 @@ impl FrameBuffer {
     /// The next whole frame, `Ok(None)` while more bytes are needed, or an error when the
     /// announced length is over the cap (the stream cannot be trusted after that).
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ProtoError> {
+        self.next_frame_within(MAX_FRAME)
+    }
+
+    /// [`FrameBuffer::next_frame`] with a lower cap (`MAX_PREAUTH_FRAME` for strangers).
+    pub fn next_frame_within(&mut self, limit: usize) -> Result<Option<Vec<u8>>, ProtoError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > MAX_FRAME {
+        if len > limit.min(MAX_FRAME) {
             return Err(ProtoError::FrameTooLarge(len));
         }
         if self.buf.len() < 4 + len {

@@ -42,6 +42,8 @@ pub struct LinkReader<S: Stream> {
     /// one read instead of two or more system calls.
     io: BufReader<ReadHalf<S>>,
     frames: FrameBuffer,
+    /// The largest frame accepted: small until the peer is known (`authenticated`).
+    limit: usize,
 }
 
 pub struct LinkWriter<S: Stream> {
@@ -117,6 +119,7 @@ fn finish<S: Stream>(io: S, hs: snow::HandshakeState) -> Result<Link<S>, ProtoEr
             nonce: 0,
             io: BufReader::with_capacity(16 * 1024, r),
             frames: FrameBuffer::default(),
+            limit: frame::MAX_PREAUTH_FRAME,
         },
         writer: LinkWriter {
             transport,
@@ -168,11 +171,16 @@ async fn read_msg<R: AsyncRead + Unpin>(io: &mut R) -> Result<Vec<u8>, ProtoErro
 }
 
 impl<S: Stream> LinkReader<S> {
+    /// The peer proved a pinned key: frames up to the full size are read from now on.
+    pub fn authenticated(&mut self) {
+        self.limit = frame::MAX_FRAME;
+    }
+
     /// The next envelope. `BadEnvelope` leaves the link usable (that frame alone is
     /// dropped); every other error means the link is finished.
     pub async fn recv(&mut self) -> Result<Envelope, ProtoError> {
         loop {
-            if let Some(f) = self.frames.next_frame()? {
+            if let Some(f) = self.frames.next_frame_within(self.limit)? {
                 let env = Envelope::from_json(&f)?;
                 if env.version > PROTOCOL_VERSION {
                     return Err(ProtoError::Version(env.version, PROTOCOL_VERSION));

@@ -37,7 +37,11 @@ pub async fn run(signer: Arc<Signer>) {
     loop {
         let pending = signer.queue.pending();
         for p in &pending {
-            if notified.insert(p.id.clone()) {
+            // A pairing raises at most one notification a minute (strangers can start
+            // pairings; the queue and the sheet show them all).
+            if notified.insert(p.id.clone())
+                && (p.kind != "pair" || (p.code.is_some() && signer.gate.may_notify_pairing()))
+            {
                 tokio::spawn(notify_one(signer.clone(), p.clone()));
             }
         }

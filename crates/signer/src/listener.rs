@@ -11,10 +11,6 @@ use vmux_proto::identity::device_id;
 use vmux_proto::noise;
 use vmux_proto::ProtoError;
 
-/// How long an unauthenticated connection may take to finish its handshake and say
-/// who it is.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
 impl Signer {
     /// Accept links; a failing `accept()` is retried with back-off, never fatal. A
     /// connection beyond the unauthenticated caps is closed at once.
@@ -84,30 +80,45 @@ pub(crate) async fn accept<S: noise::Stream>(
     addr: std::net::IpAddr,
     permit: crate::guard::Permit,
 ) -> Result<(), ProtoError> {
-    let link = tokio::time::timeout(HANDSHAKE_TIMEOUT, noise::accept(stream, &signer.identity))
-        .await
-        .map_err(|_| ProtoError::Noise("handshake timed out".into()))??;
-    let noise::Link {
-        mut reader,
-        writer,
-        remote_static,
-        handshake_hash,
-    } = link;
+    // A stranger gets a deadline (shorter when many strangers wait) and loses its slot
+    // to a newer connection when every slot is taken.
+    let deadline = signer.gate.handshake_deadline();
+    let greet = async {
+        let link = noise::accept(stream, &signer.identity).await?;
+        let noise::Link {
+            mut reader,
+            writer,
+            remote_static,
+            handshake_hash,
+        } = link;
+        let hello = match reader.recv().await? {
+            Envelope {
+                message: Message::Hello(h),
+                ..
+            } => h,
+            _ => return Err(ProtoError::BadEnvelope("expected Hello first".into())),
+        };
+        Ok((reader, writer, remote_static, handshake_hash, hello))
+    };
+    let (mut reader, writer, remote_static, handshake_hash, hello) = tokio::select! {
+        r = tokio::time::timeout(deadline, greet) => {
+            r.map_err(|_| ProtoError::Noise("handshake timed out".into()))??
+        }
+        _ = permit.evicted() => {
+            return Err(ProtoError::Noise("handshake too slow while the signer was busy".into()));
+        }
+    };
     let out = writer.spawn();
     let peer_id = device_id(&remote_static);
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv()).await {
-        Ok(Ok(Envelope {
-            message: Message::Hello(h),
-            ..
-        })) => h,
-        _ => return Err(ProtoError::BadEnvelope("expected Hello first".into())),
-    };
     // Peer text is capped where it arrives.
     let hello_name = vmux_proto::text::clip(&hello.device_name, 64);
     // An unpaired peer learns nothing but `pairingInvalid` (or, once a person approves
     // its pairing, this signer's name in the PairResponse): no Hello for it.
     let Some(device) = signer.paired_device(&remote_static) else {
-        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv()).await;
+        let first = tokio::select! {
+            r = tokio::time::timeout(deadline, reader.recv()) => r,
+            _ = permit.evicted() => return Ok(()),
+        };
         if let Ok(Ok(Envelope {
             message: Message::PairRequest(p),
             ..
@@ -120,10 +131,10 @@ pub(crate) async fn accept<S: noise::Stream>(
             };
             drop(permit);
             let Some(waiting) = signer.gate.pairing(addr) else {
-                signer.refusal(addr, &name, "too many pairings are waiting");
+                signer.refusal(addr, &name, "too many pairing attempts");
                 out.send(Message::Error(LinkError {
                     code: ErrorCode::Busy,
-                    message: "too many pairings are waiting on this signer; try again later".into(),
+                    message: "too many pairings are waiting or were tried on this signer; try again in a minute".into(),
                 }))
                 .await?;
                 return Ok(());
@@ -167,5 +178,8 @@ pub(crate) async fn accept<S: noise::Stream>(
         .await?;
     }
     out.send(Message::Reach(signer.reach_info())).await?;
+    // A paired device: its frames may be as large as the link allows.
+    let mut reader = reader;
+    reader.authenticated();
     crate::session::run(signer.clone(), reader, out, device).await
 }

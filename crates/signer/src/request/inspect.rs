@@ -142,7 +142,9 @@ pub(crate) fn inspect(
             .map_err(|code| Refusal::new(code).why(policy_words(p, parsed.kind, host)))?;
     }
     let user = match login_user(&parsed)? {
-        Some((name, Some(style))) => Some(format!("{name} (login style {style}, as sshd reads it)")),
+        Some((name, Some(style))) => {
+            Some(format!("{name} (login style {style}, as sshd reads it)"))
+        }
         Some((name, None)) => Some(name),
         None => None,
     };
@@ -240,8 +242,7 @@ fn login_user(parsed: &Parsed) -> Result<Option<(String, Option<String>)>, Refus
         return Ok(None);
     };
     let refuse = |why: &str| {
-        Err(Refusal::new(ErrorCode::ContextMismatch)
-            .why(format!("the login's user name {why}")))
+        Err(Refusal::new(ErrorCode::ContextMismatch).why(format!("the login's user name {why}")))
     };
     let Ok(user) = std::str::from_utf8(bytes) else {
         return refuse("is not valid UTF-8");
@@ -261,7 +262,10 @@ fn login_user(parsed: &Parsed) -> Result<Option<(String, Option<String>)>, Refus
         return refuse("is empty or holds spaces");
     }
     if let Some(st) = style {
-        let plain = !st.is_empty() && st.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+        let plain = !st.is_empty()
+            && st
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
         if !plain {
             return refuse("carries a login style that is not a plain word (sshd reads the name before the colon)");
         }
