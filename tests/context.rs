@@ -367,15 +367,24 @@ fn namespace_and_host_policies_refuse_before_prompting() {
     name_host(&kh, &sshd, "otherhost");
     assert!(!run(sshd.ssh_command(&s.agent.sock).arg("true"), T).success());
     assert!(s.signer.pending().is_empty());
-    // Named `testhost` on first sight (the server proved its key; nothing pinned
-    // contradicts the name): allowed, and shown as a new host key.
+    // Named `testhost` on first sight: a name the workstation gives an unknown key is
+    // not enough for a hosts policy; refused before anyone is asked.
     name_host(&kh, &sshd, "testhost");
+    assert!(!run(sshd.ssh_command(&s.agent.sock).arg("true"), T).success());
+    assert!(s.signer.pending().is_empty());
+    // Pinned on the signer by hand: allowed, shown as verified by this signer.
+    let hk = s.path("hostkey.pub");
+    std::fs::write(&hk, sshd.host_key_pub()).unwrap();
+    ok(&s.signer.home, &["signer", "hosts", "add", "testhost", hk.to_str().unwrap()]);
     let h = login(&s, &sshd);
     let p = s.signer.wait_pending(1);
-    assert!(p[0]["destination"]
-        .as_str()
-        .unwrap()
-        .contains("the workstation calls it testhost"));
+    assert!(
+        p[0]["destination"]
+            .as_str()
+            .unwrap()
+            .contains("testhost (verified by this signer)"),
+        "{p:?}"
+    );
     s.signer.approve_next();
     assert!(h.join().unwrap().success());
     // Pinned now: the signer's own name decides, whatever the workstation claims.
@@ -489,6 +498,11 @@ fn hashed_known_hosts_name_the_host_on_a_non_default_port() {
     ok(
         &s.signer.home,
         &["signer", "keys", "policy", &fp, "--hosts", &host],
+    );
+    // A hosts policy matches only what this signer pinned: the host key, by hand.
+    ok(
+        &s.signer.home,
+        &["signer", "hosts", "add", &host, &sshd.host_key_pub()],
     );
     let h = background(ssh(&[]));
     let p = s.signer.wait_pending(1);

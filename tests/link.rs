@@ -185,7 +185,8 @@ fn wake_post_starts_the_signer_and_the_login_succeeds() {
         r
     };
     set_signer_config(&shome, "wake_url", &format!("\"{url}\""));
-    agent_config(&ahome, "session_certs = false\n");
+    // The wake service runs on this machine for the test: said so explicitly.
+    agent_config(&ahome, "session_certs = false\nwake_local = true\n");
     let mut signer = Signer::start(&shome, "127.0.0.1:0");
     std::fs::write(tmp.path().join("addr"), &signer.addr).unwrap();
     pair(&ahome, &signer);

@@ -167,6 +167,15 @@ pub enum KeysCmd {
 
 #[derive(Subcommand)]
 pub enum HostsCmd {
+    /// Pin a host key under a name by hand (what a `hosts` key policy can then match
+    /// before the first login): the key as a public key line, a known_hosts line, or a
+    /// file holding one (e.g. the server's /etc/ssh/ssh_host_ed25519_key.pub).
+    Add {
+        /// The host name logins to it are shown with (`host` or `host:port`).
+        name: String,
+        /// The host key: `ssh-ed25519 AAAA…`, a known_hosts line, or a file.
+        key: String,
+    },
     /// Forget the pins for a host name or a host-key fingerprint.
     Remove {
         /// A pinned name (as `hosts` lists it) or a `SHA256:…` host-key fingerprint.
@@ -412,7 +421,7 @@ pub fn init(
     store: &super::stores::StoreArgs,
 ) -> anyhow::Result<String> {
     if let Some(url) = &wake_url {
-        vmux_agent::wake::url_allowed(url).map_err(|e| anyhow::anyhow!(e))?;
+        vmux_agent::wake::url_allowed(url, true).map_err(|e| anyhow::anyhow!(e))?;
     }
     if home.exists() {
         return Err(SignerError::AlreadyInitialized(home.dir.clone()).into());
@@ -1311,6 +1320,34 @@ fn hosts(home: &SignerHome, action: Option<HostsCmd>) -> anyhow::Result<()> {
             for p in &all.pins {
                 println!("{}  {}", p.name, p.fingerprint());
             }
+        }
+        Some(HostsCmd::Add { name, key }) => {
+            let text = match std::fs::read_to_string(&key) {
+                Ok(t) => t,
+                Err(_) => key.clone(),
+            };
+            let parsed = text.lines().find_map(|l| {
+                let l = l.trim();
+                ssh_key::PublicKey::from_openssh(l).ok().or_else(|| {
+                    l.parse::<ssh_key::known_hosts::Entry>()
+                        .ok()
+                        .map(|e| e.public_key().clone())
+                })
+            });
+            let k = parsed.ok_or_else(|| {
+                anyhow::anyhow!("{key}: not a public key line, a known_hosts line or a file holding one")
+            })?;
+            let name = vmux_proto::ssh_config::canonical_name(name.trim());
+            anyhow::ensure!(
+                pins::pinnable_name(&name),
+                "{name:?} is not a host name a login can be shown with"
+            );
+            let blob = ssh_key::encoding::Encode::encode_vec(k.key_data())?;
+            if all.add(&name, &blob) {
+                all.save(&path)?;
+                changed(home, "hostPinned", &format!("{name} {}", pins::fingerprint(&blob)));
+            }
+            println!("{name}  {}", pins::fingerprint(&blob));
         }
         Some(HostsCmd::Remove { what }) => {
             let n = all.remove(&what);

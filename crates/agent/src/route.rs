@@ -317,7 +317,7 @@ impl Agent {
                 t
             }
         };
-        let woke = crate::wake::post(&url, &token).await;
+        let woke = crate::wake::post(&url, &token, self.config.wake_local).await;
         self.record(json!({"time": now_unix(), "kind": "wake", "signer": s.id,
             "decision": if woke.is_ok() { "sent" } else { "failed" }}));
         match &woke {

@@ -35,7 +35,16 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AgentError> {
     if UnixStream::connect(path).await.is_ok() {
         return Err(err("another agent is already listening there".into()));
     }
-    let _ = std::fs::remove_file(path);
+    // Only a stale socket is replaced: `--socket` never deletes anything else.
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !m.file_type().is_socket() {
+            return Err(err(
+                "exists and is not a socket; move it away or choose another path".into(),
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
     let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| err(e.to_string()))?;
@@ -50,7 +59,7 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// back-off, never fatal.
 pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result<()> {
     let me = unsafe { libc::geteuid() };
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open = Arc::new(Open::default());
     let mut backoff = std::time::Duration::from_millis(10);
     loop {
         let (stream, _) = match listener.accept().await {
@@ -63,8 +72,8 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result
             }
         };
         backoff = std::time::Duration::from_millis(10);
-        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
-            tracing::warn!("agent socket: {MAX_CONNECTIONS} connections open; closing a new one");
+        if open.len() >= MAX_CONNECTIONS && !open.close_oldest_idle() {
+            tracing::warn!("agent socket: {MAX_CONNECTIONS} connections busy; closing a new one");
             continue;
         }
         let cred = stream.peer_cred().ok();
@@ -83,21 +92,78 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result
             tty: pid.and_then(crate::feedback::controlling_tty),
         };
         let session = Session::new(agent.clone(), caller);
+        let conn = open.add();
         let open = open.clone();
-        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
-            connection(session, stream).await;
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::select! {
+                _ = connection(session, stream, &conn) => {}
+                _ = conn.closed.notified() => {}
+            }
+            open.remove(conn.id);
         });
     }
 }
 
-async fn connection(mut session: Session, mut stream: UnixStream) {
+/// The open connections, so that a flood of idle ones makes room for new ones: when
+/// the cap is reached, the connection idle the longest is closed (an idle client just
+/// reconnects when it needs the agent again).
+#[derive(Default)]
+struct Open {
+    conns: std::sync::Mutex<Vec<Arc<Conn>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+struct Conn {
+    id: u64,
+    /// Idle since (no request being read or answered); `None` while busy.
+    idle_since: std::sync::Mutex<Option<std::time::Instant>>,
+    closed: tokio::sync::Notify,
+}
+
+impl Open {
+    fn len(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    fn add(&self) -> Arc<Conn> {
+        let c = Arc::new(Conn {
+            id: self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            idle_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
+            closed: tokio::sync::Notify::new(),
+        });
+        self.conns.lock().unwrap().push(c.clone());
+        c
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns.lock().unwrap().retain(|c| c.id != id);
+    }
+
+    /// Close the connection idle the longest; false when none is idle.
+    fn close_oldest_idle(&self) -> bool {
+        let mut conns = self.conns.lock().unwrap();
+        let oldest = conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.idle_since.lock().unwrap().map(|t| (t, i)))
+            .min();
+        let Some((_, i)) = oldest else {
+            return false;
+        };
+        let c = conns.remove(i);
+        c.closed.notify_one();
+        true
+    }
+}
+
+async fn connection(mut session: Session, mut stream: UnixStream, conn: &Conn) {
     let mut len = [0u8; 4];
     loop {
+        *conn.idle_since.lock().unwrap() = Some(std::time::Instant::now());
         if stream.read_exact(&mut len).await.is_err() {
             return;
         }
+        *conn.idle_since.lock().unwrap() = None;
         let n = u32::from_be_bytes(len) as usize;
         if n > MAX_MESSAGE {
             tracing::info!("closing agent connection: message of {n} bytes is over the limit");

@@ -116,6 +116,9 @@ pub struct AgentConfig {
     pub known_hosts: Vec<PathBuf>,
     /// After a wake POST, how long to wait for the signer's link, in seconds.
     pub wake_timeout_secs: u64,
+    /// Post wake messages to a URL on this machine or its local link too (a signer
+    /// chooses its wake URL: by default it cannot make this agent call local services).
+    pub wake_local: bool,
     /// mDNS discovery of signers: `auto` (all interfaces), `loopback` or `off`.
     pub discovery: String,
     /// Let the session certificate sign logins that come through agent forwarding
@@ -151,6 +154,7 @@ impl Default for AgentConfig {
             cert_validity_secs: 8 * 3600,
             cert_renew_before_secs: 3600,
             wake_timeout_secs: 15,
+            wake_local: false,
             discovery: "auto".into(),
             forwarded_cert: false,
             ssh_cert: false,

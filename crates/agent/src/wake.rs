@@ -16,13 +16,15 @@ pub fn new_token() -> String {
     vmux_proto::identity::hex(&vmux_proto::random_bytes::<16>())
 }
 
-/// Whether `url` may be posted to: https, or http to a loopback address.
-pub fn url_allowed(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Ok(());
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!("wake URL {url:?}: only https:// URLs are used"));
+/// Whether `url` may be posted to: https, or http to a loopback address. A signer sends
+/// its wake URL, so one that points at this machine or its local link (loopback,
+/// link-local, `localhost`: services that trust local callers) is refused unless
+/// `allow_local` (`wake_local = true` in the agent's config) says it is meant.
+pub fn url_allowed(url: &str, allow_local: bool) -> Result<(), String> {
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err(format!("wake URL {url:?}: only https:// URLs are used")),
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
@@ -31,11 +33,18 @@ pub fn url_allowed(url: &str) -> Result<(), String> {
     } else {
         host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
     };
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+    let ip = host.parse::<std::net::IpAddr>().ok();
+    let loopback = host.eq_ignore_ascii_case("localhost") || ip.is_some_and(|ip| ip.is_loopback());
+    let link_local = ip.is_some_and(|ip| match ip {
+        std::net::IpAddr::V4(a) => a.is_link_local() || a.is_unspecified(),
+        std::net::IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80 || a.is_unspecified(),
+    });
+    if (loopback || link_local) && !allow_local {
+        return Err(format!(
+            "wake URL {url:?} points at this machine or its local link; set `wake_local = true` in the agent's config.toml if that is meant"
+        ));
+    }
+    if https || loopback {
         Ok(())
     } else {
         Err(format!(
@@ -45,8 +54,8 @@ pub fn url_allowed(url: &str) -> Result<(), String> {
 }
 
 /// POST the wake message; bounded to 5 s. Returns a one-line reason on failure.
-pub async fn post(url: &str, token: &str) -> Result<(), String> {
-    url_allowed(url)?;
+pub async fn post(url: &str, token: &str, allow_local: bool) -> Result<(), String> {
+    url_allowed(url, allow_local)?;
     let (url, body) = (url.to_string(), body(token));
     let call = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -76,12 +85,16 @@ mod tests {
 
     #[test]
     fn https_only_except_loopback() {
-        assert!(url_allowed("https://ntfy.sh/topic").is_ok());
-        assert!(url_allowed("http://127.0.0.1:8080/wake").is_ok());
-        assert!(url_allowed("http://[::1]:80/x").is_ok());
-        assert!(url_allowed("http://localhost/x").is_ok());
-        assert!(url_allowed("http://ntfy.sh/topic").is_err());
-        assert!(url_allowed("http://127.0.0.1.evil.com/x").is_err());
-        assert!(url_allowed("ftp://x").is_err());
+        assert!(url_allowed("https://ntfy.sh/topic", false).is_ok());
+        assert!(url_allowed("http://127.0.0.1:8080/wake", true).is_ok());
+        assert!(url_allowed("http://127.0.0.1:8080/wake", false).is_err());
+        assert!(url_allowed("https://localhost/x", false).is_err());
+        assert!(url_allowed("https://169.254.169.254/latest", false).is_err());
+        assert!(url_allowed("https://[fe80::1]/x", false).is_err());
+        assert!(url_allowed("http://[::1]:80/x", true).is_ok());
+        assert!(url_allowed("http://localhost/x", true).is_ok());
+        assert!(url_allowed("http://ntfy.sh/topic", true).is_err());
+        assert!(url_allowed("http://127.0.0.1.evil.com/x", true).is_err());
+        assert!(url_allowed("ftp://x", true).is_err());
     }
 }

@@ -422,7 +422,9 @@ fn login_destination(
             host_key: Some(fp),
             warning: None,
             pin: claim.map(|c| (c.to_string(), bound.host_key.clone())),
-            policy_name: claim.map(String::from),
+            // A `hosts` policy trusts names this signer verified or pinned, never a
+            // name the workstation gives a key it sees for the first time.
+            policy_name: None,
         }
     };
     Ok(dest)
