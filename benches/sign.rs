@@ -944,6 +944,7 @@ fn signer_checks(home: &Path, blob: &[u8], samples: usize) -> anyhow::Result<(f6
             ..Default::default()
         },
         bindings: vec![],
+        session_cert: false,
     };
     let plain = p50_of(samples, || {
         std::hint::black_box(

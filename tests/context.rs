@@ -375,7 +375,10 @@ fn namespace_and_host_policies_refuse_before_prompting() {
     // Pinned on the signer by hand: allowed, shown as verified by this signer.
     let hk = s.path("hostkey.pub");
     std::fs::write(&hk, sshd.host_key_pub()).unwrap();
-    ok(&s.signer.home, &["signer", "hosts", "add", "testhost", hk.to_str().unwrap()]);
+    ok(
+        &s.signer.home,
+        &["signer", "hosts", "add", "testhost", hk.to_str().unwrap()],
+    );
     let h = login(&s, &sshd);
     let p = s.signer.wait_pending(1);
     assert!(

@@ -328,6 +328,7 @@ fn replayed_and_expired_sign_requests_are_refused() {
             expires: now + 60,
             context: Context::default(),
             bindings: vec![],
+            session_cert: false,
         };
         tx.send(&Envelope::new(Message::SignRequest(Box::new(req.clone()))))
             .await

@@ -153,3 +153,71 @@ fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A client that binds no session (paramiko, as Ansible and Fabric use it) may be
+/// relaying a forwarded agent for a server: the session certificate does not sign for
+/// it without a prompt; its login goes to the signer with the signer's key.
+#[test]
+fn a_client_without_session_bind_gets_no_certificate_signature() {
+    let s = Setup::with_agent_config("");
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["kind"], "cert");
+    s.signer.approve_next();
+    let deadline = std::time::Instant::now() + T;
+    while !s
+        .agent
+        .ssh_add(&["-L"])
+        .stdout
+        .contains("-cert-v01@openssh.com")
+    {
+        assert!(std::time::Instant::now() < deadline, "no certificate");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ca = ok(&s.signer.home, &["signer", "ca", "pub"]);
+    // The server trusts the CA (the certificate would work) and nothing else.
+    let sshd = Sshd::start_with(SshdOptions {
+        authorized_keys: String::new(),
+        trusted_user_ca_keys: Some(ca),
+        extra_config: vec![],
+    });
+    let script = format!(
+        "import paramiko\n\
+         c = paramiko.SSHClient()\n\
+         c.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n\
+         c.connect('127.0.0.1', port={}, username='{}', allow_agent=True, look_for_keys=False, timeout=20, auth_timeout=60, banner_timeout=20)\n\
+         _, out, _ = c.exec_command('echo paramiko-ok')\n\
+         print(out.read().decode().strip())\n",
+        sshd.port(),
+        sshd.user()
+    );
+    let h = background({
+        let mut c = Command::new(PYTHON);
+        c.args(["-c", &script]).env("SSH_AUTH_SOCK", &s.agent.sock);
+        c
+    });
+    // A person is asked on the signer, shown the session certificate as the key.
+    let p = s.signer.wait_pending(1);
+    assert_eq!(p[0]["purpose"], "login", "{p:?}");
+    assert_eq!(p[0]["keyStore"], "session", "{p:?}");
+    assert!(
+        p[0]["destination"]
+            .as_str()
+            .unwrap()
+            .contains("session not bound"),
+        "{p:?}"
+    );
+    s.signer.approve_next();
+    let out = h.join().unwrap();
+    assert!(
+        out.success() && out.stdout.contains("paramiko-ok"),
+        "{out:?}"
+    );
+    // Denied: nothing is signed with the certificate.
+    let h = background({
+        let mut c = Command::new(PYTHON);
+        c.args(["-c", &script]).env("SSH_AUTH_SOCK", &s.agent.sock);
+        c
+    });
+    s.signer.deny_next();
+    assert!(!h.join().unwrap().success());
+}

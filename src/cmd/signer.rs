@@ -1335,7 +1335,9 @@ fn hosts(home: &SignerHome, action: Option<HostsCmd>) -> anyhow::Result<()> {
                 })
             });
             let k = parsed.ok_or_else(|| {
-                anyhow::anyhow!("{key}: not a public key line, a known_hosts line or a file holding one")
+                anyhow::anyhow!(
+                    "{key}: not a public key line, a known_hosts line or a file holding one"
+                )
             })?;
             let name = vmux_proto::ssh_config::canonical_name(name.trim());
             anyhow::ensure!(
@@ -1345,7 +1347,11 @@ fn hosts(home: &SignerHome, action: Option<HostsCmd>) -> anyhow::Result<()> {
             let blob = ssh_key::encoding::Encode::encode_vec(k.key_data())?;
             if all.add(&name, &blob) {
                 all.save(&path)?;
-                changed(home, "hostPinned", &format!("{name} {}", pins::fingerprint(&blob)));
+                changed(
+                    home,
+                    "hostPinned",
+                    &format!("{name} {}", pins::fingerprint(&blob)),
+                );
             }
             println!("{name}  {}", pins::fingerprint(&blob));
         }

@@ -117,6 +117,7 @@ impl Peer {
             expires: now + 60,
             context: Context::default(),
             bindings: vec![],
+            session_cert: false,
         }
     }
 

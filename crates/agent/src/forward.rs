@@ -158,15 +158,50 @@ impl Agent {
         let locked = self.is_locked();
         let listed_cert = self.certs.lock().unwrap().cert.clone();
         let here = listed_cert.as_ref().is_some_and(|c| c.matches(key_blob));
+        // What the signer is sent when a person there must decide.
+        let ask = |session_cert: Option<String>| Ask {
+            request_id,
+            key_blob,
+            data,
+            flags,
+            origin: Origin::Agent,
+            context: Context {
+                requester: caller.requester.clone(),
+                kind: parsed.kind.to_string(),
+                namespace: parsed.namespace.clone(),
+                user: parsed.user.clone(),
+                host: dest.name.clone(),
+                quality: dest.quality.into(),
+                host_key_fingerprint: dest.host_key_fingerprint.clone(),
+                hops: dest.hops.clone(),
+            },
+            bindings: bindings
+                .iter()
+                .map(|b| SessionBinding {
+                    host_key: b.bind.host_key.clone(),
+                    session_id: b.bind.session_id.clone(),
+                    signature: b.bind.signature.clone(),
+                    is_forwarding: b.bind.is_forwarding,
+                })
+                .collect(),
+            what: &what,
+            requester: caller.requester.clone(),
+            // Never a terminal for a request that came through forwarding.
+            tty: caller.tty.clone().filter(|_| !dest.forwarded),
+            session_cert,
+        };
         let result = match listed_cert.filter(|c| c.matches(key_blob)) {
-            // The session certificate signs logins of this workstation's own ssh only:
-            // not git/file signatures or unrecognised data, and not for a host further
-            // along an `ssh -A` chain (unless `forwarded_cert` says so). The signer
-            // never holds the certificate's key, so such a request is refused here.
+            // The session certificate signs logins only: not git/file signatures or
+            // unrecognised data, and not for a host further along an `ssh -A` chain
+            // (unless `forwarded_cert` says so).
             Some(c) => {
-                let local = parsed.kind == "login"
-                    && (!dest.forwarded || self.config.forwarded_cert)
-                    && !locked;
+                // Signed here without a prompt only for a login the agent can prove is
+                // this workstation's own: a client that bound the session (OpenSSH ≥ 8.9)
+                // and forwards nothing. A client that binds nothing (paramiko, Go, older
+                // OpenSSH) may be relaying a forwarded agent: the person on the signer
+                // approves each such login, then it is signed here.
+                let bound = matches!(dest.quality, "verified" | "bound");
+                let login = parsed.kind == "login" && !locked;
                 if !c.is_valid_at(now_unix()) {
                     Err(Refusal::new(
                         ErrorCode::PolicyDenied,
@@ -175,53 +210,28 @@ impl Agent {
                             vmux_proto::time::hm(c.valid_before)
                         ),
                     ))
-                } else if !local {
+                } else if login
+                    && ((bound && !dest.forwarded)
+                        || (dest.forwarded && self.config.forwarded_cert))
+                {
+                    c.sign(data).map_err(|code| {
+                        Refusal::new(code, "refused: the session key could not sign")
+                    })
+                } else if login && !dest.forwarded {
+                    match self.forward(ask(Some(c.signer_id.clone()))).await {
+                        Ok(_) => c.sign(data).map_err(|code| {
+                            Refusal::new(code, "refused: the session key could not sign")
+                        }),
+                        Err(r) => Err(r),
+                    }
+                } else {
                     Err(Refusal::new(
                         ErrorCode::PolicyDenied,
                         "refused: the session certificate signs only this workstation's own logins",
                     ))
-                } else {
-                    c.sign(data).map_err(|code| {
-                        Refusal::new(code, "refused: the session key could not sign")
-                    })
                 }
             }
-            None => {
-                let context = Context {
-                    requester: caller.requester.clone(),
-                    kind: parsed.kind.to_string(),
-                    namespace: parsed.namespace.clone(),
-                    user: parsed.user.clone(),
-                    host: dest.name.clone(),
-                    quality: dest.quality.into(),
-                    host_key_fingerprint: dest.host_key_fingerprint.clone(),
-                    hops: dest.hops.clone(),
-                };
-                let bound = bindings
-                    .iter()
-                    .map(|b| SessionBinding {
-                        host_key: b.bind.host_key.clone(),
-                        session_id: b.bind.session_id.clone(),
-                        signature: b.bind.signature.clone(),
-                        is_forwarding: b.bind.is_forwarding,
-                    })
-                    .collect();
-                // Never a terminal for a request that came through forwarding.
-                let tty = caller.tty.clone().filter(|_| !dest.forwarded);
-                let ask = Ask {
-                    request_id,
-                    key_blob,
-                    data,
-                    flags,
-                    origin: Origin::Agent,
-                    context,
-                    bindings: bound,
-                    what: &what,
-                    requester: caller.requester.clone(),
-                    tty,
-                };
-                self.forward(ask).await
-            }
+            None => self.forward(ask(None)).await,
         };
         if let (true, Err(r)) = (here, &result) {
             // Refused here, without a round trip: say why all the same.
@@ -282,6 +292,7 @@ impl Agent {
             bindings: vec![binding],
             what: &what,
             tty: None,
+            session_cert: None,
         };
         let result = self.forward(ask).await;
         rec["decision"] = json!(match &result {
@@ -318,7 +329,11 @@ impl Agent {
                 "refused: the agent is locked (ssh-add -X unlocks it)",
             ));
         }
-        let Some(signer_id) = self.key(ask.key_blob).map(|k| k.signer_id) else {
+        let held = ask
+            .session_cert
+            .clone()
+            .or_else(|| self.key(ask.key_blob).map(|k| k.signer_id));
+        let Some(signer_id) = held else {
             return Err(Refusal::new(
                 ErrorCode::KeyNotFound,
                 "refused: no paired signer holds this key (`vmux agent refresh` asks them again)",
@@ -403,6 +418,7 @@ impl Agent {
             expires: issued + window,
             context: ask.context.clone(),
             bindings: ask.bindings.clone(),
+            session_cert: ask.session_cert.is_some(),
         };
         // A little past the window: the signer answers requestExpired itself at expiry.
         let wait = Duration::from_secs(window + 5);
@@ -435,6 +451,8 @@ impl Agent {
         };
         match (resp.approved, resp.signature) {
             (true, Some(sig)) => Ok(sig),
+            // Approved for the session certificate: the caller signs here.
+            (true, None) if ask.session_cert.is_some() => Ok(vec![]),
             _ => {
                 let code = resp.error.unwrap_or(ErrorCode::Internal);
                 Err(Refusal::new(
@@ -458,6 +476,9 @@ struct Ask<'a> {
     what: &'a str,
     requester: Option<String>,
     tty: Option<std::path::PathBuf>,
+    /// The key is the session certificate this signer issued: the person approves,
+    /// the agent signs (the signer's id).
+    session_cert: Option<String>,
 }
 
 /// Takes a request off the waiting list however `forward` ends (an outcome, or the

@@ -245,6 +245,11 @@ pub struct SignRequest {
     /// own pins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<SessionBinding>,
+    /// The key is the session certificate this signer's CA issued to the device: the
+    /// device signs itself, and asks only for the person's approval (a login it cannot
+    /// prove is its own, e.g. from a client that bound no session).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session_cert: bool,
 }
 
 /// One `session-bind@openssh.com`: the server's host key, the session id (exchange

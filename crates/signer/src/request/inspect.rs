@@ -102,14 +102,19 @@ pub(crate) fn inspect(
     let pins = signer.pins.get(&hosts::path(&signer.home.dir));
     let Examined { parsed, dest, hops } = examine(req, &pins)?;
     let key_fp = key_fingerprint(&req.key_blob);
-    let key = signer
-        .keystore
-        .keys()
-        .into_iter()
-        .find(|k| k.public_key == req.key_blob)
-        .ok_or_else(|| {
-            Refusal::new(ErrorCode::KeyNotFound).why(format!("this signer holds no key {key_fp}"))
-        })?;
+    let key = if req.session_cert {
+        session_cert_key(signer, req)?
+    } else {
+        signer
+            .keystore
+            .keys()
+            .into_iter()
+            .find(|k| k.public_key == req.key_blob)
+            .ok_or_else(|| {
+                Refusal::new(ErrorCode::KeyNotFound)
+                    .why(format!("this signer holds no key {key_fp}"))
+            })?
+    };
     if !key.enabled {
         return Err(Refusal::new(ErrorCode::KeyDisabled).why(format!(
             "key {key_fp} is disabled on this signer (`vmux signer keys enable`)"
@@ -198,6 +203,43 @@ pub(crate) fn inspect(
     // A host pin is recorded only for a login to the host itself, never via a hop.
     let pin = pin.filter(|_| hops.is_empty());
     Ok(Inspection { info, pin, parsed })
+}
+
+/// A login the device signs itself with its session certificate, asking only for the
+/// person's approval: the certificate must be one this signer's CA issued, still valid,
+/// and the data a login. Shown as the session certificate, never as a signer key.
+fn session_cert_key(
+    signer: &Signer,
+    req: &SignRequest,
+) -> Result<vmux_proto::envelope::KeyRecord, Refusal> {
+    let refuse = |why: &str| Err(Refusal::new(ErrorCode::KeyNotFound).why(why.to_string()));
+    let Ok(cert) = ssh_key::Certificate::from_bytes(&req.key_blob) else {
+        return refuse("the session certificate does not parse");
+    };
+    let ca = signer.ca.as_deref().and_then(crate::ca::ca_key);
+    let named = ssh_key::encoding::Encode::encode_vec(cert.signature_key()).ok();
+    if ca.is_none() || named != ca || cert.verify_signature().is_err() {
+        return refuse("the session certificate was not issued by this signer's CA");
+    }
+    if cert.valid_before() <= vmux_proto::now_unix() {
+        return refuse("the session certificate has expired");
+    }
+    if sshdata::parse(&req.data).kind != "login" {
+        return Err(
+            Refusal::new(ErrorCode::PolicyDenied).why("a session certificate signs logins only")
+        );
+    }
+    Ok(vmux_proto::envelope::KeyRecord {
+        algorithm: cert.algorithm().as_str().to_string(),
+        public_key: req.key_blob.clone(),
+        comment: format!(
+            "session certificate {} (signed on the workstation; the client bound no session)",
+            cert.key_id()
+        ),
+        provider: "session".into(),
+        display_name: "session certificate".into(),
+        enabled: true,
+    })
 }
 
 /// Why a key's policy refused a request, in words.

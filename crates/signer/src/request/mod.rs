@@ -213,13 +213,15 @@ pub(crate) async fn sign(
                     json!(started.elapsed().as_millis() as u64),
                 );
                 durable(signer, approved).await?;
+                if req.session_cert {
+                    // The device signs with its session key; the approval is the answer.
+                    return Ok(Some(vec![]));
+                }
                 let sig = signer
                     .keystore
                     .sign_async(&req.key_blob, &req.data, req.flags)
                     .await
-                    .map_err(|code| {
-                        Refusal::new(code).why(format!("the key could not sign ({code})"))
-                    })?;
+                    .map_err(|code| Refusal::new(code).why("the key could not sign"))?;
                 if let Some((name, key)) = &seen.pin {
                     inspect::pin_host(signer, name, key);
                 }
@@ -239,7 +241,7 @@ pub(crate) async fn sign(
         Ok(Some(sig)) => Some(SignResponse {
             request_id: label,
             approved: true,
-            signature: Some(sig),
+            signature: (!sig.is_empty()).then_some(sig),
             error: None,
             message: None,
         }),
