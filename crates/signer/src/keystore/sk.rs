@@ -519,8 +519,11 @@ impl Keystore for SkKeystore {
         })
     }
 
+    /// A security-key signature waits for its counter to reach the disk (an fsync):
+    /// off the async runtime, like a device.
     fn blocking(&self, key_blob: &[u8]) -> bool {
-        self.route(key_blob).is_some_and(|b| self.inner.blocking(b))
+        self.by_blob(key_blob).is_some()
+            || self.route(key_blob).is_some_and(|b| self.inner.blocking(b))
     }
 
     fn location(&self, key_blob: &[u8]) -> Option<String> {
@@ -586,6 +589,10 @@ mod tests {
         for r in &sks {
             let sk = SkPublic::parse(&r.public_key).unwrap();
             assert_eq!(ks.location(&r.public_key), None);
+            assert!(
+                ks.blocking(&r.public_key),
+                "the counter is fsynced off the runtime"
+            );
             for uv in [false, true] {
                 let sig = ks
                     .sign_with(
@@ -614,6 +621,7 @@ mod tests {
         // Plain keys sign as before.
         let pb = ssh_key::encoding::Encode::encode_vec(plain.key_data()).unwrap();
         verify(&pb, b"m", &ks.sign(&pb, b"m", 0).unwrap());
+        assert!(!ks.blocking(&pb));
         // Opened again (a restart): the counter goes on.
         let again = open();
         let sig = again.sign(&sks[1].public_key, b"m", 0).unwrap();
