@@ -121,12 +121,8 @@ impl SkPublic {
             _ => return None,
         };
         let key = take_string(&mut r)?.to_vec();
-        let ok_len = match curve {
-            Curve::P256 => key.len() == 65 && key[0] == 4,
-            Curve::Ed25519 => key.len() == 32,
-        };
         let application = std::str::from_utf8(take_string(&mut r)?).ok()?.to_string();
-        (ok_len && r.is_empty()).then_some(SkPublic {
+        (key_fits(curve, &key) && r.is_empty()).then_some(SkPublic {
             curve,
             key,
             application,
@@ -148,7 +144,7 @@ impl SkPublic {
             _ => return None,
         };
         let key = take_string(&mut r)?.to_vec();
-        r.is_empty().then(|| SkPublic {
+        (key_fits(curve, &key) && r.is_empty()).then(|| SkPublic {
             curve,
             key,
             application: application.to_string(),
@@ -176,6 +172,14 @@ impl SkPublic {
         }
         ssh_string(&mut b, &self.key);
         b
+    }
+}
+
+/// An uncompressed P-256 point, or an Ed25519 key.
+fn key_fits(curve: Curve, key: &[u8]) -> bool {
+    match curve {
+        Curve::P256 => key.len() == 65 && key[0] == 4,
+        Curve::Ed25519 => key.len() == 32,
     }
 }
 
@@ -650,6 +654,11 @@ mod tests {
         assert_eq!(SkPublic::parse(&p.blob()), Some(p.clone()));
         assert_eq!(SkPublic::of_inner(&p.inner_blob(), "ssh:"), Some(p.clone()));
         assert_eq!(SkPublic::parse(&p.inner_blob()), None);
+        // A key of the wrong size is no key of that curve, either way.
+        let mut wide = vec![];
+        ssh_string(&mut wide, b"ssh-ed25519");
+        ssh_string(&mut wide, &[0; 64]);
+        assert_eq!(SkPublic::of_inner(&wide, "ssh:"), None);
         let mut longer = p.blob();
         longer.push(0);
         assert_eq!(SkPublic::parse(&longer), None);
