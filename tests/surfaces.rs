@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::proc::{is_root, run, Daemon};
+use common::pam::{PamFixture, PASSWORD};
+use common::proc::{run, Daemon};
 use common::vmux::*;
 use std::path::Path;
 use std::process::Command;
@@ -247,60 +248,6 @@ fn ssh_askpass_confirms_like_ssh_add_c() {
     assert!(s.signer.log().contains("userDenied"));
 }
 
-struct PamFixture {
-    service: String,
-    user: String,
-}
-
-impl PamFixture {
-    fn new(stack: &str) -> PamFixture {
-        assert!(
-            is_root(),
-            "the PAM test needs root (a test user and /etc/pam.d entry); run the suite as root"
-        );
-        let tag = format!("{}{}", std::process::id(), rand_suffix());
-        let user = format!("vmuxpam{}", &tag[tag.len().saturating_sub(6)..]);
-        let service = format!("vmux-test-{tag}");
-        let out = run(
-            Command::new("useradd").args([
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                &user,
-            ]),
-            T,
-        );
-        assert!(out.success(), "useradd: {out:?}");
-        let mut chpasswd = Command::new("chpasswd");
-        chpasswd.stdin(std::process::Stdio::piped());
-        let mut child = chpasswd.spawn().unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{user}:right horse battery\n").as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "chpasswd");
-        std::fs::write(format!("/etc/pam.d/{service}"), stack).unwrap();
-        PamFixture { service, user }
-    }
-}
-
-fn rand_suffix() -> String {
-    format!(
-        "{:x}",
-        Instant::now().elapsed().as_nanos() ^ (std::process::id() as u128) << 7
-    )
-}
-
-impl Drop for PamFixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/etc/pam.d/{}", self.service));
-        let _ = Command::new("userdel").arg(&self.user).output();
-    }
-}
-
 /// `vmux signer approve ID` with the password on standard input.
 fn approve_with(s: &Setup, password: &str) -> common::proc::Output {
     let p = s.signer.wait_pending(1);
@@ -314,9 +261,7 @@ fn approve_with(s: &Setup, password: &str) -> common::proc::Output {
 
 /// A signer that verifies with a PAM service whose auth is `module` (for a test user).
 fn with_pam(module: &str) -> (PamFixture, Setup) {
-    let pam = PamFixture::new(&format!(
-        "auth required {module}\naccount required pam_permit.so\n"
-    ));
+    let pam = PamFixture::with_auth(module);
     let s = setup_with(
         &[],
         &format!(
@@ -332,7 +277,7 @@ fn pam_verifies_after_approve_and_before_signing() {
     let (_pam, s) = with_pam("pam_unix.so");
     // Approve + the right password: signed.
     let h = sign(&s, "m1");
-    let out = approve_with(&s, "right horse battery");
+    let out = approve_with(&s, PASSWORD);
     assert!(out.success(), "{out:?}");
     assert!(h.join().unwrap().success());
     // Approve + a wrong password: presenceFailed, nothing signed.
@@ -363,7 +308,7 @@ fn pam_verifies_after_approve_and_before_signing() {
 fn pam_deny_refuses_every_approval() {
     let (_pam, s) = with_pam("pam_deny.so");
     let h = sign(&s, "m1");
-    let out = approve_with(&s, "right horse battery");
+    let out = approve_with(&s, PASSWORD);
     assert!(!out.success(), "{out:?}");
     assert!(!h.join().unwrap().success());
     assert!(s.signer.log().contains("presenceFailed"));

@@ -92,3 +92,12 @@ write("upstream_answers", "identities",
 write("upstream_answers", "sign_response", bytes([13, 14]) + s(s("ssh-ed25519") + s(bytes(64))))
 write("upstream_answers", "add_success", bytes([17, 6]))
 write("upstream_answers", "sign_failure", bytes([13, 5]))
+
+# --- sk_blobs: security-key public keys, and store signatures to wrap -----------
+P256_POINT = b"\x04" + bytes(range(64))
+write("sk_blobs", "sk_ecdsa_pub", s("sk-ecdsa-sha2-nistp256@openssh.com") + s("nistp256") + s(P256_POINT) + s("ssh:"))
+write("sk_blobs", "sk_ed25519_pub", s("sk-ssh-ed25519@openssh.com") + s(bytes(range(32))) + s("ssh:"))
+write("sk_blobs", "ecdsa_pub", s("ecdsa-sha2-nistp256") + s("nistp256") + s(P256_POINT))
+write("sk_blobs", "ecdsa_sig", s("ecdsa-sha2-nistp256") + s(s(b"\x00\x80" + bytes(31)) + s(bytes(range(1, 33)))))
+write("sk_blobs", "ed25519_sig", s("ssh-ed25519") + s(bytes(64)))
+write("sk_blobs", "sk_sig", s("sk-ssh-ed25519@openssh.com") + s(bytes(64)) + b"\x05" + struct.pack(">I", 7))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use vmux_signer::control::{control_call, ControlRequest};
 use vmux_signer::describe::describe;
+use vmux_signer::keystore::sk;
 use vmux_signer::keystore::software::{self, SoftwareKeystore};
 use vmux_signer::state::SignerConfig;
 use vmux_signer::{Signer, SignerError, SignerHome};
@@ -106,6 +107,11 @@ pub enum KeysCmd {
         /// Allowed login hosts, comma-separated patterns (verified destinations only).
         #[arg(long)]
         hosts: Option<String>,
+        /// User verification after Approve for this key: `pam` (PAM with the signer's
+        /// `pam_service`), or `off`. A security-key key then sets user-verified in its
+        /// signatures, which sshd's `verify-required` asks for.
+        #[arg(long, value_parser = ["pam", "off"])]
+        verify: Option<String>,
         /// Remove the key's policy.
         #[arg(long)]
         clear: bool,
@@ -145,9 +151,14 @@ pub enum KeysCmd {
     /// software, inside the TPM, or on a PKCS#11 token.
     Add {
         /// ecdsa (ecdsa-sha2-nistp256), ecdsa-p384 or ed25519; in a TPM ecdsa or rsa; on a token
-        /// ecdsa, ecdsa-p384 or rsa.
+        /// ecdsa, ecdsa-p384 or rsa. Security-key keys (sk-ecdsa-sha2-nistp256@openssh.com,
+        /// sk-ssh-ed25519@openssh.com), whose signatures tell the server that a person
+        /// approved: sk-ecdsa (any store) or sk-ed25519 (software).
         #[arg(long = "type", default_value = "ecdsa")]
         key_type: String,
+        /// A security-key key's application string (OpenSSH's; begins with `ssh:`).
+        #[arg(long)]
+        application: Option<String>,
         /// The key's comment, shown on every request it signs.
         #[arg(long, default_value = "")]
         comment: String,
@@ -490,11 +501,14 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
             for k in software::public_keys(&home.keys())? {
                 let st = states.get(&k.fingerprint).cloned().unwrap_or_default();
                 // A token key: which slot holds the token now, if any.
-                let store = if k.store.starts_with("pkcs11") && k.private_present {
+                let mut store = if k.store.starts_with("pkcs11") && k.private_present {
                     vmux_signer::keystore::pkcs11::describe(&k.private)
                 } else {
                     k.store
                 };
+                if let Some(app) = &k.security_key {
+                    store += &format!(", security key ({app})");
+                }
                 println!(
                     "{}  {}  {}  ({}){}{}",
                     k.fingerprint,
@@ -554,6 +568,7 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
             key,
             namespaces,
             hosts,
+            verify,
             clear,
         } => {
             let mut config = home.load_config()?;
@@ -576,14 +591,26 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                     known,
                     "no key {key} here; `vmux signer keys list` shows the fingerprints"
                 );
+                // Verification stays as it was unless --verify says otherwise.
+                let kept_verify = config
+                    .policy
+                    .iter()
+                    .find(|p| p.key == key)
+                    .and_then(|p| p.verify.clone());
+                let verify = match verify.as_deref() {
+                    Some("off") => None,
+                    Some(v) => Some(v.to_string()),
+                    None => kept_verify,
+                };
                 config.policy.retain(|p| p.key != key);
                 let what = if clear {
                     format!("{key} cleared")
                 } else {
                     format!(
-                        "{key} namespaces={} hosts={}",
+                        "{key} namespaces={} hosts={} verify={}",
                         namespaces.clone().unwrap_or_default(),
-                        hosts.clone().unwrap_or_default()
+                        hosts.clone().unwrap_or_default(),
+                        verify.as_deref().unwrap_or("off")
                     )
                 };
                 if !clear {
@@ -591,7 +618,7 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                         key,
                         namespaces: list(namespaces),
                         hosts: list(hosts),
-                        verify: None,
+                        verify,
                     });
                 }
                 home.save_config(&config)?;
@@ -612,12 +639,70 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
                     })
                 };
                 println!(
-                    "{}  namespaces: {}  hosts: {}",
+                    "{}  namespaces: {}  hosts: {}{}",
                     p.key,
                     show(&p.namespaces),
-                    show(&p.hosts)
+                    show(&p.hosts),
+                    p.verify
+                        .as_deref()
+                        .map(|v| format!("  verify: {v}"))
+                        .unwrap_or_default()
                 );
             }
+        }
+        KeysCmd::Add {
+            key_type,
+            application,
+            comment,
+            store,
+            use_existing,
+            ..
+        } if application.is_some() || sk::Curve::parse(&key_type).is_some() => {
+            let curve = sk::Curve::parse(&key_type).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--application is for security-key keys (--type sk-ecdsa or sk-ed25519)"
+                )
+            })?;
+            anyhow::ensure!(
+                !use_existing,
+                "--use-existing makes no security-key key: a token key made by vmux can be one (--type sk-ecdsa --store pkcs11)"
+            );
+            let app = application.unwrap_or_else(|| sk::DEFAULT_APPLICATION.into());
+            sk::check_application(&app)?;
+            if curve == sk::Curve::Ed25519 && store.store != "software" {
+                bail!(
+                    "--type sk-ed25519 is made in software only (a TPM and a PKCS#11 token hold P-256 here: --type sk-ecdsa)"
+                );
+            }
+            let inner = if store.store == "software" {
+                let pass = software_passphrase(home)?;
+                software::generate(
+                    &home.keys(),
+                    software::parse_algorithm(curve.inner_type())?,
+                    &comment,
+                    pass.as_deref().map(|s| s.as_str()),
+                )?
+            } else {
+                let config = home.load_config()?;
+                super::stores::generate(
+                    &config,
+                    &home.keys(),
+                    &store,
+                    curve.inner_type(),
+                    &comment,
+                    None,
+                )?
+            };
+            let public = sk::adopt(&home.keys(), &inner, &app)?;
+            println!("{}", public.to_openssh()?);
+            changed_keys(
+                home,
+                &format!(
+                    "added {} ({}, security key {app})",
+                    public.fingerprint(ssh_key::HashAlg::Sha256),
+                    store.store
+                ),
+            );
         }
         KeysCmd::Add {
             comment,
@@ -668,14 +753,7 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
             key_type, comment, ..
         } => {
             let algorithm = software::parse_algorithm(&key_type)?;
-            let pass = if software::any_encrypted(&home.keys())? {
-                let p = super::passphrase("Keystore passphrase: ", false)?
-                    .ok_or_else(|| SignerError::NeedsPassphrase(home.keys()))?;
-                SoftwareKeystore::open(&home.keys(), Some(&p))?; // checks it
-                Some(p)
-            } else {
-                None
-            };
+            let pass = software_passphrase(home)?;
             let public = software::generate(
                 &home.keys(),
                 algorithm,
@@ -690,6 +768,18 @@ fn keys(home: &SignerHome, cmd: KeysCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The passphrase a new software key is encrypted with: the keystore's, checked, when
+/// its keys are encrypted.
+fn software_passphrase(home: &SignerHome) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    if !software::any_encrypted(&home.keys())? {
+        return Ok(None);
+    }
+    let p = super::passphrase("Keystore passphrase: ", false)?
+        .ok_or_else(|| SignerError::NeedsPassphrase(home.keys()))?;
+    SoftwareKeystore::open(&home.keys(), Some(&p))?; // checks it
+    Ok(Some(p))
 }
 
 /// Change one key's state and tell the running signer.

@@ -3,6 +3,7 @@
 
 pub mod hw;
 pub mod netns;
+pub mod pam;
 pub mod peer;
 pub mod proc;
 pub mod sshd;

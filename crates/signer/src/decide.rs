@@ -54,6 +54,8 @@ pub async fn approve(
             signer.queue.decide(id, digest, Decision::Unverified)?;
             return Err(SignerError::VerificationFailed(e.to_string()));
         }
+        // Verification ran for this decision: a security-key signature may say so.
+        signer.keystore.note_verified(&p.id);
     }
     Ok(done(
         signer,

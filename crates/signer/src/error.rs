@@ -35,6 +35,8 @@ pub enum SignerError {
     NoPairingWithCode,
     #[error("unsupported key type {0}: use ed25519 or ecdsa (ecdsa-sha2-nistp256); rsa only on a token or the TPM")]
     UnsupportedKeyType(String),
+    #[error("security-key key: {0}")]
+    SecurityKey(String),
     #[error("PKCS#11: {0}")]
     Token(String),
     #[error("TPM: {0}")]

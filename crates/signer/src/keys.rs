@@ -3,7 +3,7 @@
 //! the per-key state kept beside the key directory in `signer/keys.json` (a key
 //! directory holds keys only).
 
-use crate::keystore::Keystore;
+use crate::keystore::{sk, Keystore, SignOptions};
 use crate::state::SignerHome;
 use crate::SignerError;
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,8 @@ pub struct Keys {
     store: RwLock<Arc<dyn Keystore>>,
     states: RwLock<KeyStates>,
     reopen: RwLock<Option<Reopen>>,
+    /// Queue entries whose approval ran user verification (see [`Keys::note_verified`]).
+    verified: sk::Verified,
 }
 
 impl Keys {
@@ -65,6 +67,7 @@ impl Keys {
             store: RwLock::new(Arc::from(store)),
             states: RwLock::new(states),
             reopen: RwLock::new(None),
+            verified: Default::default(),
         }
     }
 
@@ -94,17 +97,35 @@ impl Keys {
     }
 
     pub fn sign(&self, key_blob: &[u8], data: &[u8], flags: u32) -> Result<Vec<u8>, ErrorCode> {
-        let disabled = self
-            .states
-            .read()
-            .unwrap()
-            .get(&key_fingerprint(key_blob))
-            .is_some_and(|s| !s.enabled);
-        if disabled {
+        self.sign_with(
+            key_blob,
+            data,
+            &SignOptions {
+                flags,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn sign_with(
+        &self,
+        key_blob: &[u8],
+        data: &[u8],
+        how: &SignOptions,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        if self.disabled(key_blob) {
             return Err(ErrorCode::KeyDisabled);
         }
         let store = self.store.read().unwrap().clone();
-        store.sign(key_blob, data, flags)
+        store.sign_with(key_blob, data, how)
+    }
+
+    fn disabled(&self, key_blob: &[u8]) -> bool {
+        self.states
+            .read()
+            .unwrap()
+            .get(&key_fingerprint(key_blob))
+            .is_some_and(|s| !s.enabled)
     }
 
     /// Sign, off the async runtime when the key lives on a device that may block (a
@@ -115,23 +136,48 @@ impl Keys {
         data: &[u8],
         flags: u32,
     ) -> Result<Vec<u8>, ErrorCode> {
+        self.sign_async_with(
+            key_blob,
+            data,
+            SignOptions {
+                flags,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Keys::sign_async`] with what the signature may say about the decision (a
+    /// security-key key sets user-verified from `how`).
+    pub async fn sign_async_with(
+        &self,
+        key_blob: &[u8],
+        data: &[u8],
+        how: SignOptions,
+    ) -> Result<Vec<u8>, ErrorCode> {
         let store = self.store.read().unwrap().clone();
         if !store.blocking(key_blob) {
-            return self.sign(key_blob, data, flags);
+            return self.sign_with(key_blob, data, &how);
         }
-        let disabled = self
-            .states
-            .read()
-            .unwrap()
-            .get(&key_fingerprint(key_blob))
-            .is_some_and(|s| !s.enabled);
-        if disabled {
+        if self.disabled(key_blob) {
             return Err(ErrorCode::KeyDisabled);
         }
         let (blob, data) = (key_blob.to_vec(), data.to_vec());
-        tokio::task::spawn_blocking(move || store.sign(&blob, &data, flags))
+        tokio::task::spawn_blocking(move || store.sign_with(&blob, &data, &how))
             .await
             .unwrap_or(Err(ErrorCode::Internal))
+    }
+
+    /// User verification ran, and succeeded, for the approval of queue entry `id`
+    /// (`crate::decide`, before the decision is delivered).
+    pub fn note_verified(&self, id: &str) {
+        self.verified.note(id);
+    }
+
+    /// Whether user verification ran for the approval of queue entry `id` (asked once,
+    /// by the request, when its approval arrives).
+    pub fn take_verified(&self, id: &str) -> bool {
+        self.verified.take(id)
     }
 
     /// Where a key lives (`keys list`, the prompt).

@@ -39,6 +39,10 @@ impl SignerHome {
     pub fn key_states(&self) -> PathBuf {
         self.dir.join("keys.json")
     }
+    /// Security-key keys' signature counters (beside `keys/`, not in it).
+    pub fn sk_counters(&self) -> PathBuf {
+        self.dir.join(crate::keystore::sk::COUNTERS)
+    }
     /// The CA's certificate serial counter (beside `ca/`, not in it).
     pub fn ca_serial(&self) -> PathBuf {
         self.dir.join("ca-serial")

@@ -1,10 +1,12 @@
 //! Where private keys live and sign. Backends implement [`Keystore`]; the rest of the
 //! signer never touches key material. A key directory may mix stores: OpenSSH files
 //! (`software`), PKCS#11 references (`*.pkcs11`) and TPM-wrapped blobs (`*.tpm`);
-//! [`Stores`] puts them behind one keystore.
+//! [`Stores`] puts them behind one keystore, and [`sk::SkKeystore`] in front of them
+//! makes the keys whose `.pub` is a security-key public key sign as security keys.
 
 pub mod blob;
 pub mod pkcs11;
+pub mod sk;
 pub mod software;
 #[cfg(feature = "tpm")]
 pub mod tpm;
@@ -21,6 +23,18 @@ pub trait Keystore: Send + Sync {
     /// signature blob. `flags` are the agent protocol's RSA hash flags.
     fn sign(&self, key_blob: &[u8], data: &[u8], flags: u32) -> Result<Vec<u8>, ErrorCode>;
 
+    /// Sign as [`Keystore::sign`] does, knowing what the signature may say about the
+    /// decision behind it (security-key keys: whether user verification ran). Stores
+    /// whose signatures say nothing about it just sign.
+    fn sign_with(
+        &self,
+        key_blob: &[u8],
+        data: &[u8],
+        how: &SignOptions,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        self.sign(key_blob, data, how.flags)
+    }
+
     /// Signing with this key may block on a device (a token, the TPM): the signer runs
     /// it off the async runtime.
     fn blocking(&self, _key_blob: &[u8]) -> bool {
@@ -31,6 +45,16 @@ pub trait Keystore: Send + Sync {
     fn location(&self, _key_blob: &[u8]) -> Option<String> {
         None
     }
+}
+
+/// One signature's circumstances, beyond the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignOptions {
+    /// The agent protocol's RSA hash flags.
+    pub flags: u32,
+    /// User verification (PAM after Approve) ran for the decision and succeeded: a
+    /// security-key signature then sets its user-verified flag.
+    pub user_verified: bool,
 }
 
 /// What opening a key directory needs besides the directory.
@@ -69,7 +93,15 @@ pub fn open_dir(
             crate::SignerError::NoTpmSupport
         );
     }
-    Ok(Box::new(Stores(stores)))
+    let stores = Box::new(Stores(stores));
+    if sk::keys_in(dir).is_empty() {
+        return Ok(stores);
+    }
+    Ok(Box::new(sk::SkKeystore::over(
+        dir,
+        stores,
+        sk::Counters::beside(dir),
+    )))
 }
 
 /// The `*.tpm` files (TSS2 PEM blobs) in `dir`.
@@ -105,6 +137,17 @@ impl Keystore for Stores {
         self.owner(key_blob)
             .ok_or(ErrorCode::KeyNotFound)?
             .sign(key_blob, data, flags)
+    }
+
+    fn sign_with(
+        &self,
+        key_blob: &[u8],
+        data: &[u8],
+        how: &SignOptions,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        self.owner(key_blob)
+            .ok_or(ErrorCode::KeyNotFound)?
+            .sign_with(key_blob, data, how)
     }
 
     fn blocking(&self, key_blob: &[u8]) -> bool {

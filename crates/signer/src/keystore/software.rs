@@ -143,6 +143,8 @@ pub struct PublicInfo {
     /// The private key file that goes with it.
     pub private: PathBuf,
     pub private_present: bool,
+    /// A security-key key: its application (`ssh:`).
+    pub security_key: Option<String>,
 }
 
 /// Every `.pub` in `dir`, sorted, with whether its private key is there.
@@ -182,7 +184,14 @@ pub fn public_keys(dir: &Path) -> Result<Vec<PublicInfo>, SignerError> {
                 .unwrap_or_else(|| "pkcs11: unreadable reference".into()),
             other => other.to_string(),
         };
+        let security_key = k
+            .key_data()
+            .encode_vec()
+            .ok()
+            .and_then(|b| super::sk::SkPublic::parse(&b))
+            .map(|sk| sk.application);
         out.push(PublicInfo {
+            security_key,
             fingerprint: k.fingerprint(HashAlg::Sha256).to_string(),
             algorithm: k.algorithm().as_str().to_string(),
             comment: k.comment().to_string(),

@@ -193,7 +193,10 @@ pub(crate) fn inspect(
         requester: req.context.requester.as_deref().map(field),
         key: Some(key_fp),
         key_comment: Some(field(&key.comment)),
-        key_store: Some(field(&key.provider)),
+        key_store: Some(field(&crate::keystore::sk::store_name(
+            &key.provider,
+            &key.public_key,
+        ))),
         data_digest: Some(hex(&Sha256::digest(&req.data))),
         verify,
         created: vmux_proto::now_unix(),

@@ -200,7 +200,7 @@ pub(crate) async fn sign(
             }
             Some((Decision::Unverified, _)) => Err(Refusal::new(ErrorCode::PresenceFailed)
                 .why("approved, but user verification failed")),
-            Some((Decision::Approve, _)) => {
+            Some((Decision::Approve, id)) => {
                 // Revoked while the person looked: nothing is signed for it.
                 if signer.paired_device(&device.public_key).is_none() {
                     return Err(Refusal::new(ErrorCode::PairingInvalid));
@@ -219,7 +219,15 @@ pub(crate) async fn sign(
                 }
                 let sig = signer
                     .keystore
-                    .sign_async(&req.key_blob, &req.data, req.flags)
+                    .sign_async_with(
+                        &req.key_blob,
+                        &req.data,
+                        crate::keystore::SignOptions {
+                            flags: req.flags,
+                            // Security-key keys: user-verified only if PAM ran for it.
+                            user_verified: signer.keystore.take_verified(&id),
+                        },
+                    )
                     .await
                     .map_err(|code| Refusal::new(code).why("the key could not sign"))?;
                 if let Some((name, key)) = &seen.pin {
