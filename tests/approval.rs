@@ -453,16 +453,30 @@ fn peer_text_is_escaped_everywhere_it_is_shown() {
     req.context.requester = Some("ssh (1) \u{1b}[8m← hidden\r\n".into());
     peer.submit(req);
     let label2 = Uuid::new_v4();
-    let mut req2 = peer.sign_request(label2, &ed, &userauth(b"s", "root\r\nuser: nobody", &ed));
+    let mut req2 = peer.sign_request(label2, &ed, &userauth(b"s", "root", &ed));
     req2.context.host = Some("h\u{1b}[1A".into());
     peer.submit(req2);
+    // A login user name with a line break would draw a fake line: refused, not shown.
+    let label3 = Uuid::new_v4();
+    let req3 = peer.sign_request(label3, &ed, &userauth(b"s", "root\r\nuser: nobody", &ed));
+    peer.submit(req3);
+    assert_eq!(
+        peer.sign_response(label3).error,
+        Some(ErrorCode::ContextMismatch)
+    );
     let mut p = signer.wait_pending(2);
     p.sort_by_key(|e| e["purpose"] == "login");
     let json = ok(&shome, &["signer", "pending", "--json"]);
     let human = ok(&shome, &["signer", "pending"]);
     assert_inert("pending --json", &json);
     assert_inert("pending", &human);
-    assert_eq!(human.lines().count(), 2, "one line per request: {human}");
+    let (each, list) = human.split_once("\n\n").expect("the two as a list too");
+    assert_eq!(each.lines().count(), 2, "one line per request: {human}");
+    assert_eq!(
+        list.lines().count(),
+        4,
+        "two list lines, a heading, the digest: {human}"
+    );
     for e in &p {
         for (k, v) in e.as_object().unwrap() {
             if let Some(v) = v.as_str() {
@@ -482,7 +496,10 @@ fn peer_text_is_escaped_everywhere_it_is_shown() {
         p[0]["purpose"].as_str().unwrap().contains("\\e[31m"),
         "{p:?}"
     );
-    assert!(p[1]["user"].as_str().unwrap().contains("\\r\\n"), "{p:?}");
+    assert!(
+        p[1]["destination"].as_str().unwrap().contains("root@"),
+        "{p:?}"
+    );
     // The text a person reads when deciding: the same, escaped.
     let decided = ok(&shome, &["signer", "deny", p[0]["id"].as_str().unwrap()]);
     assert_inert("deny output", &decided);

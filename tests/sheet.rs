@@ -111,10 +111,13 @@ fn the_sheet_shows_every_field_and_decides_only_on_deliberate_keys() {
     );
     t.wait_for("Denied", 1);
 
-    // Two at once: the queue depth is shown; `a` approves the one on screen.
+    // Two at once: shown as one list; `l` shows them one at a time, with the queue
+    // depth; `a` approves the one on screen.
     let h1 = sign("m2");
     t.wait_for("SSH Sign Request", 1);
     let h2 = sign("m3");
+    t.wait_for("2 SSH Sign Requests, as one list", 1);
+    t.keys(&["l"]);
     t.wait_for("1 more waiting", 1);
     t.decide(&["a"]);
     t.wait_for("Approved remote sign request", 1);
@@ -124,6 +127,8 @@ fn the_sheet_shows_every_field_and_decides_only_on_deliberate_keys() {
     t.decide(&["a"]);
     assert!(h1_ok && h1.join().unwrap().success());
     assert!(h2.join().unwrap().success());
+    t.keys(&["l"]);
+    t.wait_for("shown as one list", 1);
 
     // A request whose client gives up leaves the sheet.
     let msg = tmp.path().join("m4");

@@ -10,6 +10,7 @@ use vmux_signer::control::{control_call, ControlRequest};
 use vmux_signer::describe::describe;
 use vmux_signer::keystore::sk;
 use vmux_signer::keystore::software::{self, SoftwareKeystore};
+use vmux_signer::queue::PendingInfo;
 use vmux_signer::state::SignerConfig;
 use vmux_signer::{Signer, SignerError, SignerHome};
 
@@ -67,8 +68,19 @@ pub enum SignerCmd {
         after_help = "Without an id: use --next for the oldest request, or --code NNNNNN for a pairing."
     )]
     Approve(Decide),
-    /// Deny a pending request (by id, or the oldest one with --next).
+    /// Deny a pending request (by id, the oldest one with --next, or a list with --list).
     Deny(Decide),
+    /// Requesters muted from the sheet (denied at once until the mute ends): list them,
+    /// or lift every mute.
+    #[command(group = clap::ArgGroup::new("what").required(true))]
+    Mute {
+        /// The mutes in force: device, requester chain, until when, how many denied.
+        #[arg(long, group = "what")]
+        list: bool,
+        /// Lift every mute: their requests are asked about again.
+        #[arg(long, group = "what")]
+        clear: bool,
+    },
     /// Host keys this signer has pinned (recorded when you approve a login whose server
     /// proved its key); `hosts remove NAME|SHA256:…` forgets one.
     Hosts {
@@ -249,8 +261,14 @@ pub enum CaCmd {
 pub struct Decide {
     /// The request id (or a unique prefix of it), from `vmux signer pending`: the entry
     /// is printed, then decided.
-    #[arg(conflicts_with_all = ["next", "code"])]
+    #[arg(conflicts_with_all = ["next", "code", "list"])]
     id: Option<String>,
+    /// Two or more pending sign requests as one list: without DIGEST, print the list
+    /// and its digest; with it, decide exactly the requests of that list (all or none).
+    /// A request that arrived after the list was printed is not on it and stays pending.
+    #[arg(long, value_name = "DIGEST", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["next", "code", "digest"])]
+    list: Option<String>,
     /// The oldest pending request (never a pairing): printed with its digest, then
     /// decided only by an answer typed on this terminal, or by `--digest`.
     #[arg(long, conflicts_with = "code")]
@@ -370,10 +388,44 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
                 for p in &pending {
                     println!("{}", vmux_signer::describe::summary(p));
                 }
+                let list = call(&home, &ControlRequest::List).await.ok();
+                if let Some((l, digest)) = list.and_then(|r| r.pending.zip(r.list_digest)) {
+                    println!();
+                    print_list(&l);
+                    println!("list digest {digest}: vmux signer approve --list {digest} (or deny --list)");
+                }
             }
         }
         SignerCmd::Approve(d) => return decide(&home, d, true).await,
         SignerCmd::Deny(d) => return decide(&home, d, false).await,
+        SignerCmd::Mute { clear, .. } => {
+            let req = if clear {
+                ControlRequest::ClearMutes
+            } else {
+                ControlRequest::Mutes
+            };
+            let before = call(&home, &ControlRequest::Mutes).await?.mutes;
+            let mutes = call(&home, &req).await?.mutes.unwrap_or_default();
+            if clear {
+                println!("lifted {} mutes", before.map_or(0, |m| m.len()));
+            } else if mutes.is_empty() {
+                println!("no mutes");
+            }
+            for m in &mutes {
+                let until = m
+                    .until
+                    .map_or("until the signer restarts".to_string(), |u| {
+                        format!(
+                            "for {} more",
+                            vmux_proto::time::duration(u.saturating_sub(vmux_proto::now_unix()))
+                        )
+                    });
+                println!(
+                    "muted: {} ({})  requester {}  {until}  denied {} so far",
+                    m.device, m.device_id, m.requester, m.denied
+                );
+            }
+        }
         SignerCmd::Devices {
             action: Some(DevicesCmd::Revoke { id }),
         } => {
@@ -1186,6 +1238,9 @@ async fn call(
 
 async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<ExitCode> {
     let verb = if approve { "approved" } else { "denied" };
+    if let Some(digest) = d.list {
+        return decide_list(home, &digest, approve).await;
+    }
     if let Some(code) = d.code {
         anyhow::ensure!(approve, "--code approves a pairing; deny one by its id");
         // With user verification configured, a new device is trusted only after it.
@@ -1318,6 +1373,45 @@ async fn decide(home: &SignerHome, d: Decide, approve: bool) -> anyhow::Result<E
         println!("(the requester had already gone; recorded as a delivery failure)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `approve|deny --list [DIGEST]`: print the list, or decide the one with that digest.
+async fn decide_list(home: &SignerHome, digest: &str, approve: bool) -> anyhow::Result<ExitCode> {
+    let verb = if approve { "approve" } else { "deny" };
+    if digest.is_empty() {
+        let resp = call(home, &ControlRequest::List).await?;
+        print_list(&resp.pending.unwrap_or_default());
+        println!(
+            "{verb} exactly these: vmux signer {verb} --list {}",
+            resp.list_digest.unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let resp = call(
+        home,
+        &ControlRequest::DecideList {
+            digest: digest.to_string(),
+            approve,
+        },
+    )
+    .await?;
+    let decided = resp.decided_list.unwrap_or_default();
+    println!(
+        "{}: {} requests of list {digest}",
+        if approve { "approved" } else { "denied" },
+        decided.len()
+    );
+    for (i, p) in decided.iter().enumerate() {
+        println!("{}", vmux_signer::describe::list_line(i + 1, p));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_list(list: &[PendingInfo]) {
+    println!("{} sign requests, to decide as one list:", list.len());
+    for (i, p) in list.iter().enumerate() {
+        println!("{}", vmux_signer::describe::list_line(i + 1, p));
+    }
 }
 
 /// A y/N question on the terminal; anything but y/yes is no. An answer typed within a

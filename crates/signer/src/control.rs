@@ -56,6 +56,17 @@ pub enum ControlRequest {
     },
     /// What the running signer is: where it listens, its devices and keys.
     Status,
+    /// The pending sign requests that may be decided as one list, with its digest.
+    List,
+    /// Decide the list displayed with `digest` (all of it, or nothing).
+    DecideList {
+        digest: String,
+        approve: bool,
+    },
+    /// The mutes in force.
+    Mutes,
+    /// Lift every mute.
+    ClearMutes,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -72,6 +83,14 @@ pub struct ControlResponse {
     pub delivered: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<SignerStatus>,
+    /// The digest of the list in `pending` (`List`), or of the list decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_digest: Option<String>,
+    /// Every entry a `DecideList` decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_list: Option<Vec<PendingInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutes: Option<Vec<crate::mute::Mute>>,
 }
 
 /// The running signer, for `vmux status`.
@@ -208,6 +227,44 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
             pending: Some(signer.queue.pending()),
             ..Default::default()
         },
+        ControlRequest::List => match signer.queue.list() {
+            Some(l) => ControlResponse {
+                ok: true,
+                list_digest: Some(crate::queue::list_digest(&l)),
+                pending: Some(l),
+                ..Default::default()
+            },
+            None => fail("fewer than two sign requests are pending: nothing to decide as a list"),
+        },
+        ControlRequest::DecideList { digest, approve } => {
+            let r = decide::find_list(signer, &digest)
+                .and_then(|ids| decide::list(signer, &ids, &digest, approve));
+            match r {
+                Ok(d) => ControlResponse {
+                    ok: true,
+                    list_digest: Some(digest),
+                    decided_list: Some(d.into_iter().map(|d| d.info).collect()),
+                    ..Default::default()
+                },
+                Err(e) => fail(e),
+            }
+        }
+        ControlRequest::Mutes => ControlResponse {
+            ok: true,
+            mutes: Some(signer.mutes.list()),
+            ..Default::default()
+        },
+        ControlRequest::ClearMutes => {
+            let n = signer.mutes.clear();
+            signer.record(obj(
+                serde_json::json!({"event": "mutesCleared", "count": n}),
+            ));
+            ControlResponse {
+                ok: true,
+                mutes: Some(vec![]),
+                ..Default::default()
+            }
+        }
         ControlRequest::Status => ControlResponse {
             ok: true,
             status: Some(status(signer)),

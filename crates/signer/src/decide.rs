@@ -63,6 +63,81 @@ pub async fn approve(
     ))
 }
 
+/// Decide every request of a list displayed as one (`ids` in the order shown, `digest`
+/// over them): all of them, or none when one changed or left. A request that arrived
+/// after the list was drawn is not in `ids` and stays pending.
+pub fn list(
+    signer: &Signer,
+    ids: &[String],
+    digest: &str,
+    approve: bool,
+) -> Result<Vec<Decided>, SignerError> {
+    let d = if approve {
+        Decision::Approve
+    } else {
+        Decision::Deny
+    };
+    Ok(signer
+        .queue
+        .decide_list(ids, digest, d)?
+        .into_iter()
+        .map(|r| done(signer, r))
+        .collect())
+}
+
+/// The list whose digest is `digest`, among the lists the pending sign requests could
+/// have been displayed as (a list is drawn from the oldest; later arrivals only append).
+pub fn find_list(signer: &Signer, digest: &str) -> Result<Vec<String>, SignerError> {
+    let all = signer.queue.list().unwrap_or_default();
+    (2..=all.len())
+        .find(|n| crate::queue::list_digest(&all[..*n]) == digest)
+        .map(|n| all[..n].iter().map(|p| p.id.clone()).collect())
+        .ok_or_else(|| SignerError::ListChanged(digest.to_string()))
+}
+
+/// How long a mute lasts, as the sheet offers it: 5 minutes, an hour, or until the
+/// signer restarts (`None`).
+pub const MUTE_CHOICES: [(&str, Option<u64>); 3] = [
+    ("5 minutes", Some(300)),
+    ("1 hour", Some(3600)),
+    ("until the signer restarts", None),
+];
+
+/// Deny the sign request `id` displayed with `digest`, and mute its device and
+/// requester chain for `secs` (`None`: until restart). Requests from them already
+/// waiting are denied as muted too (a mute only ever denies). Returns the decided entry
+/// and how many waiting ones the mute denied.
+pub fn deny_and_mute(
+    signer: &Signer,
+    id: &str,
+    digest: &str,
+    secs: Option<u64>,
+) -> Result<(Decided, usize), SignerError> {
+    let p = exact(signer, id, digest)?;
+    if p.kind != "sign" {
+        return Err(SignerError::NotMutable(p.id));
+    }
+    let d = deny(signer, id, digest)?;
+    signer
+        .mutes
+        .add(&p.from_id, &p.from, p.requester.as_deref(), secs);
+    signer.record(obj(serde_json::json!({
+        "event": "mute", "deviceId": p.from_id, "device": vmux_proto::text::field(&p.from),
+        "requester": p.requester.as_deref().map(crate::mute::chain),
+        "until": secs.map(|s| vmux_proto::now_unix() + s)})));
+    let mut n = 0;
+    for w in signer.queue.pending() {
+        if w.kind == "sign" && signer.mutes.matches(&w.from_id, w.requester.as_deref()) {
+            if let Ok(r) = signer.queue.decide(&w.id, &w.digest, Decision::Muted) {
+                signer.mutes.count(&w.from_id, w.requester.as_deref());
+                done(signer, r);
+                n += 1;
+            }
+        }
+    }
+    Ok((d, n))
+}
+
 /// Deny the entry `id` that was displayed with `digest` (pairings included).
 pub fn deny(signer: &Signer, id: &str, digest: &str) -> Result<Decided, SignerError> {
     Ok(done(

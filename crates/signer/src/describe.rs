@@ -102,3 +102,24 @@ pub fn summary(p: &PendingInfo) -> String {
     }
     s + &format!("  {age}s ago")
 }
+
+/// One line of a list decided as one (`n`: its place on the list, from 1): kind,
+/// device, purpose, destination, requester and key, nothing left out.
+pub fn list_line(n: usize, p: &PendingInfo) -> String {
+    let mut s = format!("{n:>2}. {}  from {}", p.kind, p.from);
+    s += &format!("  {}", p.purpose.as_deref().unwrap_or("purpose unknown"));
+    if let Some(d) = &p.destination {
+        s += &format!(" → {d}");
+    }
+    s += &format!(
+        "  requester (claimed) {}",
+        p.requester.as_deref().unwrap_or("not named")
+    );
+    if let Some(k) = &p.key {
+        s += &format!("  key {k}");
+    }
+    if let Some(w) = &p.warning {
+        s += &format!("  WARNING: {w}");
+    }
+    s
+}

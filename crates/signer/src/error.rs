@@ -27,8 +27,12 @@ pub enum SignerError {
     VerificationFailed(String),
     #[error("request {0} is no longer what was displayed; look at `vmux signer pending` again")]
     DisplayChanged(String),
+    #[error("the list {0} is no longer what was displayed (a request in it changed or left); nothing was decided; show it again with `vmux signer approve --list`")]
+    ListChanged(String),
     #[error("a pairing is approved by typing the code the other device shows: `vmux signer approve --code NNNNNN`")]
     PairingNeedsCode,
+    #[error("request {0} is not a sign request: only a device's sign requests can be muted")]
+    NotMutable(String),
     #[error("several pairings are waiting ({0}): a typed code is approved only while one waits; deny the ones you did not start (`vmux signer deny ID`, `vmux signer pending` lists them) and type the code again")]
     SeveralPairings(String),
     #[error("no pending pairing has that code; compare it with the code the other device shows (`vmux signer pending` lists pairings)")]

@@ -21,6 +21,7 @@ pub mod hosts;
 pub mod keys;
 pub mod keystore;
 pub mod listener;
+pub mod mute;
 pub mod pair;
 pub mod prompt;
 pub mod queue;

@@ -131,7 +131,9 @@ pub(crate) async fn pair<S: noise::Stream>(
     }
     let error = match decision {
         Some(Decision::Approve) => None,
-        Some(Decision::Deny | Decision::Unverified) => Some(ErrorCode::UserDenied),
+        Some(Decision::Deny | Decision::Unverified | Decision::Muted) => {
+            Some(ErrorCode::UserDenied)
+        }
         None => Some(ErrorCode::RequestExpired),
     };
     signer.record(obj(json!({"event": "pair", "requestId": confirm_id.unwrap_or(ticket.id),

@@ -17,6 +17,8 @@ pub enum Decision {
     Deny,
     /// Approved, but user verification (PAM) failed: refused as `presenceFailed`.
     Unverified,
+    /// Denied because a person muted its device and requester ([`crate::mute`]).
+    Muted,
 }
 
 /// What the deciding surface sends to the waiting request: the decision and the digest
@@ -118,6 +120,20 @@ impl PendingInfo {
     }
 }
 
+fn listable(p: &PendingInfo) -> bool {
+    p.kind == "sign" && p.verify.is_none()
+}
+
+/// The digest of a displayed list: SHA-256 over each entry's display digest, in order.
+pub fn list_digest(list: &[PendingInfo]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"vmux list v1");
+    for p in list {
+        h.update(p.compute_digest().as_bytes());
+    }
+    vmux_proto::identity::hex(&h.finalize())
+}
+
 struct Entry {
     info: PendingInfo,
     tx: oneshot::Sender<Verdict>,
@@ -177,6 +193,58 @@ impl Queue {
 
     pub fn depth(&self) -> usize {
         self.entries.lock().unwrap().len()
+    }
+
+    /// The sign requests that may be approved together, oldest first, when there are
+    /// two or more: signatures only (never a certificate or a pairing), and none that
+    /// asks for user verification (that is typed per request).
+    pub fn list(&self) -> Option<Vec<PendingInfo>> {
+        let l: Vec<PendingInfo> = self
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| listable(&e.info))
+            .map(|e| e.info.clone())
+            .collect();
+        (l.len() >= 2).then_some(l)
+    }
+
+    /// Decide every entry of a displayed list at once, if each is still exactly what
+    /// was displayed: `shown` is the list's digest ([`list_digest`]) over `ids`. Nothing
+    /// is decided when one entry changed or left. Only `crate::decide` calls this.
+    pub(crate) fn decide_list(
+        &self,
+        ids: &[String],
+        shown: &str,
+        d: Decision,
+    ) -> Result<Vec<(PendingInfo, bool)>, SignerError> {
+        let mut q = self.entries.lock().unwrap();
+        let mut picked = vec![];
+        for id in ids {
+            let e = q
+                .iter()
+                .find(|e| &e.info.id == id && listable(&e.info))
+                .ok_or_else(|| SignerError::ListChanged(shown.to_string()))?;
+            picked.push(e.info.clone());
+        }
+        if picked.len() < 2 || list_digest(&picked) != shown {
+            return Err(SignerError::ListChanged(shown.to_string()));
+        }
+        let mut taken = vec![];
+        for id in ids {
+            if let Some(pos) = q.iter().position(|e| &e.info.id == id) {
+                taken.push(q.remove(pos));
+            }
+        }
+        drop(q);
+        Ok(taken
+            .into_iter()
+            .map(|e| {
+                let digest = e.info.digest.clone();
+                self.deliver(e, d, &digest)
+            })
+            .collect())
     }
 
     /// Wait until the queue changes (or `wait` passes).
@@ -322,7 +390,7 @@ impl Queue {
             &e.info.id,
             match d {
                 Decision::Approve => Gone::Approved,
-                Decision::Deny | Decision::Unverified => Gone::Denied,
+                Decision::Deny | Decision::Unverified | Decision::Muted => Gone::Denied,
             },
         );
         self.changed.notify_waiters();

@@ -5,6 +5,13 @@
 //! by typing its code. Keys pressed before a request was on screen are thrown away, and
 //! a request that leaves the queue leaves the sheet.
 //!
+//! Two or more sign requests are shown as one list once arrivals pause, and the list
+//! is then frozen: one key decides exactly the requests on it (bound to the digest of
+//! what was drawn); a request arriving later waits for its own turn, and a listed one
+//! that changes or leaves takes the list off the screen. `l` switches to one at a time.
+//! `m` denies a request and mutes its device and requester chain for a while; `u`
+//! lifts every mute.
+//!
 //! Nothing else may draw on this screen: while the sheet runs, standard error goes to
 //! a log file (log lines and anything a library prints), and the sheet shows a one-line
 //! summary of the latest ones itself ([`note_event`]).
@@ -162,7 +169,19 @@ struct View {
     /// `q` was pressed and the sheet asks whether to stop.
     quitting: bool,
     public: Vec<String>,
+    /// Show two or more sign requests as one list (`l` toggles).
+    list_mode: bool,
+    /// The list on screen, frozen when drawn: its entries, digest, and when it appeared.
+    list: Option<(Vec<PendingInfo>, String, Instant)>,
+    /// Sign requests that could form a list, and since when that number has held.
+    settling: Option<(usize, Instant)>,
+    /// `m` was pressed: the sheet asks for how long to mute.
+    muting: bool,
 }
+
+/// How long arrivals must pause before two or more sign requests are drawn as a list
+/// (`git pull` across repositories sends them a few ms apart).
+const LIST_SETTLE: Duration = Duration::from_millis(700);
 
 const IDLE: &str = "Waiting for requests";
 const WAITS: &str = "A request waits for your decision";
@@ -185,11 +204,29 @@ pub async fn run(signer: Arc<Signer>, opts: Options) -> std::io::Result<()> {
         shown: None,
         quitting: false,
         public: public_lines(&signer),
+        list_mode: true,
+        list: None,
+        settling: None,
+        muting: false,
     };
     v.header.push(format!("log: {}", opts.log.display()));
     loop {
-        let head = signer.queue.pending().into_iter().next();
-        let depth = signer.queue.depth();
+        let pending = signer.queue.pending();
+        let depth = pending.len();
+        if update_list(&signer, &mut v, &pending) {
+            v.typed.clear();
+            v.secret = None;
+            v.muting = false;
+            while input.try_recv().is_ok() {}
+            // SAFETY: tcflush only drops queued terminal input.
+            unsafe {
+                libc::tcflush(0, libc::TCIFLUSH);
+            }
+        }
+        let head = match v.list {
+            Some(_) => None,
+            None => pending.into_iter().next(),
+        };
         // What is on screen changed: note when, and throw away what was typed before.
         let changed = match (&v.shown, &head) {
             (Some((a, _)), Some(b)) => a.id != b.id,
@@ -218,11 +255,17 @@ pub async fn run(signer: Arc<Signer>, opts: Options) -> std::io::Result<()> {
                 if v.banner.0 == IDLE {
                     v.banner = (WAITS.into(), Color::Cyan);
                 }
-            } else if v.banner.0 == WAITS {
+            } else if v.banner.0 == WAITS && v.list.is_none() {
                 v.banner = (IDLE.into(), Color::Gray);
             }
         }
-        term.draw(|f| draw(f, &v, depth))?;
+        term.draw(|f| draw(f, &v, depth, &signer))?;
+        // While arrivals may still join a list, look again soon.
+        let wait = if v.settling.is_some() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
         let key = tokio::select! {
             i = input.recv() => match i {
                 None => return Ok(()),
@@ -233,7 +276,7 @@ pub async fn run(signer: Arc<Signer>, opts: Options) -> std::io::Result<()> {
                 }
                 Some(Input::Key(at, key)) => (at, key),
             },
-            _ = signer.queue.changed(Duration::from_secs(1)) => continue,
+            _ = signer.queue.changed(wait) => continue,
             _ = EVENTS_CHANGED.notified() => continue,
         };
         let (at, key) = key;
@@ -263,6 +306,58 @@ pub async fn run(signer: Arc<Signer>, opts: Options) -> std::io::Result<()> {
             v.keys = !v.keys;
             continue;
         }
+        if key.code == KeyCode::Char('l') && !typing && !v.muting {
+            v.list_mode = !v.list_mode;
+            v.banner = (
+                if v.list_mode {
+                    "Two or more sign requests are shown as one list"
+                } else {
+                    "Requests are shown one at a time"
+                }
+                .into(),
+                Color::Gray,
+            );
+            continue;
+        }
+        if key.code == KeyCode::Char('u') && !typing && !v.muting {
+            let n = signer.mutes.clear();
+            if n > 0 {
+                signer.record(crate::signer::obj(
+                    serde_json::json!({"event": "mutesCleared", "count": n}),
+                ));
+            }
+            v.banner = (format!("Lifted {n} mutes"), Color::Gray);
+            continue;
+        }
+        if let Some((ids, digest, since)) = v.list.as_ref().map(|(l, d, t)| {
+            (
+                l.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+                d.clone(),
+                *t,
+            )
+        }) {
+            let approve = match key.code {
+                KeyCode::Char('a' | 'y') => true,
+                KeyCode::Char('d' | 'n') => false,
+                KeyCode::Char('?') => {
+                    v.details = !v.details;
+                    continue;
+                }
+                _ => continue,
+            };
+            if at < since + crate::decide::SETTLE {
+                if at >= since {
+                    v.banner = (
+                        "Key ignored: the list just appeared; read it, then decide".into(),
+                        Color::Yellow,
+                    );
+                }
+                continue;
+            }
+            let r = decide::list(&signer, &ids, &digest, approve);
+            list_decided(&mut v, r, approve);
+            continue;
+        }
         let Some((p, since)) = v.shown.clone() else {
             continue;
         };
@@ -280,7 +375,7 @@ pub async fn run(signer: Arc<Signer>, opts: Options) -> std::io::Result<()> {
         }
         if let Some(secret) = handle_key(&signer, &mut v, &p, key.code).await {
             v.banner = ("Verifying…".into(), Color::Cyan);
-            term.draw(|f| draw(f, &v, depth))?;
+            term.draw(|f| draw(f, &v, depth, &signer))?;
             let shown = p.compute_digest();
             let r = if p.kind == "pair" {
                 let typed = std::mem::take(&mut v.typed);
@@ -291,6 +386,98 @@ pub async fn run(signer: Arc<Signer>, opts: Options) -> std::io::Result<()> {
             decided(&mut v, &p, r, "approve");
         }
     }
+}
+
+/// Keep the list on screen true: take it off when a listed request changed or left (or
+/// list mode is off), and draw a new one once two or more sign requests wait and no
+/// new one arrived for [`LIST_SETTLE`]. Returns whether a list was drawn or taken off.
+fn update_list(signer: &Signer, v: &mut View, pending: &[PendingInfo]) -> bool {
+    if let Some((listed, ..)) = &v.list {
+        let intact = listed
+            .iter()
+            .all(|e| pending.iter().any(|p| p.id == e.id && p.digest == e.digest));
+        if intact && v.list_mode {
+            return false;
+        }
+        if !intact {
+            v.banner = (
+                "The list changed (a request on it left or changed): nothing decided".into(),
+                Color::Yellow,
+            );
+        }
+        v.list = None;
+        v.settling = None;
+        return true;
+    }
+    let n = match signer.queue.list() {
+        Some(l) if v.list_mode && !v.muting && v.secret.is_none() => l.len(),
+        _ => {
+            v.settling = None;
+            return false;
+        }
+    };
+    match v.settling {
+        Some((m, since)) if m == n && since.elapsed() >= LIST_SETTLE => {
+            // Drawn from the queue as it is now: the digest covers exactly these.
+            let Some(listed) = signer.queue.list() else {
+                return false;
+            };
+            let digest = crate::queue::list_digest(&listed);
+            v.banner = (
+                format!(
+                    "{} sign requests wait: read the list, then decide",
+                    listed.len()
+                ),
+                Color::Cyan,
+            );
+            v.list = Some((listed, digest, Instant::now()));
+            v.settling = None;
+            v.shown = None;
+            print!("\x07");
+            true
+        }
+        Some((m, _)) if m == n => false,
+        _ => {
+            v.settling = Some((n, Instant::now()));
+            false
+        }
+    }
+}
+
+fn list_decided(v: &mut View, r: Result<Vec<Decided>, crate::SignerError>, approve: bool) {
+    let (text, color) = match &r {
+        Err(_) => (
+            "The list changed before the key was read: nothing decided".to_string(),
+            Color::Yellow,
+        ),
+        Ok(d) if d.iter().any(|d| !d.delivered) => (
+            format!(
+                "{} {} requests; {} requesters were gone (delivery failed)",
+                if approve { "Approved" } else { "Denied" },
+                d.len(),
+                d.iter().filter(|d| !d.delivered).count()
+            ),
+            Color::Red,
+        ),
+        Ok(d) if approve => (
+            format!("Approved {} remote sign requests", d.len()),
+            Color::Green,
+        ),
+        Ok(d) => (format!("Denied {} requests", d.len()), Color::Yellow),
+    };
+    if let Ok(d) = &r {
+        for d in d.iter().rev() {
+            let what = if approve {
+                "Approved (list)"
+            } else {
+                "Denied (list)"
+            };
+            remember(v, &format!("{what}: {}", one_line(&d.info)));
+        }
+    }
+    v.banner = (text, color);
+    v.list = None;
+    v.settling = None;
 }
 
 /// The signing keys and the CA as OpenSSH lines (what `k` shows).
@@ -425,6 +612,39 @@ async fn handle_key(
         }
         return None;
     }
+    if v.muting {
+        v.muting = false;
+        let choice = match code {
+            KeyCode::Char(c @ '1'..='3') => decide::MUTE_CHOICES[(c as u8 - b'1') as usize],
+            _ => {
+                v.banner = ("Not muted: nothing decided".into(), Color::Gray);
+                return None;
+            }
+        };
+        match decide::deny_and_mute(signer, &p.id, &shown, choice.1) {
+            Ok((d, more)) => {
+                decided(v, p, Ok(d), "deny");
+                v.banner = (
+                    format!(
+                        "Denied, and muted {} ← {} for {}{}",
+                        p.from,
+                        p.requester
+                            .as_deref()
+                            .map_or("(no requester named)".into(), crate::mute::chain),
+                        choice.0,
+                        if more > 0 {
+                            format!("; {more} more waiting from it denied")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    Color::Yellow,
+                );
+            }
+            Err(e) => decided(v, p, Err(e), "deny"),
+        }
+        return None;
+    }
     // `a`/`d`, and `y`/`n` as the line prompt of `vmux up --no-ui` takes them.
     let code = match code {
         KeyCode::Char('y') => KeyCode::Char('a'),
@@ -446,6 +666,14 @@ async fn handle_key(
         KeyCode::Char('d') => {
             let r = decide::deny(signer, &p.id, &shown);
             decided(v, p, r, "deny");
+        }
+        KeyCode::Char('m') if p.kind == "sign" => {
+            v.muting = true;
+            let [a, b, c] = decide::MUTE_CHOICES.map(|m| m.0);
+            v.banner = (
+                format!("Deny, and mute this device and requester for: [1] {a}  [2] {b}  [3] {c}  (other key: cancel)"),
+                Color::Yellow,
+            );
         }
         KeyCode::Char('?') => v.details = !v.details,
         _ => {}
@@ -500,14 +728,23 @@ fn rows(lines: &[Line], width: u16) -> u16 {
         .sum()
 }
 
-fn draw(f: &mut ratatui::Frame, v: &View, depth: usize) {
+fn draw(f: &mut ratatui::Frame, v: &View, depth: usize, signer: &Signer) {
     let area = f.area();
     let inner = area.width.saturating_sub(2);
     let header: Vec<Line> = v.header.iter().map(|h| Line::from(h.as_str())).collect();
-    let waiting = match depth {
-        0 | 1 => String::new(),
-        n => format!("   ({} more waiting)", n - 1),
+    let on_screen = v.list.as_ref().map_or(1, |(l, ..)| l.len());
+    let mut waiting = match depth.saturating_sub(on_screen) {
+        0 => String::new(),
+        n => format!("   ({n} more waiting)"),
     };
+    let mutes = signer.mutes.list();
+    if !mutes.is_empty() {
+        waiting += &format!(
+            "   muted: {} requesters, {} requests denied  [u] unmute all",
+            mutes.len(),
+            mutes.iter().map(|m| m.denied).sum::<u64>()
+        );
+    }
     let mut status = vec![Line::from(vec![
         Span::styled(
             v.banner.0.clone(),
@@ -523,6 +760,7 @@ fn draw(f: &mut ratatui::Frame, v: &View, depth: usize) {
     }
     let body = match (&v.shown, v.keys) {
         (_, true) => key_lines(v),
+        (_, false) if v.list.is_some() => list_lines(v, depth),
         (None, false) => vec![Line::from(
             "Nothing waiting. Requests appear here as they arrive.   [k] public keys  [q] quit",
         )],
@@ -551,7 +789,9 @@ fn draw(f: &mut ratatui::Frame, v: &View, depth: usize) {
     boxed(f, areas[0], header, " vmux signer ");
     boxed(f, areas[1], status, " status ");
     let title = if v.keys {
-        " Public keys (k closes) "
+        " Public keys (k closes) ".to_string()
+    } else if let Some((l, ..)) = &v.list {
+        format!(" {} SSH Sign Requests, as one list ", l.len())
     } else {
         match v.shown.as_ref().map(|(p, _)| p.kind.as_str()) {
             Some("pair") => " Pairing request ",
@@ -559,8 +799,9 @@ fn draw(f: &mut ratatui::Frame, v: &View, depth: usize) {
             Some(_) => " SSH Sign Request ",
             None => " queue ",
         }
+        .to_string()
     };
-    boxed(f, areas[2], body, title);
+    boxed(f, areas[2], body, &title);
     if areas[3].height >= 3 {
         let recent: Vec<Line> = v.recent.iter().map(|r| Line::from(r.as_str())).collect();
         boxed(f, areas[3], recent, " recent decisions ");
@@ -591,6 +832,62 @@ fn key_lines(v: &View) -> Vec<Line<'static>> {
     if v.public.is_empty() {
         l.push(Line::from("(no keys)"));
     }
+    l
+}
+
+/// The frozen list: one line per request, what a decision covers, and what arrived
+/// after it was drawn.
+fn list_lines(v: &View, depth: usize) -> Vec<Line<'static>> {
+    let Some((list, digest, _)) = &v.list else {
+        return vec![];
+    };
+    let mut l = vec![Line::from(Span::styled(
+        format!(
+            "{} sign requests; one key decides exactly these:",
+            list.len()
+        ),
+        Style::default().add_modifier(Modifier::BOLD),
+    ))];
+    for (i, p) in list.iter().enumerate() {
+        let style = match p.warning {
+            Some(_) => Style::default().fg(Color::Red),
+            None => Style::default(),
+        };
+        l.push(Line::from(Span::styled(
+            crate::describe::list_line(i + 1, p),
+            style,
+        )));
+    }
+    l.push(Line::from(Span::styled(
+        "Requesters are claimed by the device; purposes and destinations are parsed by this signer.",
+        Style::default().fg(Color::DarkGray),
+    )));
+    let soonest = list.iter().map(|p| p.expires).min().unwrap_or(0);
+    l.push(field(
+        "Expires in",
+        duration(soonest.saturating_sub(vmux_proto::now_unix())),
+        Style::default(),
+    ));
+    let later = depth.saturating_sub(list.len());
+    if later > 0 {
+        l.push(Line::from(format!(
+            "{later} more arrived after this list was drawn: not on it, asked after it"
+        )));
+    }
+    if v.details {
+        l.push(field(
+            "List digest",
+            format!("{digest} (what the decision is bound to)"),
+            Style::default(),
+        ));
+    }
+    l.push(Line::from(Span::styled(
+        format!(
+            "[a] approve all {n}  [d] deny all {n}  [l] one at a time  [?] digest  [k] keys  [q] quit",
+            n = list.len()
+        ),
+        Style::default().fg(Color::DarkGray),
+    )));
     l
 }
 
@@ -735,7 +1032,11 @@ fn request_lines<'a>(p: &'a PendingInfo, v: &View, depth: usize) -> Vec<Line<'a>
         } else if p.kind == "pair" {
             "[digits] code  [Enter] pair  [Esc] deny  [?] details  [k] keys  [q] quit"
         } else {
-            "[a] approve  [d] deny  [?] details  [k] keys  [q] quit   (y / n work too)"
+            if p.kind == "sign" {
+                "[a] approve  [d] deny  [m] deny & mute  [?] details  [k] keys  [l] lists on/off  [q] quit   (y / n work too)"
+            } else {
+                "[a] approve  [d] deny  [?] details  [k] keys  [q] quit   (y / n work too)"
+            }
         },
         Style::default().fg(Color::DarkGray),
     )));

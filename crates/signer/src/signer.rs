@@ -39,6 +39,8 @@ pub struct Signer {
     pub(crate) pins: crate::hosts::PinCache,
     /// Reach beyond the local network (`signer/reach.toml`, followed while running).
     pub reach: crate::reach::Reachability,
+    /// Requesters a person muted: their requests are denied at once.
+    pub mutes: crate::mute::Mutes,
 }
 
 /// One device's live link: how to end it, and where to push key lists.
@@ -79,6 +81,7 @@ impl Signer {
             log,
             pins: Default::default(),
             gate: Default::default(),
+            mutes: Default::default(),
         }))
     }
 

@@ -126,7 +126,7 @@ pub(crate) async fn certificate(
         }
         match verdict? {
             None => Ok(None),
-            Some((Decision::Deny, _)) => Err(Refusal::new(ErrorCode::UserDenied)
+            Some((Decision::Deny | Decision::Muted, _)) => Err(Refusal::new(ErrorCode::UserDenied)
                 .why("denied by the person at the signer")),
             Some((Decision::Unverified, _)) => Err(Refusal::new(ErrorCode::PresenceFailed)
                 .why("approved, but user verification failed")),

@@ -165,6 +165,18 @@ pub(crate) fn queued_id(labels: &Labels, label: uuid::Uuid) -> Option<String> {
     }
 }
 
+/// The refusal of a muted request (`until`: when the mute ends, `None`: at restart).
+fn muted(until: Option<u64>) -> Refusal {
+    let left = match until {
+        Some(u) => format!(
+            "for {} more",
+            vmux_proto::time::duration(u.saturating_sub(now_unix()))
+        ),
+        None => "until the signer restarts".into(),
+    };
+    Refusal::new(ErrorCode::UserDenied).why(format!("muted on the signer {left}: denied at once"))
+}
+
 /// One sign request from a paired device; `None` when it was cancelled (the agent
 /// no longer waits for an answer).
 pub(crate) async fn sign(
@@ -189,6 +201,10 @@ pub(crate) async fn sign(
         fields.insert("destination".into(), json!(info.destination));
         fields.insert("requester".into(), json!(info.requester));
         fields.insert("dataSha256".into(), json!(info.data_digest));
+        if let Some(m) = signer.mutes.check(&device.id, info.requester.as_deref()) {
+            fields.insert("muted".into(), json!(true));
+            return Err(muted(m.until));
+        }
         let verdict = ask(signer, seen.info.clone(), req.expires, label, labels).await;
         if let Some(id) = queued_id(labels, label) {
             fields.insert("requestId".into(), json!(id));
@@ -197,6 +213,12 @@ pub(crate) async fn sign(
             None => Ok(None), // cancelled
             Some((Decision::Deny, _)) => {
                 Err(Refusal::new(ErrorCode::UserDenied).why("denied by the person at the signer"))
+            }
+            Some((Decision::Muted, _)) => {
+                fields.insert("muted".into(), json!(true));
+                Err(muted(
+                    signer.mutes.until(&device.id, info.requester.as_deref()),
+                ))
             }
             Some((Decision::Unverified, _)) => Err(Refusal::new(ErrorCode::PresenceFailed)
                 .why("approved, but user verification failed")),
@@ -254,7 +276,9 @@ pub(crate) async fn sign(
             message: None,
         }),
         Err(r) => {
-            fields.insert("decision".into(), json!(r.code.as_str()));
+            let muted = fields.contains_key("muted");
+            let decision = if muted { "muted" } else { r.code.as_str() };
+            fields.insert("decision".into(), json!(decision));
             if let Some(w) = &r.why {
                 fields.insert("reason".into(), json!(w));
             }
