@@ -359,7 +359,7 @@ class Soak:
         secs = self.start_signer() if name == "signer" else self.start_agent()
         t1 = now()
         link = None
-        while now() - t1 < 30 and not self.stop_faults.is_set():
+        while now() - t1 < 15 and not self.stop_faults.is_set():
             if self.link_up():
                 link = now() - t1 + secs
                 break
@@ -416,7 +416,9 @@ class Soak:
                     purpose = (e.get("purpose") or "").lower()
                     x = random.random()
                     if kind == "cert":
-                        d = "approve" if first_cert or x < 0.75 else "deny" if x < 0.9 else "ignore"
+                        # the fault "kill the signer mid-issue" needs an approval
+                        forced = first_cert or self.kill_after_cert.is_set()
+                        d = "approve" if forced or x < 0.75 else "deny" if x < 0.9 else "ignore"
                         first_cert = False
                     elif "login" in purpose or "git" in purpose:
                         d = "approve" if x < 0.8 else "deny" if x < 0.9 else "ignore"
@@ -597,10 +599,11 @@ class Soak:
             else:
                 p = subprocess.Popen(self.vmux_ssh_argv(), env=self.env(self.chome), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(random.uniform(0.3, 1.5))
+                wait = random.uniform(0.3, 1.5)
+                time.sleep(wait)
                 p.kill()
                 p.wait()
-                self.event("kill -9 vmux ssh %.1fs after its start" % 0)
+                self.event("kill -9 vmux ssh %.1fs after its start" % wait)
             time.sleep(random.uniform(1, 3))
             c[0] = self.spawn_client(c[1])
         elif f == "clock":
