@@ -142,17 +142,56 @@ class Soak:
         for ns, i in ((self.ns_ws, self.if_ws), (self.ns_sg, self.if_sg)):
             self.run(["ip", "netns", "exec", ns, "ip", "link", "set", i, "up"])
 
-    def netem(self, spec):
-        """Apply a netem spec on both ends of the link (None: a clean link)."""
+    def probe_netem(self):
+        """This kernel's sch_netem, if it has one (some VM kernels ship without it)."""
+        r = self.run(["ip", "netns", "exec", self.ns_ws, "tc", "qdisc", "replace", "dev", "lo", "root",
+                      "netem", "delay", "1ms"], check=False)
+        self.run(["ip", "netns", "exec", self.ns_ws, "tc", "qdisc", "del", "dev", "lo", "root"], check=False)
+        self.has_netem = r.returncode == 0
+        if not self.has_netem:
+            # The same faults without netem: loss is nftables dropping at random what
+            # arrives on the veth; delay and reordering are an htb class of 128 kbit/s
+            # that nftables sends a random share of the outgoing packets through, so
+            # they leave late and behind packets sent after them.
+            for ns, i in ((self.ns_ws, self.if_ws), (self.ns_sg, self.if_sg)):
+                ex = ["ip", "netns", "exec", ns]
+                self.run(ex + ["tc", "qdisc", "replace", "dev", i, "root", "handle", "1:", "htb", "default", "10", "r2q", "100"])
+                self.run(ex + ["tc", "class", "add", "dev", i, "parent", "1:", "classid", "1:10", "htb", "rate", "100mbit"])
+                self.run(ex + ["tc", "class", "add", "dev", i, "parent", "1:", "classid", "1:20", "htb", "rate", "128kbit",
+                               "ceil", "128kbit", "burst", "100", "cburst", "100"])
+        self.impair(None)
+
+    def impair(self, spec):
+        """Loss, delay and reordering on both ends of the link: spec is (loss %, delayed
+        and reordered %), "partition", or None for a clean link."""
         for ns, i in ((self.ns_ws, self.if_ws), (self.ns_sg, self.if_sg)):
-            if spec is None:
-                self.run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", i, "root"], check=False)
-            else:
-                self.run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", i, "root", "netem", *spec.split()])
+            ex = ["ip", "netns", "exec", ns]
+            if self.has_netem:
+                if spec is None:
+                    self.run(ex + ["tc", "qdisc", "del", "dev", i, "root"], check=False)
+                else:
+                    args = "loss 100%" if spec == "partition" else \
+                        "delay 30ms 20ms loss %d%% reorder %d%% 50%%" % spec
+                    self.run(ex + ["tc", "qdisc", "replace", "dev", i, "root", "netem", *args.split()])
+                continue
+            rules = []
+            if spec == "partition":
+                rules.append('chain in {\n type filter hook prerouting priority 0; policy accept;\n iifname "%s" drop\n}' % i)
+            elif spec is not None:
+                loss, slow = spec
+                rules.append('chain in {\n type filter hook prerouting priority 0; policy accept;\n'
+                             ' iifname "%s" numgen random mod 100 < %d drop\n}' % (i, loss))
+                rules.append('chain out {\n type filter hook postrouting priority 0; policy accept;\n'
+                             ' oifname "%s" numgen random mod 100 < %d meta priority set 1:20\n}' % (i, slow))
+            script = "table inet vmuxsoak\ndelete table inet vmuxsoak\n"
+            if rules:
+                script += "table inet vmuxsoak {\n%s\n}\n" % "\n".join(rules)
+            self.run(ex + ["nft", "-f", "-"], input=script)
 
     def setup(self):
         a = self.args
         self.setup_net()
+        self.probe_netem()
         os.makedirs(self.shome)
         self.run(["mount", "-t", "tmpfs", "-o", "size=%dm,mode=0700" % TMPFS_MB, "vmux-soak", self.shome])
         self.mounted = True
@@ -161,7 +200,8 @@ class Soak:
         self.vm(self.shome, "signer", "init", "--name", "soak-signer")
         cfg = os.path.join(self.shome, "signer", "config.toml")
         text = open(cfg).read()
-        open(cfg, "w").write('discovery = "off"\n' + text)
+        kept = [l for l in text.splitlines() if not l.startswith("discovery =")]
+        open(cfg, "w").write('discovery = "off"\n' + "\n".join(kept) + "\n")
         self.vm(self.shome, "signer", "ca", "policy", "--principals", self.user)
         self.signer_pub = self.vm(self.shome, "signer", "keys", "pub").stdout
         self.ca_pub = self.vm(self.shome, "signer", "ca", "pub").stdout.strip()
@@ -172,6 +212,7 @@ class Soak:
         for home in (self.ahome, self.chome):
             sub = "agent" if home == self.ahome else "client"
             os.makedirs(os.path.join(home, sub), mode=0o700)
+            os.chmod(home, 0o700)
             open(os.path.join(home, sub, "config.toml"), "w").write('discovery = "off"\n')
         self.start_signer(first=True)
         self.pair(self.ahome, "agent")
@@ -620,20 +661,20 @@ class Soak:
             os.unlink(fill)
             self.event("signer disk freed")
         elif f == "netem-on":
-            spec = random.choice(["delay 20ms 10ms loss 2% reorder 10% 50%",
-                                  "delay 40ms 20ms loss 5%",
-                                  "delay 10ms 5ms loss 1% duplicate 1% reorder 25% 50%"])
-            self.netem(spec)
-            self.event("netem on: " + spec)
+            spec = random.choice([(2, 10), (5, 5), (1, 25)])
+            self.impairment = spec
+            self.impair(spec)
+            self.event("link impaired (%s): %d%% loss, %d%% of packets delayed and reordered" % (
+                "netem" if self.has_netem else "nftables + htb", spec[0], spec[1]))
         elif f == "partition":
-            self.netem("loss 100%")
-            self.event("partition: 100% loss both ways")
+            self.impair("partition")
+            self.event("partition: every packet dropped both ways")
             time.sleep(10)
-            self.netem("delay 20ms 10ms loss 2% reorder 10% 50%")
+            self.impair(getattr(self, "impairment", None))
             self.event("partition over")
         elif f == "netem-off":
-            self.netem(None)
-            self.event("netem off")
+            self.impair(None)
+            self.event("link clean again")
 
     # ------------------------------------------------------------------ monitor
     def sample(self, label):
@@ -722,7 +763,7 @@ class Soak:
         self.stop_faults.set()
         if faults.is_alive():
             faults.join(60)
-        self.netem(None)
+        self.impair(None)
         fill = os.path.join(self.shome, "soak-fill")
         if os.path.exists(fill):
             os.unlink(fill)
@@ -764,8 +805,13 @@ class Soak:
                 p.wait()
         for name in ("agent", "signer"):
             self.verify_log(name, "at the end")
+        with open(os.path.join(self.dir, "run.json"), "w") as f:
+            json.dump({"decisions": self.decisions, "ops": self.ops, "events": self.events,
+                       "restarts": self.restarts, "verifies": self.verifies}, f, indent=1)
 
-    def cleanup(self):
+    def cleanup(self, keep=False):
+        if keep and self.mounted:
+            subprocess.run(["cp", "-a", self.shome, os.path.join(self.dir, "signer-state")], capture_output=True)
         for c in self.clients:
             try:
                 c[0].kill()
@@ -818,9 +864,9 @@ def main():
         print("soak: setup or run failed; files in %s" % s.dir, file=sys.stderr)
         args.keep = True
     finally:
-        s.cleanup()
         if rc != 0:
             args.keep = True
+        s.cleanup(args.keep)
         if args.keep:
             print("soak: the run's files are in %s" % s.dir)
         else:

@@ -67,7 +67,8 @@ def report(s):
 
     # --- inputs ------------------------------------------------------------
     signer_log = read_jsonl(os.path.join(s.shome, "signer", "decisions.log"))
-    approved = [r for r in signer_log if r.get("decision") == "approved"]
+    # Pairings are approved by typing their code (the soak's setup does): not counted here.
+    approved = [r for r in signer_log if r.get("decision") == "approved" and r.get("event") in ("sign", "cert")]
     approved_sign = [r for r in approved if r.get("event") == "sign"]
     approved_cert = [r for r in approved if r.get("event") == "cert"]
     decisions = list(s.decisions)
@@ -119,21 +120,27 @@ def report(s):
         by_data.setdefault(r.get("dataSha256"), []).append(r)
     unmapped, doubled = [], []
     received = 0
+    asked_again = 0
     for d, recs in remote.items():
         got = sum(1 for r in recs if r.get("ok"))
         if not got:
             continue
         received += got
         entries = by_data.get(d, [])
-        if len(entries) != 1:
-            unmapped.append("%s: %d approved entries" % (d[:16], len(entries)))
-        elif got > 1:
-            doubled.append("%s: %d signatures for one approval" % (d[:16], got))
-        elif entries[0].get("requestId") not in approve_ids:
-            unmapped.append("%s: entry %s was never approved by the approver" % (d[:16], entries[0].get("requestId")))
-    check("each signer signature maps to exactly one approved entry of the decision log",
+        mine = [e for e in entries if e.get("requestId") in approve_ids]
+        if not entries:
+            unmapped.append("%s: no approved entry" % d[:16])
+        elif len(mine) != len(entries):
+            unmapped.append("%s: approved entry not approved by the approver" % d[:16])
+        elif got > len(entries):
+            doubled.append("%s: %d signatures for %d approvals" % (d[:16], got, len(entries)))
+        if len(entries) > 1:
+            asked_again += 1
+    check("each signer signature maps to an approved entry of the decision log, one signature per approval",
           not unmapped and not doubled,
-          "%d signer signatures received; unmapped: %s; twice: %s" % (received, unmapped[:5] or "none", doubled[:5] or "none"))
+          "%d signer signatures received; unmapped: %s; more signatures than approvals: %s; "
+          "data approved twice (the agent asked again after the link broke under the first answer): %d" % (
+              received, unmapped[:5] or "none", doubled[:5] or "none", asked_again))
 
     # --- every approved entry was approved by the person (by its id and digest) ----
     rogue = [r for r in approved if r.get("requestId") not in approve_ids]
@@ -147,11 +154,14 @@ def report(s):
 
     # --- denied or unanswered produced nothing ------------------------------------
     leaked = []
+    approved_ids = {r.get("requestId") for r in approved}
     for d in not_approved:
-        if d.get("dataDigest") and any(r.get("ok") for r in remote.get(d["dataDigest"], [])):
-            leaked.append("%s %s: a client got a signature" % (d["decision"], d["id"]))
-        if d["id"] in {r.get("requestId") for r in approved}:
+        if d["id"] in approved_ids:
             leaked.append("%s %s: an approved entry in the log" % (d["decision"], d["id"]))
+        dd = d.get("dataDigest")
+        if dd and any(r.get("ok") for r in remote.get(dd, [])) and \
+                not any(e.get("requestId") in approve_ids for e in by_data.get(dd, [])):
+            leaked.append("%s %s: a client got a signature no approval accounts for" % (d["decision"], d["id"]))
     n_deny = sum(1 for d in not_approved if d["decision"] == "deny")
     n_ign = sum(1 for d in not_approved if d["decision"] == "ignore")
     check("every denied or unanswered request produced no signature or certificate",
@@ -349,7 +359,7 @@ def print_table(r):
     print()
     print("faults:")
     for t, what in r["faults"]:
-        if what.startswith(("kill", "  (", "signer clock", "signer disk", "netem", "partition", "signer serves",
+        if what.startswith(("kill", "  (", "signer clock", "signer disk", "link", "partition", "signer serves",
                             "agent serves")):
             print("  %7.1fs %s" % (t, what))
     print()
