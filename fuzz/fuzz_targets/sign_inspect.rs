@@ -1,5 +1,5 @@
 //! The signer's inspection of a sign request from a paired device
-//! (`vmux_signer::inspect::examine`): the data to sign, the device's claims, and the
+//! (`vmux_signer::request::inspect::examine`): the data to sign, the device's claims, and the
 //! session bindings it sends, all chosen by a possibly hostile peer; plus the signer's
 //! host-pin file parser and the escaping of peer text.
 //!
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
         },
         bindings,
     };
-    if let Ok(seen) = vmux_signer::inspect::examine(&req, &pins) {
+    if let Ok(seen) = vmux_signer::request::inspect::examine(&req, &pins) {
         if let Some((shown, quality, warning)) = seen.destination() {
             for t in [shown, warning.unwrap_or("")] {
                 assert!(
