@@ -179,10 +179,18 @@ def report(s):
 
     # --- logs verify ------------------------------------------------------------
     bad = [v for v in s.verifies if not v["ok"]]
+    torn = {}
+    for name in ("signer", "agent"):
+        try:
+            with open(os.path.join(s.logs, name + ".log"), "rb") as f:
+                torn[name] = f.read().count(b"cut off a torn last line")
+        except OSError:
+            torn[name] = 0
     check("both logs verify (log --verify) after every restart and at the end", not bad and s.verifies,
-          "%d verifications (%d signer, %d agent); failed: %s" % (
+          "%d verifications (%d signer, %d agent); torn last lines cut off at a restart (killed mid-append): "
+          "signer %d, agent %d; failed: %s" % (
               len(s.verifies), sum(1 for v in s.verifies if v["daemon"] == "signer"),
-              sum(1 for v in s.verifies if v["daemon"] == "agent"),
+              sum(1 for v in s.verifies if v["daemon"] == "agent"), torn["signer"], torn["agent"],
               ["%s %s: %s" % (v["daemon"], v["when"], v["out"]) for v in bad][:3] or "none"))
 
     # --- restarts -------------------------------------------------------------
