@@ -513,12 +513,13 @@ class Soak:
                              stderr=subprocess.PIPE, text=True)
         with self.lock:
             self.inflight.add((kind, p))
+        timed_out = False
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             p.kill()
             out, err = p.communicate()
-            err = (err or "") + " [timed out]"
+            timed_out = True
         with self.lock:
             self.inflight.discard((kind, p))
         rec = {"kind": kind, "rc": p.returncode, "secs": now() - t0, "at": round(self.t(), 1)}
@@ -526,7 +527,14 @@ class Soak:
         rec["ok"] = ok
         if not ok:
             lines = [l for l in (err or "").strip().splitlines() if l.strip()]
-            rec["reason"] = ("killed" if p.returncode == -9 else (lines[-1][:160] if lines else "exit %s" % p.returncode))
+            if timed_out:
+                rec["reason"] = "no answer within %ds" % timeout
+            elif self.stop_work.is_set() and p.returncode < 0:
+                rec["reason"] = "stopped at the end of the run"
+            elif p.returncode == -9:
+                rec["reason"] = "killed (a fault)"
+            else:
+                rec["reason"] = lines[-1][:160] if lines else "exit %s" % p.returncode
         with self.lock:
             self.ops[kind].append(rec)
         return rec
