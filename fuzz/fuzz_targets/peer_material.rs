@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 valid_after: 0,
                 valid_before: 0,
                 error: None,
+                message: None,
             };
             // A certificate is accepted only for the key we just made: never for these bytes.
             let accepted = cert::SessionCert::from_response(cert::ephemeral_key(), &resp, "s");
@@ -47,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            let _ = serde_json::from_slice::<vmux_signer::approve::ControlRequest>(rest);
+            let _ = serde_json::from_slice::<vmux_signer::control::ControlRequest>(rest);
         }
     }
 });

@@ -112,6 +112,9 @@ pub struct Journal {
     prev: String,
     flusher: Arc<Flusher>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Bytes of a line whose write was cut short (a full disk) and could not be taken
+    /// back yet: taken back before the next line is written.
+    torn: u64,
 }
 
 fn line_hash(line: &str) -> String {
@@ -264,6 +267,7 @@ impl Journal {
             prev,
             flusher,
             thread: Some(thread),
+            torn: 0,
         })
     }
 
@@ -281,9 +285,7 @@ impl Journal {
         let line = Value::Object(record).to_string();
         let mut bytes = line.clone().into_bytes();
         bytes.push(b'\n');
-        (&*self.file)
-            .write_all(&bytes)
-            .map_err(|e| ProtoError::file(&self.path, e))?;
+        self.write_whole(&bytes)?;
         self.prev = line_hash(&line);
         let anchor = Anchor {
             seq: self.seq,
@@ -306,6 +308,51 @@ impl Journal {
             seq,
             path: self.path.clone(),
         })
+    }
+
+    /// Write one whole line or nothing. A write cut short (a full disk: the kernel took
+    /// part of the line, then said ENOSPC) is taken back, so that the next line does not
+    /// start in the middle of this one and break the chain for good (the soak found
+    /// that: a line glued to the half of another, in the middle of the log).
+    fn write_whole(&mut self, bytes: &[u8]) -> Result<(), ProtoError> {
+        self.take_back_torn()?;
+        let mut done = 0;
+        while done < bytes.len() {
+            match (&*self.file).write(&bytes[done..]) {
+                Ok(0) => {
+                    self.torn = done as u64;
+                    let _ = self.take_back_torn();
+                    return Err(ProtoError::file(&self.path, "the disk took no more bytes"));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.torn = done as u64;
+                    let _ = self.take_back_torn();
+                    return Err(ProtoError::file(&self.path, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cut off the part of a line a failed write left at the end of the file.
+    fn take_back_torn(&mut self) -> Result<(), ProtoError> {
+        if self.torn == 0 {
+            return Ok(());
+        }
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| ProtoError::file(&self.path, e))?
+            .len();
+        self.file
+            .set_len(len.saturating_sub(self.torn))
+            .map_err(|e| {
+                ProtoError::file(&self.path, format!("cannot take back a torn line: {e}"))
+            })?;
+        self.torn = 0;
+        Ok(())
     }
 
     /// Wait until everything appended so far is durable (fsynced, anchored).
@@ -336,6 +383,7 @@ impl Journal {
         let (file, ident) = open_append(&self.path)?;
         self.file = Arc::new(file);
         self.ident = ident;
+        self.torn = 0;
         match text.lines().rfind(|l| !l.trim().is_empty()) {
             // Someone put a log there: go on from its last line.
             Some(last) => {
