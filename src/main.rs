@@ -63,7 +63,7 @@ enum Command {
 fn main() -> ExitCode {
     // Before any thread exists: take the passphrase out of the environment, so it is
     // not readable in /proc/PID/environ for as long as the process lives.
-    cmd::take_passphrase_from_env();
+    cmd::take_secrets_from_env();
     // libtss2 prints its own warnings for every failed TCTI; vmux says what failed and
     // what to do. `TSS2_LOG=all+warning` brings them back.
     if std::env::var_os("TSS2_LOG").is_none() {

@@ -268,6 +268,7 @@ fn daemon_memory_and_environment_stay_private() {
     );
     assert!(chown.success());
     let secret = "dump-test-passphrase-42";
+    let pin = "dump-test-pin-77";
     let out = run(
         &mut as_nobody(
             &dir,
@@ -289,7 +290,7 @@ fn daemon_memory_and_environment_stay_private() {
         &mut as_nobody(
             &dir,
             &["signer", "run", "--listen", "127.0.0.1:0", "--no-ui"],
-            &[("VMUX_PASSPHRASE", secret)],
+            &[("VMUX_PASSPHRASE", secret), ("VMUX_PIN", pin)],
         ),
     );
     signer
@@ -328,6 +329,10 @@ fn daemon_memory_and_environment_stay_private() {
         assert!(
             !String::from_utf8_lossy(&environ).contains(secret),
             "{what}: the passphrase is readable in /proc/{pid}/environ"
+        );
+        assert!(
+            !String::from_utf8_lossy(&environ).contains(pin),
+            "{what}: VMUX_PIN is readable in /proc/{pid}/environ"
         );
         use std::os::unix::fs::MetadataExt;
         let owner = std::fs::metadata(format!("/proc/{pid}/mem")).unwrap().uid();

@@ -365,6 +365,42 @@ fn a_wrong_pin_fails_that_request_alone_and_is_not_retried() {
         .unwrap()
         .to_string();
     login_with(&signer, &agent, &soft);
+    // Reloading the keys (any `keys …` command does) does not make it try again.
+    ok(
+        &hw.shome,
+        &[
+            "signer",
+            "keys",
+            "add",
+            "--type",
+            "ed25519",
+            "--comment",
+            "extra",
+        ],
+    );
+    let refused_login = |what: &str| {
+        let sshd = Sshd::start(&token_key);
+        let h = background({
+            let mut c = sshd.ssh_command(&agent.sock);
+            c.arg("true");
+            c
+        });
+        signer.wait_pending(1);
+        signer.approve_next();
+        let out = h.join().unwrap();
+        assert!(!out.success(), "{what}: {out:?}");
+    };
+    refused_login("after a reload");
+    let out = signer.daemon.as_ref().unwrap().output();
+    assert_eq!(out.matches("refused the PIN").count(), 1, "{out}");
+    // Fixed in the config, then `pin reset`: tried again, and it signs.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("vmux-c = \"0000\"", "vmux-c = \"1234\"")).unwrap();
+    refused_login("fixed but not reset");
+    let reset = ok(&hw.shome, &["signer", "pin", "reset"]);
+    assert!(reset.contains("vmux-c"), "{reset}");
+    login_with(&signer, &agent, &token_key);
+    assert!(signer.log().contains("pinReset"), "{}", signer.log());
 }
 
 #[test]

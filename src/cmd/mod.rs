@@ -16,16 +16,27 @@ use std::io::IsTerminal;
 use zeroize::Zeroizing;
 
 static PASSPHRASE: std::sync::OnceLock<Zeroizing<String>> = std::sync::OnceLock::new();
+static PIN: std::sync::OnceLock<Zeroizing<String>> = std::sync::OnceLock::new();
 
-/// Read `VMUX_PASSPHRASE` once, keep it in memory, and remove it from the environment
-/// including the original bytes (which `/proc/PID/environ` shows even after
-/// `remove_var`). Call before any thread starts.
-pub fn take_passphrase_from_env() {
-    const NAME: &[u8] = b"VMUX_PASSPHRASE=";
-    let Some(value) = std::env::var_os("VMUX_PASSPHRASE") else {
+/// Read `VMUX_PASSPHRASE` and `VMUX_PIN` once, keep them in memory, and remove them
+/// from the environment including the original bytes (which `/proc/PID/environ` shows
+/// even after `remove_var`). Call before any thread starts.
+pub fn take_secrets_from_env() {
+    take_from_env("VMUX_PASSPHRASE", &PASSPHRASE);
+    take_from_env("VMUX_PIN", &PIN);
+}
+
+/// `VMUX_PIN` as it was at start.
+pub fn env_pin() -> Option<Zeroizing<String>> {
+    PIN.get().cloned()
+}
+
+fn take_from_env(name: &str, cell: &std::sync::OnceLock<Zeroizing<String>>) {
+    let Some(value) = std::env::var_os(name) else {
         return;
     };
-    let _ = PASSPHRASE.set(Zeroizing::new(value.to_string_lossy().into_owned()));
+    let _ = cell.set(Zeroizing::new(value.to_string_lossy().into_owned()));
+    let prefix = format!("{name}=");
     extern "C" {
         static mut environ: *mut *mut libc::c_char;
     }
@@ -37,15 +48,15 @@ pub fn take_passphrase_from_env() {
             let s = *p;
             let len = libc::strlen(s);
             let bytes = std::slice::from_raw_parts_mut(s as *mut u8, len);
-            if bytes.starts_with(NAME) {
-                for b in &mut bytes[NAME.len()..] {
+            if bytes.starts_with(prefix.as_bytes()) {
+                for b in &mut bytes[prefix.len()..] {
                     std::ptr::write_volatile(b, b'*');
                 }
             }
             p = p.add(1);
         }
     }
-    std::env::remove_var("VMUX_PASSPHRASE");
+    std::env::remove_var(name);
 }
 
 /// Daemons keep secrets in memory: no core dumps, no ptrace or /proc/PID/mem by other

@@ -70,6 +70,12 @@ pub enum SignerCmd {
     Approve(Decide),
     /// Deny a pending request (by id, the oldest one with --next, or a list with --list).
     Deny(Decide),
+    /// PINs: `pin reset` tries again a PIN a token or the TPM refused (a refused PIN is
+    /// not tried again, through key reloads, so a wrong one cannot lock the device).
+    Pin {
+        #[command(subcommand)]
+        action: PinCmd,
+    },
     /// Requesters muted from the sheet (denied at once until the mute ends): list them,
     /// or lift every mute.
     #[command(group = clap::ArgGroup::new("what").required(true))]
@@ -257,6 +263,14 @@ pub enum CaCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum PinCmd {
+    /// Fix the PIN first (the config's [pins], or restart with the right VMUX_PIN),
+    /// then reset: the keys and the config's PINs are read again and tried at the
+    /// next signature.
+    Reset,
+}
+
 #[derive(Args)]
 pub struct Decide {
     /// The request id (or a unique prefix of it), from `vmux signer pending`: the entry
@@ -398,6 +412,20 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
         }
         SignerCmd::Approve(d) => return decide(&home, d, true).await,
         SignerCmd::Deny(d) => return decide(&home, d, false).await,
+        SignerCmd::Pin {
+            action: PinCmd::Reset,
+        } => {
+            let cleared = call(&home, &ControlRequest::PinReset)
+                .await?
+                .pins_reset
+                .unwrap_or_default();
+            if cleared.is_empty() {
+                println!("no PIN was refused: nothing to reset (keys and PINs read again)");
+            }
+            for d in cleared {
+                println!("{d}: its PIN will be tried again at the next signature");
+            }
+        }
         SignerCmd::Mute { clear, .. } => {
             let req = if clear {
                 ControlRequest::ClearMutes
@@ -998,16 +1026,21 @@ pub fn open(home: &SignerHome) -> anyhow::Result<Arc<Signer>> {
     home.migrate()?;
     let pass = keystore_passphrase(home)?;
     super::stores::ask_pins(home, &config)?;
-    let how = super::stores::open_how(&config, pass);
+    let how = super::stores::open_how(&config, pass.clone());
     let ks = super::stores::open_dir(&home.keys(), &how)?;
     let ca = super::stores::open_dir(&home.ca(), &how)?;
     let ca = if ca.keys().is_empty() { None } else { Some(ca) };
     let signer = Signer::open_with_ca(home.clone(), ks, ca)?;
     // Keys added or imported while the signer runs are opened with the same passphrase
-    // and PINs, kept in this process only (as the decrypted keys already are).
-    let dir = home.keys();
+    // (kept in this process only, as the decrypted keys already are) and the PINs the
+    // config holds now (one fixed after a refusal counts after `pin reset`).
+    let h = home.clone();
     signer.keystore.set_reopen(Box::new(move || {
-        vmux_signer::keystore::open_dir(&dir, &how)
+        let how = match h.load_config() {
+            Ok(c) => super::stores::open_how(&c, pass.clone()),
+            Err(_) => how.clone(),
+        };
+        vmux_signer::keystore::open_dir(&h.keys(), &how)
     }));
     Ok(signer)
 }

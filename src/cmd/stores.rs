@@ -48,13 +48,17 @@ static TYPED: Mutex<Option<HashMap<String, Zeroizing<String>>>> = Mutex::new(Non
 /// The PIN for a token label (`tpm` for TPM keys): the config's `[pins]` (unattended
 /// tokens), `VMUX_PIN`, or what was typed at start.
 pub fn pin_source(config: &SignerConfig) -> pkcs11::PinSource {
-    let configured = config.pins.clone();
+    let configured: HashMap<String, Zeroizing<String>> = config
+        .pins
+        .iter()
+        .map(|(k, v)| (k.clone(), Zeroizing::new(v.clone())))
+        .collect();
     Arc::new(move |token: &str| {
         if let Some(p) = configured.get(token) {
-            return Some(Zeroizing::new(p.clone()));
+            return Some(p.clone());
         }
-        if let Ok(p) = std::env::var("VMUX_PIN") {
-            return Some(Zeroizing::new(p));
+        if let Some(p) = super::env_pin() {
+            return Some(p);
         }
         TYPED.lock().unwrap().as_ref()?.get(token).cloned()
     })

@@ -67,6 +67,9 @@ pub enum ControlRequest {
     Mutes,
     /// Lift every mute.
     ClearMutes,
+    /// Try PINs a token or the TPM refused again (after the PIN was fixed), reading
+    /// the keys and the config's PINs again.
+    PinReset,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -91,6 +94,9 @@ pub struct ControlResponse {
     pub decided_list: Option<Vec<PendingInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutes: Option<Vec<crate::mute::Mute>>,
+    /// The devices whose refused PIN `PinReset` cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pins_reset: Option<Vec<String>>,
 }
 
 /// The running signer, for `vmux status`.
@@ -263,6 +269,22 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
                 ok: true,
                 mutes: Some(vec![]),
                 ..Default::default()
+            }
+        }
+        ControlRequest::PinReset => {
+            let cleared = crate::keystore::reset_pins();
+            signer.record(obj(
+                serde_json::json!({"event": "pinReset", "devices": cleared}),
+            ));
+            match signer.keystore.reload(&signer.home) {
+                Ok(()) => ControlResponse {
+                    ok: true,
+                    pins_reset: Some(cleared),
+                    ..Default::default()
+                },
+                Err(e) => fail(format!(
+                    "PINs reset, but the keys could not be read again: {e}"
+                )),
             }
         }
         ControlRequest::Status => ControlResponse {

@@ -145,7 +145,10 @@ pub(crate) async fn accept<S: noise::Stream>(
                 public: remote_static,
             };
             let r = crate::pair::pair(signer, reader, out, peer, &handshake_hash).await;
+            // The pairing is over: its slot is free for the next one at once, while the
+            // writer task gets a moment to flush the answer before the link is dropped.
             drop(waiting);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             return r;
         }
         signer.refusal(addr, &hello_name, "not paired (pairingInvalid)");

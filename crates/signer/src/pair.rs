@@ -146,8 +146,6 @@ pub(crate) async fn pair<S: noise::Stream>(
         reach: approved.then(|| signer.reach_info()),
     }))
     .await?;
-    // Give the writer task a moment to flush before the link is dropped.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
 }
 

@@ -12,8 +12,48 @@ pub mod software;
 pub mod tpm;
 pub mod tss2;
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use vmux_proto::envelope::KeyRecord;
 use vmux_proto::ErrorCode;
+
+/// Devices ("tpm", or a PKCS#11 token label) that refused a PIN in this process. Tokens
+/// and TPMs lock after a few wrong PINs, so a refused PIN is not tried again (through
+/// key reloads too) until `vmux signer pin reset` or a restart.
+static REFUSED_PINS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// One attempt with the PIN of `device`, unless the device refused it before.
+/// `attempt` returns its result and whether the device refused the PIN. The lock is
+/// held across the attempt, so concurrent requests cannot each spend a try.
+pub(crate) fn with_pin<T>(
+    device: &str,
+    attempt: impl FnOnce() -> (Result<T, ErrorCode>, bool),
+) -> Result<T, ErrorCode> {
+    let mut refused = REFUSED_PINS.lock().unwrap_or_else(|e| e.into_inner());
+    if refused.contains(device) {
+        tracing::warn!(
+            "{device}: its PIN was refused before; not trying again (fix the PIN, then `vmux signer pin reset`)"
+        );
+        return Err(ErrorCode::PresenceFailed);
+    }
+    let (r, was_refused) = attempt();
+    if was_refused {
+        refused.insert(device.to_string());
+    }
+    r
+}
+
+/// The devices whose PIN was refused, and so are not tried.
+pub fn refused_pins() -> Vec<String> {
+    let r = REFUSED_PINS.lock().unwrap_or_else(|e| e.into_inner());
+    r.iter().cloned().collect()
+}
+
+/// Try refused PINs again (after the PIN was fixed); returns the devices cleared.
+pub fn reset_pins() -> Vec<String> {
+    let mut r = REFUSED_PINS.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::take(&mut *r).into_iter().collect()
+}
 
 pub trait Keystore: Send + Sync {
     /// Public halves of every key, in a stable order.

@@ -19,7 +19,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use vmux_proto::envelope::KeyRecord;
@@ -431,8 +431,6 @@ struct Loaded {
 pub struct Pkcs11Keystore {
     keys: Vec<Loaded>,
     pins: PinSource,
-    /// Tokens whose PIN was refused: not asked again until a reload.
-    refused: Mutex<HashSet<String>>,
 }
 
 /// The `*.pkcs11` reference files in `dir`.
@@ -523,19 +521,25 @@ impl Pkcs11Keystore {
                 record,
             });
         }
-        Pkcs11Keystore {
-            keys,
-            pins,
-            refused: Mutex::new(HashSet::new()),
-        }
+        Pkcs11Keystore { keys, pins }
     }
 
     fn sign_with(&self, k: &Loaded, data: &[u8], flags: u32) -> Result<Vec<u8>, ErrorCode> {
+        super::with_pin(&format!("token {:?}", k.r.token), || {
+            let refused = std::cell::Cell::new(false);
+            let r = self.sign_once(k, data, flags, &refused);
+            (r, refused.get())
+        })
+    }
+
+    fn sign_once(
+        &self,
+        k: &Loaded,
+        data: &[u8],
+        flags: u32,
+        refused: &std::cell::Cell<bool>,
+    ) -> Result<Vec<u8>, ErrorCode> {
         let token = &k.r.token;
-        if self.refused.lock().unwrap().contains(token) {
-            tracing::warn!("token {token:?}: its PIN was refused before; not trying again until the keys are reloaded (fix the PIN, then `vmux signer keys list` or a restart)");
-            return Err(ErrorCode::PresenceFailed);
-        }
         let Some(pin) = (self.pins)(token) else {
             tracing::warn!("token {token:?}: no PIN (set it in the signer's config under [pins] as {token:?} = \"PIN\", set VMUX_PIN, or start the signer on a terminal)");
             return Err(ErrorCode::PresenceFailed);
@@ -543,7 +547,7 @@ impl Pkcs11Keystore {
         let fail = |e: SignerError| {
             tracing::error!("PKCS#11 key {}: {e}", k.record.display_name);
             if e.to_string().contains("refused the PIN") {
-                self.refused.lock().unwrap().insert(token.clone());
+                refused.set(true);
                 ErrorCode::PresenceFailed
             } else {
                 ErrorCode::Internal

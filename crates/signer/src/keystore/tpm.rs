@@ -686,9 +686,6 @@ pub struct TpmKeystore {
     keys: Vec<Loaded>,
     worker: Worker,
     pins: super::pkcs11::PinSource,
-    /// Set when the TPM refused a PIN: not tried again until a reload, so a wrong
-    /// configured PIN costs one step of the dictionary-attack counter, not one a request.
-    refused: std::sync::atomic::AtomicBool,
 }
 
 impl TpmKeystore {
@@ -753,7 +750,6 @@ impl TpmKeystore {
             keys,
             worker: Worker::start(tcti(how.tcti.as_deref())),
             pins: how.pins.clone(),
-            refused: Default::default(),
         })
     }
 }
@@ -771,12 +767,6 @@ impl Keystore for TpmKeystore {
             .ok_or(ErrorCode::KeyNotFound)?;
         let pin = if k.key.empty_auth {
             None
-        } else if self.refused.load(std::sync::atomic::Ordering::Relaxed) {
-            tracing::warn!(
-                "TPM key {}: the TPM refused its PIN before; not trying again until the keys are reloaded (fix the PIN, then restart the signer)",
-                k.file.display()
-            );
-            return Err(ErrorCode::PresenceFailed);
         } else {
             match (self.pins)("tpm") {
                 Some(p) => Some(p),
@@ -790,24 +780,29 @@ impl Keystore for TpmKeystore {
             }
         };
         let (key, kind, data) = (k.key.clone(), k.kind, data.to_vec());
-        let r = self
-            .worker
-            .run(move |t| {
-                let r = t.sign(&key, kind, pin.as_deref().map(|s| s.as_str()), &data, flags);
-                if matches!(r, Err((ErrorCode::Internal, _))) {
-                    t.reset();
-                }
-                r
-            })
-            .unwrap_or_else(|| Err((ErrorCode::Internal, "the TPM worker stopped".into())));
-        r.map_err(|(code, why)| {
-            tracing::error!("TPM key {}: {why}", k.file.display());
-            if code == ErrorCode::PresenceFailed {
-                self.refused
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            code
-        })
+        let attempt = || {
+            let r = self
+                .worker
+                .run(move |t| {
+                    let r = t.sign(&key, kind, pin.as_deref().map(|s| s.as_str()), &data, flags);
+                    if matches!(r, Err((ErrorCode::Internal, _))) {
+                        t.reset();
+                    }
+                    r
+                })
+                .unwrap_or_else(|| Err((ErrorCode::Internal, "the TPM worker stopped".into())));
+            let refused = matches!(&r, Err((ErrorCode::PresenceFailed, _)));
+            let r = r.map_err(|(code, why)| {
+                tracing::error!("TPM key {}: {why}", k.file.display());
+                code
+            });
+            (r, refused)
+        };
+        if k.key.empty_auth {
+            attempt().0
+        } else {
+            super::with_pin("the TPM", attempt)
+        }
     }
 
     fn blocking(&self, _key_blob: &[u8]) -> bool {

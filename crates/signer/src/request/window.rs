@@ -6,7 +6,7 @@ use crate::signer::Signer;
 use std::collections::HashSet;
 use vmux_proto::{now_unix, ErrorCode};
 
-/// The longest request window any configuration may allow (DESIGN.md: at most 60 s).
+/// The longest request window any configuration may allow (ARCHITECTURE.md, invariants: at most 60 s).
 pub const MAX_WINDOW_SECS: u64 = 60;
 /// The most clock skew any configuration may allow.
 pub const MAX_SKEW_SECS: u64 = 120;
