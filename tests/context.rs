@@ -616,3 +616,61 @@ fn logs_survive_rotation_and_report_truncation_rewrites_and_deletion() {
     one_signature(&s, "m4");
     verify_says(&s.signer.home, "signer", "chain intact");
 }
+
+/// The decision log rotates by size (`log_max_mb`): the full log becomes
+/// `decisions.log.1`, a new chain starts that names its last line, and `log --verify`
+/// follows the chain across the files; a rotated file changed or removed is named.
+#[test]
+fn the_decision_log_rotates_by_size_and_verifies_across_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shome, ahome) = (tmp.path().join("s"), tmp.path().join("a"));
+    Signer::init(&shome, "rotating");
+    set_signer_config(&shome, "log_max_mb", "1");
+    // A log just over 1 MiB, written the way the signer writes it.
+    let dlog = shome.join("signer/decisions.log");
+    {
+        let mut j = vmux_proto::journal::Journal::open(&dlog).unwrap();
+        let filler = "x".repeat(1000);
+        for _ in 0..1100 {
+            let mut r = serde_json::Map::new();
+            r.insert("event".into(), serde_json::json!("filler"));
+            r.insert("note".into(), serde_json::json!(filler));
+            j.append(r).unwrap().wait().unwrap();
+        }
+    }
+    let signer = Signer::start(&shome, "127.0.0.1:0");
+    agent_config(&ahome, "session_certs = false\n");
+    pair(&ahome, &signer);
+    let agent = Agent::start(&ahome);
+    agent.wait_connected();
+    let pubkey = tmp.path().join("k.pub");
+    std::fs::write(&pubkey, ok(&shome, &["signer", "keys", "pub"])).unwrap();
+    let msg = tmp.path().join("m");
+    std::fs::write(&msg, "m").unwrap();
+    let h = background(sshsig(&agent.sock, &pubkey, &msg, "file"));
+    signer.approve_next();
+    assert!(h.join().unwrap().success());
+    let rotated = shome.join("signer/decisions.log.1");
+    assert!(rotated.exists(), "no rotation");
+    assert!(std::fs::metadata(&dlog).unwrap().len() < 1 << 20);
+    let current = std::fs::read_to_string(&dlog).unwrap();
+    assert!(current.lines().next().unwrap().contains("chainStart"));
+    assert!(current.contains("\"decision\":\"approved\""), "{current}");
+    let out = ok(&shome, &["signer", "log", "--verify"]);
+    assert!(
+        out.contains("decisions.log.1: 110") && out.contains("tail matches its anchor"),
+        "{out}"
+    );
+    // The rotated file edited: named.
+    let text = std::fs::read_to_string(&rotated).unwrap();
+    std::fs::write(&rotated, text.replacen("filler", "fillet", 1)).unwrap();
+    let out = try_vmux(&shome, &["signer", "log", "--verify"]);
+    assert!(
+        !out.success() && out.stderr.contains("decisions.log.1: line"),
+        "{out:?}"
+    );
+    // Removed: the current chain no longer starts where anything ends here, and says so.
+    std::fs::remove_file(&rotated).unwrap();
+    let out = ok(&shome, &["signer", "log", "--verify"]);
+    assert!(out.contains("continues an earlier log"), "{out}");
+}

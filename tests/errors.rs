@@ -222,6 +222,8 @@ fn up_runs_everything_and_asks_in_the_terminal() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A person reads the request first: an answer within a second is not taken.
+        std::thread::sleep(Duration::from_millis(1100));
         writeln!(stdin, "{answer}").unwrap();
         h.join().unwrap()
     };

@@ -725,32 +725,38 @@ pub fn print_log(path: &Path, verify: bool) -> anyhow::Result<ExitCode> {
         Err(e) => bail!("{}: {e}", path.display()),
     };
     if verify {
-        return match vmux_proto::journal::verify_file(path) {
-            Ok(v) if v.lines == 0 => {
+        return match vmux_proto::journal::verify_rotated(path) {
+            Ok(files) if files.iter().all(|(_, v)| v.lines == 0) => {
                 println!("{}: no log yet", path.display());
                 Ok(ExitCode::SUCCESS)
             }
-            Ok(v) => {
-                println!(
-                    "{}: {} lines, chain intact{}",
-                    path.display(),
-                    v.lines,
-                    if v.anchored {
+            Ok(files) => {
+                for (f, v) in &files {
+                    if v.lines == 0 {
+                        continue;
+                    }
+                    let tail = if f != path {
+                        ", rotated; its tail is vouched for by the next file's first line"
+                    } else if v.anchored {
                         ", tail matches its anchor"
                     } else {
                         " (no anchor yet: lines after the last one cannot be vouched for)"
+                    };
+                    println!("{}: {} lines, chain intact{tail}", f.display(), v.lines);
+                }
+                if let Some((f, v)) = files.iter().find(|(_, v)| v.lines > 0) {
+                    if let Some(h) = &v.continues {
+                        println!(
+                            "note: {} continues an earlier log that is no longer beside it (moved or \
+                             rotated away); that log's last line hashed to {h}; verify it on its own",
+                            f.display()
+                        );
                     }
-                );
-                if let Some(h) = v.continues {
-                    println!(
-                        "note: this chain continues an earlier log that was moved or replaced (rotated); \
-                         that log's last line hashed to {h}; verify it on its own"
-                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Err(t) => {
-                eprintln!("{}: {t}", path.display());
+            Err((f, t)) => {
+                eprintln!("{}: {t}", f.display());
                 Ok(ExitCode::FAILURE)
             }
         };

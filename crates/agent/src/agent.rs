@@ -87,7 +87,8 @@ impl Agent {
         let identity = Identity::load_or_create(&home.identity())?;
         let signers = home.load_signers()?;
         let keys = home.load_keys()?;
-        let log = Journal::open(&home.log())?;
+        // The agent's log rotates at 64 MiB, 8 files kept, like the signer's default.
+        let log = Journal::open(&home.log())?.rotate_at(64 << 20, 8);
         let dialing = signers
             .iter()
             .map(|s| (s.id.clone(), tokio::sync::Mutex::new(())))

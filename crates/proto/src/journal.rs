@@ -115,6 +115,11 @@ pub struct Journal {
     /// Bytes of a line whose write was cut short (a full disk) and could not be taken
     /// back yet: taken back before the next line is written.
     torn: u64,
+    /// Bytes in the file we write (for rotation by size).
+    size: u64,
+    /// Rotate when the file reaches this many bytes, keeping this many old files
+    /// (`<log>.1` the newest).
+    rotate: Option<(u64, usize)>,
 }
 
 fn line_hash(line: &str) -> String {
@@ -239,6 +244,7 @@ impl Journal {
         }
         let (seq, prev) = resume(path)?;
         let (file, ident) = open_append(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let file = Arc::new(file);
         let flusher = Arc::new(Flusher {
             state: Mutex::new(Pending {
@@ -268,12 +274,40 @@ impl Journal {
             flusher,
             thread: Some(thread),
             torn: 0,
+            size,
+            rotate: None,
         })
+    }
+
+    /// Rotate the log when it reaches `max_bytes`: it becomes `<log>.1` (older ones
+    /// `.2` … `.keep`, the oldest beyond that removed) and a new chain starts at `<log>`
+    /// whose first record names the last hash of the one before, so
+    /// [`verify_rotated`] follows the chain across the files.
+    pub fn rotate_at(mut self, max_bytes: u64, keep: usize) -> Self {
+        self.rotate = Some((max_bytes.max(1), keep.max(1)));
+        self
+    }
+
+    fn rotate_if_full(&mut self) -> Result<(), ProtoError> {
+        let Some((max, keep)) = self.rotate else {
+            return Ok(());
+        };
+        if self.size < max {
+            return Ok(());
+        }
+        self.sync();
+        let _ = std::fs::remove_file(rotated(&self.path, keep));
+        for i in (1..keep).rev() {
+            let _ = std::fs::rename(rotated(&self.path, i), rotated(&self.path, i + 1));
+        }
+        std::fs::rename(&self.path, rotated(&self.path, 1))
+            .map_err(|e| ProtoError::file(&self.path, format!("rotating: {e}")))
     }
 
     /// Append one record (a JSON object); `seq` and `prev` are added here. The line is
     /// in the kernel when this returns; the returned [`Durable`] waits for the disk.
     pub fn append(&mut self, mut record: Map<String, Value>) -> Result<Durable, ProtoError> {
+        self.rotate_if_full()?;
         self.follow_rotation()?;
         if let Some(e) = self.flusher.state.lock().unwrap().failed.clone() {
             // A failed sync may have lost lines the chain continues from: nothing more
@@ -320,13 +354,18 @@ impl Journal {
         while done < bytes.len() {
             match (&*self.file).write(&bytes[done..]) {
                 Ok(0) => {
+                    self.size -= done as u64;
                     self.torn = done as u64;
                     let _ = self.take_back_torn();
                     return Err(ProtoError::file(&self.path, "the disk took no more bytes"));
                 }
-                Ok(n) => done += n,
+                Ok(n) => {
+                    done += n;
+                    self.size += n as u64;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    self.size -= done as u64;
                     self.torn = done as u64;
                     let _ = self.take_back_torn();
                     return Err(ProtoError::file(&self.path, e));
@@ -381,6 +420,7 @@ impl Journal {
             repair(&self.path, text)?
         };
         let (file, ident) = open_append(&self.path)?;
+        self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.file = Arc::new(file);
         self.ident = ident;
         self.torn = 0;
@@ -639,6 +679,97 @@ pub fn verify_file(path: &Path) -> Result<Verified, Tampered> {
     Ok(v)
 }
 
+/// `<log>.n`: the n-th newest rotated file.
+pub fn rotated(log: &Path, n: usize) -> PathBuf {
+    let mut s = log.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Verify the log at `path` with the files rotated out of it (`<log>.N` … `<log>.1`),
+/// oldest first: each file's chain, the anchor of the current one, and that each file
+/// starts where the one before it ended. Returns every file checked with its result
+/// (the oldest kept file may continue one removed by rotation: that is not an error).
+pub fn verify_rotated(path: &Path) -> Result<Vec<(PathBuf, Verified)>, (PathBuf, Tampered)> {
+    // Every `<log>.n` there is; one missing below the highest is a removed file.
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+    let highest = std::fs::read_dir(path.parent().unwrap_or(Path::new(".")))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let f = e.file_name().to_string_lossy().to_string();
+            f.strip_prefix(&format!("{}.", name.as_deref()?))?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let mut files = vec![];
+    for n in (1..=highest).rev() {
+        let f = rotated(path, n);
+        if !f.exists() {
+            return Err((
+                f,
+                Tampered {
+                    line: 0,
+                    reason: format!(
+                        "this rotated log is missing, but older ones (up to .{highest}) are there: it was removed"
+                    ),
+                },
+            ));
+        }
+        files.push(f);
+    }
+    let mut out = vec![];
+    let mut last_hash: Option<String> = None;
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            (
+                f.clone(),
+                Tampered {
+                    line: 0,
+                    reason: e.to_string(),
+                },
+            )
+        })?;
+        let v = verify_chain(&text).map_err(|t| (f.clone(), t))?;
+        linked(f, &v, last_hash.as_deref())?;
+        last_hash = text.lines().last().map(line_hash);
+        out.push((f.clone(), v));
+    }
+    let v = verify_file(path).map_err(|t| (path.to_path_buf(), t))?;
+    if v.lines > 0 {
+        linked(path, &v, last_hash.as_deref())?;
+    }
+    out.push((path.to_path_buf(), v));
+    Ok(out)
+}
+
+fn linked(f: &Path, v: &Verified, before: Option<&str>) -> Result<(), (PathBuf, Tampered)> {
+    match (before, v.continues.as_deref()) {
+        (Some(b), Some(c)) if b != c => Err((
+            f.to_path_buf(),
+            Tampered {
+                line: 1,
+                reason: "this chain does not start where the rotated log before it ended: \
+                         a rotated file was changed, replaced or removed"
+                    .into(),
+            },
+        )),
+        (Some(_), None) => Err((
+            f.to_path_buf(),
+            Tampered {
+                line: 1,
+                reason: "this log starts a new chain although a rotated log comes before it: \
+                         it was rewritten from scratch"
+                    .into(),
+            },
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,6 +785,38 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d.join("x.log")
+    }
+
+    #[test]
+    fn rotation_by_size_keeps_one_chain_across_files() {
+        let p = tmp("by-size");
+        {
+            let mut j = Journal::open(&p).unwrap().rotate_at(400, 3);
+            for i in 0..40 {
+                let mut r = Map::new();
+                r.insert("event".into(), Value::from("sign"));
+                r.insert("n".into(), Value::from(i));
+                j.append(r).unwrap().wait().unwrap();
+            }
+        }
+        assert!(rotated(&p, 3).exists() && !rotated(&p, 4).exists());
+        assert!(std::fs::metadata(&p).unwrap().len() < 800);
+        let v = verify_rotated(&p).unwrap();
+        assert_eq!(v.len(), 4);
+        assert!(v.last().unwrap().1.anchored);
+        // The oldest kept file continues one rotation removed: not an error.
+        assert!(v[0].1.continues.is_some());
+        // A rotated file edited, or removed from the middle: found, and named.
+        let mid = rotated(&p, 2);
+        let text = std::fs::read_to_string(&mid).unwrap();
+        std::fs::write(&mid, text.replacen("sign", "sigN", 1)).unwrap();
+        let (f, t) = verify_rotated(&p).unwrap_err();
+        assert_eq!(f, mid, "{t}");
+        std::fs::write(&mid, &text).unwrap();
+        assert!(verify_rotated(&p).is_ok());
+        std::fs::remove_file(&mid).unwrap();
+        let (f, t) = verify_rotated(&p).unwrap_err();
+        assert!(f == mid && t.to_string().contains("removed"), "{f:?} {t}");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! devices and their live links, the nonces seen, the host pins and the decision log.
 //! `listener` → `session` → `request` use it; the surfaces decide through `decide`.
 
+/// Rotated decision logs kept beside `decisions.log`.
+pub const LOGS_KEPT: usize = 8;
+
 use crate::keystore::Keystore;
 use crate::queue::Queue;
 use crate::state::{PairedDevice, SignerConfig, SignerHome};
@@ -63,7 +66,9 @@ impl Signer {
         let config = home.load_config()?;
         let identity = Identity::load_or_create(&home.identity())?;
         let paired = Mutex::new(home.load_paired()?);
-        let log = Mutex::new(Journal::open(&home.log())?);
+        let log = Mutex::new(
+            Journal::open(&home.log())?.rotate_at(config.log_max_mb.max(1) << 20, LOGS_KEPT),
+        );
         let states = crate::keys::load_states(&home)?;
         let seen = crate::request::window::SeenNonces::load(&home)?;
         let reach = crate::reach::Reachability::load(&home.dir)?;

@@ -162,6 +162,9 @@ pub struct SignerConfig {
     pub max_window_secs: u64,
     /// Clock skew tolerated on `issued`, in seconds.
     pub max_skew_secs: u64,
+    /// The decision log rotates when it reaches this many MiB (`decisions.log.1` …
+    /// `.8` kept; `vmux signer log --verify` follows the chain across them).
+    pub log_max_mb: u64,
     /// This signer's wake URL (its "device token"), sent to paired agents: they POST a
     /// content-free wake message there when they need it and the link is down.
     pub wake_url: Option<String>,
@@ -361,6 +364,7 @@ impl Default for SignerConfig {
             pair_timeout_secs: 120,
             max_window_secs: 60,
             max_skew_secs: 30,
+            log_max_mb: 64,
             wake_url: None,
             discovery: "auto".into(),
             ca: CaPolicy::default(),
