@@ -151,13 +151,22 @@ fn up_runs_everything_and_asks_in_the_terminal() {
     let home = tmp.path().join("home");
     // Per-signature prompts only; `vmux up` with certificates is covered in tests/certs.rs.
     agent_config(&home, "session_certs = false\n");
+    // A port of its own: 7227 (up's default) may be in use on a test machine.
     let mut child = vmux(&home)
-        .arg("up")
+        .args(["up", "--listen", "127.0.0.1:0"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped however the test ends, so a failure leaves no daemon behind.
+    struct Stop(i32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0, libc::SIGTERM) };
+        }
+    }
+    let _stop = Stop(child.id() as i32);
     let mut stdin = child.stdin.take().unwrap();
     let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let reader = {

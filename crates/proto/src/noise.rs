@@ -289,6 +289,8 @@ mod tests {
             la.writer.send(&Envelope::new(Message::Ping)).await.unwrap();
             la
         });
+        // Large frames only once the peer is known (a pinned key or a pairing).
+        lb.reader.authenticated();
         assert_eq!(lb.reader.recv().await.unwrap(), big);
         assert_eq!(lb.reader.recv().await.unwrap().message, Message::Ping);
         w.await.unwrap();
