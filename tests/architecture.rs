@@ -1,10 +1,10 @@
 //! The shape ARCHITECTURE.md describes, checked: library crates depend only downwards
 //! (on `vmux-proto`; the client also on the agent), and module cycles inside a crate
 //! do not grow.
-//! The cycles that exist today all run through the shared state struct (`Signer`,
-//! `Agent`) that every step of a request takes and that names those steps' types;
-//! they are listed here so that a new one fails the build and a fixed one can be
-//! struck off.
+//! The signer has none. The agent's and the client's that exist today are listed here
+//! so that a new one fails the build and a fixed one can be struck off: the agent's run
+//! through its shared state (`Agent`, which holds the upstream and reach state whose
+//! files also extend `Agent`), the client's between a connection and its forwards.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -68,8 +68,15 @@ fn module_cycles_do_not_grow() {
             if top == "lib" {
                 continue;
             }
-            // Test modules may reach anywhere.
-            let code = text.split("#[cfg(test)]").next().unwrap();
+            // Test modules may reach anywhere; comments name modules without using them.
+            let code: String = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
             let deps = graph.entry(top.to_string()).or_default();
             for (i, _) in code.match_indices("crate::") {
                 let name: String = code[i + 7..]

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod keystore;
 pub mod listener;
 pub mod mute;
+pub mod nonces;
 pub mod pair;
 pub mod prompt;
 pub mod queue;

@@ -31,7 +31,7 @@ pub struct Signer {
     pub(crate) paired: Mutex<Vec<PairedDevice>>,
     /// Nonces seen until their request's expiry (after it, a replay is refused as
     /// expired anyway).
-    pub(crate) seen: Mutex<crate::request::window::SeenNonces>,
+    pub(crate) seen: Mutex<crate::nonces::SeenNonces>,
     /// The live link of each device: a device that reconnects supersedes its old link,
     /// whose queued requests can no longer be answered to anyone.
     links: Mutex<HashMap<String, Live>>,
@@ -70,7 +70,7 @@ impl Signer {
             Journal::open(&home.log())?.rotate_at(config.log_max_mb.max(1) << 20, LOGS_KEPT),
         );
         let states = crate::keys::load_states(&home)?;
-        let seen = crate::request::window::SeenNonces::load(&home)?;
+        let seen = crate::nonces::SeenNonces::load(&home)?;
         let reach = crate::reach::Reachability::load(&home.dir)?;
         Ok(Arc::new(Signer {
             reach,

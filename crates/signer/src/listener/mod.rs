@@ -2,6 +2,8 @@
 //! unauthenticated work, `guard`), run Noise XX, read the peer's Hello, then hand a
 //! paired device to its `session` and an unpaired one to `pair` (or `pairingInvalid`).
 
+mod reach;
+
 use crate::signer::Signer;
 use std::sync::Arc;
 use std::time::Duration;
