@@ -70,7 +70,7 @@ pub struct Agent {
     /// Keys vmux does not hold, from another agent (`upstream.rs`).
     pub(crate) upstream: Mutex<Option<Arc<crate::upstream::Upstream>>>,
     /// Reach beyond the local network (`reach`).
-    pub(crate) reach: crate::reach::AgentReach,
+    pub(crate) reach: AgentReach,
 }
 
 impl Agent {
@@ -356,7 +356,7 @@ impl Agent {
                         since: i.since,
                         wakeable: s.wake_url.is_some(),
                         clock_skew_secs: links.get(&s.id).and_then(|l| l.clock_skew_secs),
-                        ..crate::reach::route_status(links.get(&s.id), s)
+                        ..route_status(links.get(&s.id), s)
                     }
                 })
                 .collect(),
@@ -427,4 +427,37 @@ fn salted(salt: &[u8], pass: &[u8]) -> [u8; 32] {
 
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The agent's reach: its configuration (re-read when the file changes) and its iroh
+/// endpoint, made on first use.
+#[derive(Default)]
+pub struct AgentReach {
+    pub(crate) config: std::sync::Mutex<(
+        Option<std::time::SystemTime>,
+        vmux_proto::reach::ReachConfig,
+    )>,
+    #[cfg(feature = "reach")]
+    pub(crate) endpoint:
+        tokio::sync::Mutex<Option<(vmux_proto::reach::ReachConfig, iroh::Endpoint)>>,
+}
+
+/// The link's route for status: its path and round-trip time while connected, and
+/// how reach stands between this device and the signer.
+fn route_status(
+    link: Option<&crate::link::SignerLink>,
+    s: &crate::state::PairedSigner,
+) -> crate::status::SignerStatus {
+    let path = link.filter(|l| l.is_up()).and_then(|l| l.path());
+    crate::status::SignerStatus {
+        path: path.as_ref().map(|p| p.0.clone()),
+        rtt_ms: path
+            .and_then(|p| p.1)
+            .map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
+        reach: s
+            .reach
+            .as_ref()
+            .map(|r| if r.anywhere { "anywhere" } else { "local" }.to_string()),
+        ..Default::default()
+    }
 }

@@ -22,6 +22,7 @@ pub mod hostnames;
 pub mod link;
 pub mod notify;
 pub mod pair;
+pub mod passthrough;
 pub mod reach;
 pub mod renew;
 pub mod requester;

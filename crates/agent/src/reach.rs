@@ -13,21 +13,11 @@ use crate::agent::Agent;
 use crate::link::SignerLink;
 use crate::state::PairedSigner;
 use crate::AgentError;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use vmux_proto::envelope::{KeyRecord, Reach};
 use vmux_proto::reach::ReachConfig;
 #[cfg(feature = "reach")]
 use vmux_proto::reach::{self, LOCAL_BUDGET};
-
-/// The agent's reach: its configuration (re-read when the file changes) and its iroh
-/// endpoint, made on first use.
-#[derive(Default)]
-pub struct AgentReach {
-    config: Mutex<(Option<SystemTime>, ReachConfig)>,
-    #[cfg(feature = "reach")]
-    endpoint: tokio::sync::Mutex<Option<(ReachConfig, iroh::Endpoint)>>,
-}
 
 /// How the link to a signer is dialled.
 type Dialled = (SignerLink, Vec<KeyRecord>);
@@ -242,23 +232,6 @@ fn with_hint(e: AgentError, s: &PairedSigner, config: &ReachConfig, device: &str
     AgentError::Unreachable {
         addr,
         reason: format!("{reason}; {hint}"),
-    }
-}
-
-/// The link's route for status: its path and round-trip time while connected, and
-/// how reach stands between this device and the signer.
-pub fn route_status(link: Option<&SignerLink>, s: &PairedSigner) -> crate::status::SignerStatus {
-    let path = link.filter(|l| l.is_up()).and_then(|l| l.path());
-    crate::status::SignerStatus {
-        path: path.as_ref().map(|p| p.0.clone()),
-        rtt_ms: path
-            .and_then(|p| p.1)
-            .map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
-        reach: s
-            .reach
-            .as_ref()
-            .map(|r| if r.anywhere { "anywhere" } else { "local" }.to_string()),
-        ..Default::default()
     }
 }
 

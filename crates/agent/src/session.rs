@@ -71,7 +71,9 @@ impl Session {
                     self.agent.cert_for_login(&self.caller).await;
                 }
                 let mut ids = self.agent.identities_for(fwd);
-                let more = upstream::identities(&self.agent, &mut self.upstream, fwd, &ids).await;
+                let more =
+                    crate::passthrough::identities(&self.agent, &mut self.upstream, fwd, &ids)
+                        .await;
                 ids.extend(more);
                 Response::Identities(ids)
             }
@@ -160,7 +162,7 @@ impl Session {
             Request::Extension { name, contents } => {
                 let r = self.extension(&name, &contents);
                 if name == "session-bind@openssh.com" && r == Response::Success {
-                    self.upstream.bind(&self.agent, msg).await;
+                    crate::passthrough::bind(&mut self.upstream, &self.agent, msg).await;
                 }
                 r
             }
@@ -175,24 +177,24 @@ impl Session {
         let (agent, conn) = (&self.agent, &mut self.upstream);
         match req {
             Request::Sign { key_blob, data, .. } => {
-                upstream::sign(agent, conn, fwd, &self.caller, key_blob, data, msg).await
+                crate::passthrough::sign(agent, conn, fwd, &self.caller, key_blob, data, msg).await
             }
-            Request::AddKey => upstream::pass(agent, conn, fwd, msg, "ssh-add").await,
+            Request::AddKey => crate::passthrough::pass(agent, conn, fwd, msg, "ssh-add").await,
             Request::RemoveIdentity { key_blob }
                 if !agent.valid_cert().is_some_and(|c| c.matches(key_blob)) =>
             {
-                upstream::pass(agent, conn, fwd, msg, "ssh-add -d").await
+                crate::passthrough::pass(agent, conn, fwd, msg, "ssh-add -d").await
             }
             Request::RemoveAllIdentities => {
-                upstream::pass(agent, conn, fwd, msg, "ssh-add -D").await;
+                crate::passthrough::pass(agent, conn, fwd, msg, "ssh-add -D").await;
                 None
             }
             Request::Lock { .. } if !agent.is_locked() => {
-                upstream::pass(agent, conn, fwd, msg, "ssh-add -x").await;
+                crate::passthrough::pass(agent, conn, fwd, msg, "ssh-add -x").await;
                 None
             }
             Request::Unlock { .. } if agent.is_locked() => {
-                upstream::pass(agent, conn, fwd, msg, "ssh-add -X").await;
+                crate::passthrough::pass(agent, conn, fwd, msg, "ssh-add -X").await;
                 None
             }
             _ => None,

@@ -33,7 +33,7 @@ pub struct Status {
     pub written: u64,
     /// The upstream agent, when one is configured (`upstream.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<crate::upstream::UpstreamInfo>,
+    pub upstream: Option<UpstreamInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,4 +144,12 @@ impl Status {
             "disconnected"
         }
     }
+}
+
+/// What `vmux agent status` records about the upstream agent (in `status.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamInfo {
+    pub socket: String,
+    pub forwarded: bool,
 }

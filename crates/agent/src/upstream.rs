@@ -20,10 +20,7 @@
 //! with the session bindings the client sent replayed on it, so the upstream applies
 //! its own destination constraints (`ssh-add -h`).
 
-use crate::agent::{Agent, Caller};
 use crate::wire::{self, MAX_MESSAGE};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use ssh_encoding::Decode;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,8 +31,8 @@ use tokio::net::UnixStream;
 /// How long a listing may take before the upstream is skipped.
 const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 /// A signature may wait for a person or a touch at the upstream (`ssh-add -c`, FIDO).
-const SIGN_TIMEOUT: Duration = Duration::from_secs(60);
-const OTHER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SIGN_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const OTHER_TIMEOUT: Duration = Duration::from_secs(10);
 /// After an upstream timed out, it is skipped this long.
 const SKIP_AFTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// More identities than this in one answer are not believed.
@@ -49,13 +46,7 @@ pub struct Upstream {
     skip_until: Mutex<Option<Instant>>,
 }
 
-/// What `vmux agent status` records about the upstream (in `status.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UpstreamInfo {
-    pub socket: String,
-    pub forwarded: bool,
-}
+pub use crate::status::UpstreamInfo;
 
 /// Why the upstream did not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,14 +70,14 @@ impl Upstream {
         }
     }
 
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.socket.display().to_string()
     }
 
     /// One request on `conn` (opened if needed), one answer back: the body after the
     /// length, at most 256 KiB. A failure closes `conn`; a timeout also skips the
     /// upstream for a while.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         conn: &mut Conn,
         msg: &[u8],
@@ -219,174 +210,9 @@ pub fn answer_ok(request: u8, body: &[u8]) -> bool {
 /// One agent connection's line to the upstream.
 #[derive(Default)]
 pub struct Conn {
-    stream: Option<UnixStream>,
+    pub(crate) stream: Option<UnixStream>,
     /// The `session-bind@openssh.com` messages the client sent (replayed on reconnect).
-    binds: Vec<Vec<u8>>,
-}
-
-impl Conn {
-    /// A session-bind the client sent: kept, and passed on if the line is open.
-    pub async fn bind(&mut self, agent: &Agent, msg: &[u8]) {
-        if self.binds.len() >= 16 {
-            return;
-        }
-        self.binds.push(msg.to_vec());
-        if self.stream.is_none() {
-            return;
-        }
-        if let Some(u) = agent.upstream() {
-            let _ = u.call(self, msg, OTHER_TIMEOUT).await;
-        }
-    }
-}
-
-impl Agent {
-    /// The upstream agent, if one is configured.
-    pub fn upstream(&self) -> Option<Arc<Upstream>> {
-        self.upstream.lock().unwrap().clone()
-    }
-
-    /// Use `socket` as the upstream agent (`--upstream`, over the config's).
-    pub fn set_upstream(&self, socket: PathBuf) {
-        let forwarded = self.config.upstream_forwarded;
-        // The status file follows when the socket is bound (write_status_at): written
-        // now, it could overwrite the file of an agent that still runs.
-        *self.upstream.lock().unwrap() = Some(Arc::new(Upstream::new(socket, forwarded)));
-    }
-
-    /// What status.json says about the upstream.
-    pub fn upstream_info(&self) -> Option<UpstreamInfo> {
-        self.upstream().map(|u| UpstreamInfo {
-            socket: u.name(),
-            forwarded: u.forwarded,
-        })
-    }
-
-    /// The upstream, if this connection may use it (not locked; forwarded connections
-    /// only with `upstream_forwarded`).
-    fn upstream_for(&self, forwarded: bool) -> Option<Arc<Upstream>> {
-        self.upstream()
-            .filter(|u| !self.is_locked() && (!forwarded || u.forwarded))
-    }
-
-    /// Whether vmux itself answers for this key (the session certificate or a signer key).
-    fn holds(&self, key_blob: &[u8]) -> bool {
-        self.valid_cert().is_some_and(|c| c.matches(key_blob)) || self.signer_of(key_blob).is_some()
-    }
-}
-
-/// The upstream's keys for REQUEST_IDENTITIES, after `own` (those vmux lists itself
-/// are not listed twice). Nothing when there is no upstream or it is gone.
-pub async fn identities(
-    agent: &Agent,
-    conn: &mut Conn,
-    forwarded: bool,
-    own: &[(Vec<u8>, String)],
-) -> Vec<(Vec<u8>, String)> {
-    let Some(u) = agent.upstream_for(forwarded) else {
-        return vec![];
-    };
-    match u.identities(conn).await {
-        Ok(ids) => ids
-            .into_iter()
-            .filter(|(k, _)| !own.iter().any(|(o, _)| o == k))
-            .collect(),
-        Err(e) => {
-            tracing::debug!("{e}; listing vmux's keys only");
-            vec![]
-        }
-    }
-}
-
-/// A SIGN_REQUEST for a key vmux does not hold goes to the upstream, as it came; its
-/// answer is the response. `None`: not the upstream's business (vmux holds the key, or
-/// no upstream serves this connection).
-pub async fn sign(
-    agent: &Agent,
-    conn: &mut Conn,
-    forwarded: bool,
-    caller: &Caller,
-    key_blob: &[u8],
-    data: &[u8],
-    msg: &[u8],
-) -> Option<wire::Response> {
-    if agent.holds(key_blob) {
-        return None;
-    }
-    let u = agent.upstream_for(forwarded)?;
-    let started = Instant::now();
-    let answer = u.call(conn, msg, SIGN_TIMEOUT).await;
-    let (response, decision) = match answer {
-        Ok(body) if answer_ok(wire::SIGN_REQUEST, &body) => {
-            let signed = body[0] == wire::SIGN_RESPONSE;
-            let d = if signed {
-                "upstream"
-            } else {
-                "upstreamRefused"
-            };
-            (wire::Response::Raw(body), d.to_string())
-        }
-        Ok(body) => {
-            tracing::warn!(
-                "upstream agent {}: unexpected answer type {} to a sign request",
-                u.name(),
-                body[0]
-            );
-            (wire::Response::Failure, "upstreamMalformed".into())
-        }
-        Err(e) => {
-            tracing::warn!("{e}");
-            (wire::Response::Failure, "upstreamUnreachable".into())
-        }
-    };
-    let parsed = crate::context::parse(data);
-    agent.record(json!({
-        "time": vmux_proto::now_unix(),
-        "key": vmux_proto::identity::key_fingerprint(key_blob),
-        "pid": caller.pid,
-        "requester": caller.requester,
-        "kind": parsed.kind,
-        "decision": decision,
-        "upstream": u.name(),
-        "latencyMs": started.elapsed().as_millis() as u64,
-    }));
-    Some(response)
-}
-
-/// `ssh-add KEY`, `-d`, `-D`, `-x`, `-X`: passed to the upstream as they came; its
-/// answer, or `None` when no upstream serves this connection or it did not answer.
-pub async fn pass(
-    agent: &Agent,
-    conn: &mut Conn,
-    forwarded: bool,
-    msg: &[u8],
-    what: &str,
-) -> Option<wire::Response> {
-    let u = agent.upstream_for(forwarded).or_else(|| {
-        // Unlocking must reach an upstream that vmux's own lock hid.
-        agent
-            .upstream()
-            .filter(|u| msg.first() == Some(&wire::UNLOCK) && (!forwarded || u.forwarded))
-    })?;
-    match u.call(conn, msg, OTHER_TIMEOUT).await {
-        Ok(body) if answer_ok(msg[0], &body) => {
-            tracing::info!(
-                "{what}: passed to upstream agent {} ({})",
-                u.name(),
-                if body == [wire::SUCCESS] {
-                    "done"
-                } else {
-                    "refused there"
-                }
-            );
-            Some(wire::Response::Raw(body))
-        }
-        Ok(_) => Some(wire::Response::Failure),
-        Err(e) => {
-            tracing::warn!("{what}: {e}");
-            None
-        }
-    }
+    pub(crate) binds: Vec<Vec<u8>>,
 }
 
 /// The upstream a config names (`upstream`, `~/` expanded), if any.

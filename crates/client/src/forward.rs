@@ -6,7 +6,6 @@
 //!   RFC 4254 §7.1) and each connection it accepts is made here to host:hostport;
 //!   `-R [bind_address:]port` alone: a SOCKS server here for the server's side.
 
-use crate::dial::Client;
 use crate::socks;
 use crate::ClientError;
 use russh::client::{Handle, Msg};
@@ -134,8 +133,8 @@ pub fn parse_remote(spec: &str) -> Result<RemoteForward, ClientError> {
 }
 
 /// Listen and forward until the connection ends.
-pub async fn start(
-    handle: Arc<Handle<Client>>,
+pub async fn start<H: russh::client::Handler + 'static>(
+    handle: Arc<Handle<H>>,
     f: LocalForward,
 ) -> Result<tokio::task::JoinHandle<()>, ClientError> {
     let listener = listen(&f.bind, f.port, "-L").await?;
@@ -162,8 +161,8 @@ pub async fn start(
 }
 
 /// `-D`: a SOCKS server on `bind:port`; each request becomes a `direct-tcpip` channel.
-pub async fn start_dynamic(
-    handle: Arc<Handle<Client>>,
+pub async fn start_dynamic<H: russh::client::Handler + 'static>(
+    handle: Arc<Handle<H>>,
     bind: String,
     port: u16,
 ) -> Result<tokio::task::JoinHandle<()>, ClientError> {
@@ -226,8 +225,8 @@ async fn accept(
     }
 }
 
-async fn open(
-    handle: &Handle<Client>,
+async fn open<H: russh::client::Handler>(
+    handle: &Handle<H>,
     host: &str,
     port: u16,
     peer: std::net::SocketAddr,
@@ -246,9 +245,9 @@ pub struct Remotes {
 impl Remotes {
     /// Ask the server to listen for each forward; a refusal is a warning (ssh's), or
     /// an error with `ExitOnForwardFailure`.
-    pub async fn request(
+    pub async fn request<H: russh::client::Handler>(
         &self,
-        handle: &Handle<Client>,
+        handle: &Handle<H>,
         forwards: &[RemoteForward],
         exit_on_failure: bool,
     ) -> Result<(), ClientError> {
