@@ -227,7 +227,7 @@ class Soak:
         p = subprocess.Popen([*["ip", "netns", "exec", self.ns_ws], self.vmux, device, "pair",
                               "%s:%d" % (SIGNER_ADDR, PORT)], env=self.env(home),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.PIPE)
         code = None
         lines = []
         for line in p.stdout:
@@ -244,8 +244,15 @@ class Soak:
             if any(e.get("kind") == "pair" and e.get("code") == code for e in pend):
                 break
             time.sleep(0.1)
-        self.vm(self.shome, "signer", "approve", "--code", code)
-        out, _ = p.communicate(timeout=30)
+        # The person types the workstation's code on the signer, then the code the signer
+        # shows in return on the workstation (both sides authenticate the pairing).
+        approved = self.vm(self.shome, "signer", "approve", "--code", code).stdout
+        signer_code = next((l.split()[2].rstrip(":") for l in approved.splitlines()
+                            if l.startswith("signer code ")), None)
+        if not signer_code:
+            p.kill()
+            raise RuntimeError("%s pair: the signer showed no code of its own: %s" % (device, approved))
+        out, _ = p.communicate(input=signer_code + "\n", timeout=30)
         if p.returncode != 0:
             raise RuntimeError("%s pair failed: %s%s" % (device, "".join(lines), out))
 
@@ -701,7 +708,13 @@ class Soak:
                 except OSError:
                     pass
             log = os.path.join(home, logname)
-            logb = sum(os.path.getsize(x) for x in (log, log + ".anchor") if os.path.exists(x))
+            # The log with its anchor and the files rotated out of it (`.1` ... `.8`).
+            logs = [log, log + ".anchor"] + ["%s.%d" % (log, n) for n in range(1, 9)]
+            logb = sum(os.path.getsize(x) for x in logs if os.path.exists(x))
+            # The signer's replay log grows with accepted nonces until it is rewritten
+            # (bounded by the signer): checked against that bound, not as growth.
+            replay = os.path.join(home, "signer", "replay.log")
+            replayb = os.path.getsize(replay) if os.path.exists(replay) else 0
             total = 0
             for root, _, files in os.walk(home):
                 for fn in files:
@@ -710,8 +723,9 @@ class Soak:
                         continue
                     total += os.path.getsize(fp)
             d["logBytes"] = logb
-            d["logLines"] = self.count_lines(log)
-            d["stateBytes"] = total - logb
+            d["logLines"] = sum(self.count_lines(x) for x in logs[:1] + logs[2:] if os.path.exists(x))
+            d["replayBytes"] = replayb
+            d["stateBytes"] = total - logb - replayb
             s[name] = d
         self.samples.append(s)
         self.event("sample %s: %s" % (label, json.dumps({k: v for k, v in s.items() if k in ("signer", "agent")})))

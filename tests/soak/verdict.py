@@ -18,6 +18,9 @@ RSS_SLACK_KIB = 16 * 1024
 RSS_FACTOR = 1.5
 FD_SLACK = 24
 STATE_SLACK_BYTES = 64 * 1024
+# The signer's replay log is rewritten once it holds 4 x max(16,384, live) nonce lines
+# (crates/signer/src/nonces.rs); a line is at most about 30 bytes.
+REPLAY_LIMIT_BYTES = 4 * 16384 * 32 + 64 * 1024
 MAX_LOG_LINE_BYTES = 4096
 
 
@@ -222,13 +225,16 @@ def report(s):
             rss_ok = "rssKiB" in a and "rssKiB" in b and b["rssKiB"] <= a["rssKiB"] * RSS_FACTOR + RSS_SLACK_KIB
             fd_ok = "fds" in a and "fds" in b and b["fds"] <= a["fds"] + FD_SLACK
             state_ok = state <= STATE_SLACK_BYTES
+            replay = b.get("replayBytes", 0)
+            state_ok = state_ok and replay <= REPLAY_LIMIT_BYTES
             line_ok = per_line <= MAX_LOG_LINE_BYTES
             res_ok = res_ok and rss_ok and fd_ok and state_ok and line_ok
             res_detail.append(
-                "%s: RSS %s -> %s KiB%s, fds %s -> %s%s, log +%d B in %d lines (%.0f B/line)%s, other state %+d B%s" % (
+                "%s: RSS %s -> %s KiB%s, fds %s -> %s%s, log +%d B in %d lines (%.0f B/line)%s, other state %+d B%s, replay log %d B" % (
                     name, a.get("rssKiB"), b.get("rssKiB"), "" if rss_ok else " (GROWTH)",
                     a.get("fds"), b.get("fds"), "" if fd_ok else " (GROWTH)", logb, lines, per_line,
-                    "" if line_ok else " (LINES TOO LONG)", state, "" if state_ok else " (GROWTH)"))
+                    "" if line_ok else " (LINES TOO LONG)", state, "" if state_ok else " (GROWTH)",
+                    b.get("replayBytes", 0)))
     else:
         res_ok = False
         res_detail.append("fewer than two samples")

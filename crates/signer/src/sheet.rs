@@ -173,15 +173,18 @@ struct View {
     list_mode: bool,
     /// The list on screen, frozen when drawn: its entries, digest, and when it appeared.
     list: Option<(Vec<PendingInfo>, String, Instant)>,
-    /// Sign requests that could form a list, and since when that number has held.
-    settling: Option<(usize, Instant)>,
+    /// Sign requests that could form a list, since when that number has held, and since
+    /// when requests have been settling at all.
+    settling: Option<(usize, Instant, Instant)>,
     /// `m` was pressed: the sheet asks for how long to mute.
     muting: bool,
 }
 
 /// How long arrivals must pause before two or more sign requests are drawn as a list
-/// (`git pull` across repositories sends them a few ms apart).
+/// (`git pull` across repositories sends them a few ms apart), and the longest a steady
+/// trickle of arrivals may put the list off.
 const LIST_SETTLE: Duration = Duration::from_millis(700);
+const LIST_SETTLE_MAX: Duration = Duration::from_secs(3);
 
 const IDLE: &str = "Waiting for requests";
 const WAITS: &str = "A request waits for your decision";
@@ -417,7 +420,9 @@ fn update_list(signer: &Signer, v: &mut View, pending: &[PendingInfo]) -> bool {
         }
     };
     match v.settling {
-        Some((m, since)) if m == n && since.elapsed() >= LIST_SETTLE => {
+        Some((m, since, first))
+            if (m == n && since.elapsed() >= LIST_SETTLE) || first.elapsed() >= LIST_SETTLE_MAX =>
+        {
             // Drawn from the queue as it is now: the digest covers exactly these.
             let Some(listed) = signer.queue.list() else {
                 return false;
@@ -436,9 +441,14 @@ fn update_list(signer: &Signer, v: &mut View, pending: &[PendingInfo]) -> bool {
             print!("\x07");
             true
         }
-        Some((m, _)) if m == n => false,
-        _ => {
-            v.settling = Some((n, Instant::now()));
+        Some((m, ..)) if m == n => false,
+        Some((_, _, first)) => {
+            v.settling = Some((n, Instant::now(), first));
+            false
+        }
+        None => {
+            let now = Instant::now();
+            v.settling = Some((n, now, now));
             false
         }
     }
