@@ -3,8 +3,9 @@
 //!
 //! Covers: `parse` on arbitrary bytes (SSHSIG blobs, RFC 4252 userauth requests incl.
 //! `publickey-hostbound-v00@openssh.com`, garbage), plus consistency of the result:
-//! the kind is one of `login`/`sshsig`/`unknown` and exactly the fields that kind
-//! promises are set.
+//! the kind is one of `login`/`sshsig`/`malformed`/`unknown` and exactly the fields
+//! that kind promises are set (`malformed`: starts like a userauth request, does not
+//! parse as one; refused by the signer, never shown as unrecognised data).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,12 +20,22 @@ fuzz_target!(|data: &[u8]| {
             assert!(p.session_id.is_none() && p.user.is_none() && p.host_key.is_none());
         }
         "login" => {
-            assert!(p.session_id.is_some() && p.user.is_some());
+            // The user exactly as sshd reads it; as text only when it is UTF-8.
+            assert!(p.session_id.is_some() && p.user_bytes.is_some());
+            let bytes = p.user_bytes.as_deref().unwrap_or_default();
+            assert_eq!(p.user.as_deref(), std::str::from_utf8(bytes).ok());
             assert!(p.namespace.is_none());
         }
-        "unknown" => {
+        "unknown" | "malformed" => {
             assert!(p.session_id.is_none() && p.user.is_none());
             assert!(p.namespace.is_none() && p.host_key.is_none());
+            // Only data that starts like a userauth request is called malformed.
+            let n = data
+                .get(..4)
+                .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
+            let starts_like_userauth =
+                n.is_some_and(|n| (20..=64).contains(&n) && data.get(4 + n) == Some(&50));
+            assert_eq!(p.kind == "malformed", starts_like_userauth);
         }
         other => panic!("unexpected kind {other:?}"),
     }
