@@ -333,7 +333,8 @@ fn a_wrong_pin_fails_that_request_alone_and_is_not_retried() {
         ..hw
     };
     let (signer, agent) = hw.start("session_certs = false\n");
-    for attempt in 0..2 {
+    // A login with the token key, approved: the token refuses, the login fails.
+    let refused_login = |what: &str| {
         let sshd = Sshd::start(&token_key);
         let h = background({
             let mut c = sshd.ssh_command(&agent.sock);
@@ -343,11 +344,11 @@ fn a_wrong_pin_fails_that_request_alone_and_is_not_retried() {
         signer.wait_pending(1);
         signer.approve_next();
         let out = h.join().unwrap();
-        assert!(
-            !out.success(),
-            "attempt {attempt} logged in with a wrong PIN: {out:?}"
-        );
+        assert!(!out.success(), "{what} logged in with a wrong PIN: {out:?}");
         assert!(out.stderr.contains("agent refused operation"), "{out:?}");
+    };
+    for attempt in 0..2 {
+        refused_login(&format!("attempt {attempt}"));
     }
     let log = signer.log();
     assert_eq!(log.matches("presenceFailed").count(), 2, "{log}");
@@ -378,18 +379,6 @@ fn a_wrong_pin_fails_that_request_alone_and_is_not_retried() {
             "extra",
         ],
     );
-    let refused_login = |what: &str| {
-        let sshd = Sshd::start(&token_key);
-        let h = background({
-            let mut c = sshd.ssh_command(&agent.sock);
-            c.arg("true");
-            c
-        });
-        signer.wait_pending(1);
-        signer.approve_next();
-        let out = h.join().unwrap();
-        assert!(!out.success(), "{what}: {out:?}");
-    };
     refused_login("after a reload");
     let out = signer.daemon.as_ref().unwrap().output();
     assert_eq!(out.matches("refused the PIN").count(), 1, "{out}");
