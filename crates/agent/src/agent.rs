@@ -27,6 +27,17 @@ pub struct Caller {
     /// The caller's controlling terminal, when it belongs to this agent's user: where
     /// the waiting line and the outcome are written.
     pub tty: Option<PathBuf>,
+    /// What ssh was asked for (`hostnames::candidates`), read from /proc and the ssh
+    /// configs once per connection: a connection's process does not change.
+    pub asked: std::sync::OnceLock<Vec<String>>,
+}
+
+impl Caller {
+    /// The names ssh was asked for, read on first use.
+    pub fn asked(&self) -> &[String] {
+        self.asked
+            .get_or_init(|| crate::hostnames::candidates(self.pid))
+    }
 }
 
 /// What is known about the link to one signer, besides the link itself.

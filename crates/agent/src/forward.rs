@@ -132,7 +132,7 @@ impl Agent {
         if parsed.kind == "login" && dest.name.is_none() && !dest.forwarded {
             // known_hosts does not name the server: say what ssh was asked for (this
             // line is for this workstation's own person; the signer never trusts it).
-            if let Some(asked) = crate::hostnames::candidates(caller.pid).first() {
+            if let Some(asked) = caller.asked().first() {
                 let user = parsed.user.as_deref().map(vmux_proto::text::field);
                 what = format!(
                     "login {}@{}",

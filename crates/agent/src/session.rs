@@ -12,7 +12,6 @@ pub struct Session {
     pub caller: Caller,
     pub bindings: Vec<Binding>,
     /// Names for hashed known_hosts entries, from the caller's command line (once).
-    candidates: Option<Vec<String>>,
     /// This connection's line to the upstream agent, if one is configured.
     upstream: upstream::Conn,
 }
@@ -39,7 +38,6 @@ impl Session {
             agent,
             caller,
             bindings: vec![],
-            candidates: None,
             upstream: Default::default(),
         }
     }
@@ -215,11 +213,7 @@ impl Session {
                     }
                     // A binding that does not verify is kept: every signature on this
                     // connection is then refused (ssh goes on after a failed bind).
-                    let candidates = self
-                        .candidates
-                        .get_or_insert_with(|| crate::hostnames::candidates(self.caller.pid))
-                        .clone();
-                    let b = Binding::check(b, &self.agent.config.known_hosts, &candidates);
+                    let b = Binding::check(b, &self.agent.config.known_hosts, self.caller.asked());
                     let ok = b.signature_ok != Some(false);
                     self.bindings.push(b);
                     if ok {

@@ -90,6 +90,7 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result
             pid,
             requester: crate::requester::describe(pid, 4),
             tty: pid.and_then(crate::feedback::controlling_tty),
+            ..Default::default()
         };
         let session = Session::new(agent.clone(), caller);
         let conn = open.add();

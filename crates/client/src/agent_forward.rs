@@ -64,6 +64,7 @@ impl Forwarded {
                 requester: self.requester.clone(),
                 // A forwarded agent's requests never write to a terminal here.
                 tty: None,
+                ..Default::default()
             },
         );
         session.bindings.push(self.hop.clone());
