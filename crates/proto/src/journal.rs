@@ -5,9 +5,8 @@
 //! that line, written atomically) lets `--verify` also report what a chain alone cannot:
 //! a truncated tail, a deleted log, a log rewritten from scratch. Appends reach the
 //! kernel at once (a process crash loses nothing) and are made durable by a flusher
-//! thread: one fdatasync for all appends of a moment (a round at most every 20 ms unless
-//! someone waits), the anchor moved forward at most every 250 ms (measured by
-//! scripts/bench). A torn last line (a crash mid-write) is
+//! thread that fsyncs and moves the anchor forward at most every 20 ms, one fsync for
+//! all appends in between (measured in benches/sign.rs). A torn last line (a crash mid-write) is
 //! cut off when the log is opened, and the chain goes on from the last whole line. A log
 //! that was moved or replaced while open (logrotate, an editor) is reopened and starts a
 //! new chain whose first record names the previous chain's last hash.
@@ -48,10 +47,6 @@ pub fn read_anchor(log: &Path) -> Option<Anchor> {
 struct Pending {
     /// The latest appended line's anchor, not yet durable.
     anchor: Option<Anchor>,
-    /// The latest durable line's anchor, not yet in the anchor file.
-    unanchored: Option<Anchor>,
-    /// Write the anchor now (`sync` waits for it).
-    anchor_now: bool,
     file: Option<Arc<std::fs::File>>,
     stop: bool,
     /// The highest sequence number known to be on disk (fdatasync done).
@@ -283,8 +278,6 @@ impl Journal {
         let flusher = Arc::new(Flusher {
             state: Mutex::new(Pending {
                 anchor: None,
-                unanchored: None,
-                anchor_now: false,
                 file: None,
                 stop: false,
                 durable: seq.checked_sub(1),
@@ -434,9 +427,7 @@ impl Journal {
     /// Wait until everything appended so far is durable (fsynced, anchored).
     pub fn sync(&self) {
         let mut p = self.flusher.state.lock().unwrap();
-        p.anchor_now = true;
-        self.flusher.wake.notify_one();
-        while p.anchor.is_some() || p.unanchored.is_some() {
+        while p.anchor.is_some() {
             p = self.flusher.done.wait(p).unwrap();
         }
     }
@@ -508,89 +499,50 @@ impl Drop for Journal {
 }
 
 fn flush_loop(f: &Flusher, anchor_path: &Path) {
-    // When the anchor file was last written: under steady appends it follows the log at
-    // most every ANCHOR_EVERY, while each round's fdatasync releases its waiters at once.
-    let mut anchored_at: Option<std::time::Instant> = None;
-    let anchor_due = |at: Option<std::time::Instant>| at.map(|t| t + ANCHOR_EVERY);
     loop {
-        let (lines, file) = {
+        let (anchor, file) = {
             let mut p = f.state.lock().unwrap();
-            loop {
-                if p.anchor.is_some() || p.stop {
-                    break;
-                }
-                if p.unanchored.is_none() {
-                    p = f.wake.wait(p).unwrap();
-                    continue;
-                }
-                let now = std::time::Instant::now();
-                match anchor_due(anchored_at) {
-                    Some(due) if due > now && !p.anchor_now => {
-                        p = f.wake.wait_timeout(p, due - now).unwrap().0;
-                    }
-                    _ => break,
-                }
+            while p.anchor.is_none() && !p.stop {
+                p = f.wake.wait(p).unwrap();
             }
-            if p.anchor.is_none() && p.unanchored.is_none() && p.stop {
+            if p.anchor.is_none() && p.stop {
                 return;
             }
             (p.anchor.clone(), p.file.clone())
         };
-        // 1. The lines: on disk, and whoever waits for them goes on at once.
-        let synced = match (&lines, file) {
-            (Some(_), Some(file)) => file.sync_data().map_err(|e| e.to_string()),
-            _ => Ok(()),
+        let synced = match file {
+            Some(file) => file.sync_data().map_err(|e| e.to_string()),
+            None => Ok(()),
         };
-        {
+        // The lines are on disk: whoever waits for them goes on now. The anchor (its
+        // own file, fsync and rename) follows; one behind the log only means a shorter
+        // tail that `verify` can vouch for after a crash, never a line claimed that
+        // is not there. (Waiting for it too tripled an approval's wait.)
+        if synced.is_ok() {
             let mut p = f.state.lock().unwrap();
-            if synced.is_ok() && lines.is_some() {
-                p.durable = lines.as_ref().map(|a| a.seq).max(p.durable);
-                if p.anchor == lines {
-                    p.anchor = None;
-                }
-                p.unanchored = lines.clone();
-                f.done.notify_all();
-                f.rounds.notify_waiters();
-            }
+            p.durable = anchor.as_ref().map(|a| a.seq).max(p.durable);
+            f.done.notify_all();
+            f.rounds.notify_waiters();
         }
-        // 2. The anchor, only past lines that are on disk, and at most every
-        // ANCHOR_EVERY (its own file: an fsync, a rename and the directory's fsync, which
-        // cost more than the line's own sync). One behind the log means only a shorter
-        // tail that `verify` vouches for after a crash, never a line claimed that is not
-        // there; `sync` and closing the log write it at once.
-        let written = synced.and_then(|()| {
-            let due = {
-                let p = f.state.lock().unwrap();
-                p.unanchored.clone().filter(|_| {
-                    p.anchor_now
-                        || p.stop
-                        || anchor_due(anchored_at).is_none_or(|d| d <= std::time::Instant::now())
-                })
-            };
-            match due {
-                Some(a) => {
-                    let text = serde_json::to_vec(&a).expect("anchor serializes");
-                    crate::store::write_atomic(anchor_path, &text, 0o600)
-                        .map(|()| Some(a))
-                        .map_err(|e| e.to_string())
-                }
-                None => Ok(None),
+        // The anchor moves only past lines that are on disk.
+        let synced = synced.and_then(|()| match &anchor {
+            Some(a) => {
+                let text = serde_json::to_vec(a).expect("anchor serializes");
+                crate::store::write_atomic(anchor_path, &text, 0o600).map_err(|e| e.to_string())
             }
+            None => Ok(()),
         });
         let pause = {
             let mut p = f.state.lock().unwrap();
-            match written {
-                Ok(done) => {
+            match synced {
+                Ok(()) => {
                     if p.failed.take().is_some() {
                         tracing::info!("{}: the disk takes writes again", anchor_path.display());
                     }
-                    if let Some(a) = done {
-                        if p.unanchored.as_ref() == Some(&a) {
-                            p.unanchored = None;
-                            p.anchor_now = false;
-                        }
-                        anchored_at = Some(std::time::Instant::now());
+                    if p.anchor == anchor {
+                        p.anchor = None;
                     }
+                    p.durable = anchor.as_ref().map(|a| a.seq).max(p.durable);
                 }
                 Err(e) => {
                     if p.failed.is_none() {
@@ -608,7 +560,7 @@ fn flush_loop(f: &Flusher, anchor_path: &Path) {
                 return;
             }
             // A failed disk is retried a little later; appends gather for a moment when
-            // nobody waits for them (one fsync for all of them).
+            // nobody waits for them (one fsync and one anchor for all of them).
             if p.failed.is_some() {
                 Some(RETRY)
             } else if p.waiting == 0 {
@@ -624,7 +576,7 @@ fn flush_loop(f: &Flusher, anchor_path: &Path) {
             Some(d) => {
                 let until = std::time::Instant::now() + d;
                 let mut p = f.state.lock().unwrap();
-                while p.waiting == 0 && !p.stop && !p.anchor_now {
+                while p.waiting == 0 && !p.stop {
                     let left = until.saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() {
                         break;
@@ -636,9 +588,6 @@ fn flush_loop(f: &Flusher, anchor_path: &Path) {
         }
     }
 }
-
-/// How often, at most, the anchor follows a log that is being appended to.
-const ANCHOR_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long a failed sync waits before it is tried again.
 const RETRY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -1059,34 +1008,6 @@ mod tests {
         assert_eq!(j.flusher.state.lock().unwrap().waiting, 0);
         j.sync();
         assert_eq!(verify_file(&p).unwrap().lines, 51);
-    }
-
-    #[test]
-    fn the_anchor_follows_a_busy_log_within_its_interval_without_a_sync() {
-        let p = tmp("anchor-lag");
-        let mut j = Journal::open(&p).unwrap();
-        let mut last = 0;
-        for i in 0..200 {
-            let d = j.append(rec(&i.to_string())).unwrap();
-            last = d.seq;
-            d.wait().unwrap();
-        }
-        // Nobody asks for it, yet the anchor catches up with the last durable line.
-        let deadline = std::time::Instant::now() + ANCHOR_EVERY * 8;
-        while read_anchor(&p).map(|a| a.seq) != Some(last) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the anchor stayed at {:?}, the log at {last}",
-                read_anchor(&p)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let v = verify_file(&p).unwrap();
-        assert!(v.anchored && v.lines == 200);
-        // And `sync` writes it at once.
-        j.append(rec("x")).unwrap();
-        j.sync();
-        assert_eq!(read_anchor(&p).map(|a| a.seq), Some(last + 1));
     }
 
     /// Poll a future once (no executor needed for that).
