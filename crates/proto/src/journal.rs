@@ -65,6 +65,17 @@ pub struct Durable {
 }
 
 impl Durable {
+    /// How this line's wait ends, once it does: on disk, or the sync failed.
+    fn outcome(&self, p: &Pending) -> Option<Result<(), ProtoError>> {
+        if let Some(e) = &p.failed {
+            return Some(Err(ProtoError::file(
+                &self.path,
+                format!("not written to disk: {e}"),
+            )));
+        }
+        p.durable.is_some_and(|d| d >= self.seq).then_some(Ok(()))
+    }
+
     /// Wait until this line is on disk (fdatasync done); an error when the sync failed,
     /// so the caller can refuse what the line records.
     pub fn wait(self) -> Result<(), ProtoError> {
@@ -72,14 +83,8 @@ impl Durable {
         p.waiting += 1;
         self.flusher.wake.notify_one();
         let r = loop {
-            if let Some(e) = &p.failed {
-                break Err(ProtoError::file(
-                    &self.path,
-                    format!("not written to disk: {e}"),
-                ));
-            }
-            if p.durable.is_some_and(|d| d >= self.seq) {
-                break Ok(());
+            if let Some(r) = self.outcome(&p) {
+                break r;
             }
             p = self.flusher.done.wait(p).unwrap();
         };
@@ -106,17 +111,8 @@ impl Durable {
             tokio::pin!(round);
             // Registered before the check, so a round that ends in between is not missed.
             round.as_mut().enable();
-            {
-                let p = f.state.lock().unwrap();
-                if let Some(e) = &p.failed {
-                    return Err(ProtoError::file(
-                        &self.path,
-                        format!("not written to disk: {e}"),
-                    ));
-                }
-                if p.durable.is_some_and(|d| d >= self.seq) {
-                    return Ok(());
-                }
+            if let Some(r) = self.outcome(&f.state.lock().unwrap()) {
+                return r;
             }
             round.await;
         }
