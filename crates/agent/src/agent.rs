@@ -403,7 +403,9 @@ impl Agent {
 
     /// Write the status file now.
     pub fn write_status_now(&self) {
-        if let Err(e) = vmux_proto::store::write_json(&self.home.status_file(), &self.status()) {
+        if let Err(e) =
+            vmux_proto::store::write_json_shown(&self.home.status_file(), &self.status())
+        {
             tracing::warn!("{e}");
         }
     }

@@ -38,6 +38,21 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), ProtoError> {
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
 /// fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ProtoError> {
+    replace(path, bytes, mode, true)
+}
+
+/// Write a file that only shows what a running daemon is doing (the agent's status),
+/// rewritten many times a second under load: readers see the old or the new file,
+/// never half of one, but nothing is fsynced (two fsyncs each time cost the agent more
+/// than its signatures, and stalled the disk the signer's decision log syncs to). The
+/// daemon writes it again when it starts, so a power loss costs nothing.
+pub fn write_json_shown<T: Serialize>(path: &Path, value: &T) -> Result<(), ProtoError> {
+    let mut b = serde_json::to_vec_pretty(value).expect("state serializes");
+    b.push(b'\n');
+    replace(path, &b, 0o600, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<(), ProtoError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_dir(dir, 0o700)?;
     let tmp = dir.join(format!(
@@ -53,9 +68,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ProtoErr
             .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
