@@ -46,7 +46,7 @@ impl Feedback {
 /// process's user (root's terminals are not written to by another user's agent, nor
 /// the other way round).
 pub fn controlling_tty(pid: i32) -> Option<PathBuf> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::requester::proc_stat(pid)?;
     let rest = &stat[stat.rfind(')')? + 1..];
     // After the command: state ppid pgrp session tty_nr …
     let tty_nr: u64 = rest.split_whitespace().nth(4)?.parse().ok()?;

@@ -202,7 +202,7 @@ pub fn candidates(pid: Option<i32>) -> Vec<String> {
 }
 
 fn parent(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::requester::proc_stat(pid)?;
     let close = stat.rfind(')')?;
     stat.get(close + 1..)?
         .split_whitespace()
