@@ -20,6 +20,8 @@ pub struct Binding {
     /// The host's name in known_hosts, looked up once when the binding arrives (a large
     /// known_hosts costs about 1 µs a line: too much to pay on every signature).
     pub name: Option<String>,
+    /// The host key's SHA-256 fingerprint, also computed once.
+    pub fingerprint: String,
 }
 
 impl Binding {
@@ -32,6 +34,7 @@ impl Binding {
             _ => host_name(&bind.host_key, known_hosts, candidates),
         };
         Binding {
+            fingerprint: fingerprint(&bind.host_key),
             bind,
             signature_ok,
             name,
@@ -83,7 +86,7 @@ pub fn resolve(bindings: &[Binding], parsed: &Parsed) -> Result<Destination, Bin
     let label = |i: usize| {
         names[i]
             .clone()
-            .unwrap_or_else(|| fingerprint(&bindings[i].bind.host_key))
+            .unwrap_or_else(|| bindings[i].fingerprint.clone())
     };
     let hops: Vec<String> = if forwarded {
         (0..bindings.len()).map(label).collect()
@@ -109,7 +112,7 @@ pub fn resolve(bindings: &[Binding], parsed: &Parsed) -> Result<Destination, Bin
             }
         }
     }
-    let fp = fingerprint(&last.bind.host_key);
+    let fp = last.fingerprint.clone();
     let quality = if forwarded {
         "forwarded"
     } else if last.signature_ok != Some(true) {
@@ -129,7 +132,8 @@ pub fn resolve(bindings: &[Binding], parsed: &Parsed) -> Result<Destination, Bin
     })
 }
 
-fn fingerprint(blob: &[u8]) -> String {
+/// A host key's SHA-256 fingerprint, as ssh-keygen -l prints it.
+pub fn fingerprint(blob: &[u8]) -> String {
     KeyData::decode(&mut &blob[..])
         .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
         .unwrap_or_else(|_| "unparseable host key".into())
@@ -210,6 +214,7 @@ mod tests {
             },
             signature_ok: Some(false),
             name: None,
+            fingerprint: fingerprint(&[1, 2, 3]),
         };
         assert_eq!(resolve(&[bad], &p), Err(BindingError::BadSignature));
     }

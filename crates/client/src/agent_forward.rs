@@ -47,6 +47,7 @@ impl Forwarded {
         Forwarded {
             agent,
             hop: Binding {
+                fingerprint: vmux_agent::destination::fingerprint(&bind.host_key),
                 bind,
                 signature_ok,
                 name: Some(host.to_string()),
