@@ -2,8 +2,9 @@
 //! line before it (`prev`), so that an edited, removed or reordered line is detectable.
 //!
 //! Beside each log an anchor (`<log>.anchor`: the last sequence number and the hash of
-//! that line, rewritten in place after each durable round) lets `--verify` also report what a chain alone cannot:
-//! a truncated tail, a deleted log, a log rewritten from scratch. Appends reach the
+//! that line, rewritten in place after each durable round) lets `--verify` also report
+//! what a chain alone cannot: a truncated tail, a deleted log, a log rewritten from
+//! scratch. Appends reach the
 //! kernel at once (a process crash loses nothing) and are made durable by a flusher
 //! thread that fsyncs and moves the anchor forward at most every 20 ms, one fsync for
 //! all appends in between (measured in benches/sign.rs). A torn last line (a crash mid-write) is

@@ -47,9 +47,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ProtoErr
 /// than its signatures, and stalled the disk the signer's decision log syncs to). The
 /// daemon writes it again when it starts, so a power loss costs nothing.
 pub fn write_json_shown<T: Serialize>(path: &Path, value: &T) -> Result<(), ProtoError> {
+    replace(path, &json_bytes(value), 0o600, false)
+}
+
+/// A state file's text: pretty JSON and a final newline.
+fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(value).expect("state serializes");
     b.push(b'\n');
-    replace(path, &b, 0o600, false)
+    b
 }
 
 fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<(), ProtoError> {
@@ -99,9 +104,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ProtoErr
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ProtoError> {
-    let mut b = serde_json::to_vec_pretty(value).expect("state serializes");
-    b.push(b'\n');
-    write_atomic(path, &b, 0o600)
+    write_atomic(path, &json_bytes(value), 0o600)
 }
 
 /// Read a TOML config file; `T::default()` when it does not exist. An error names the
