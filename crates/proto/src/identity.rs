@@ -115,7 +115,13 @@ pub fn fingerprint(public: &[u8]) -> String {
 pub use crate::keys::key_fingerprint;
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
