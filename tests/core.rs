@@ -477,6 +477,28 @@ fn garbage_on_the_agent_socket_fails_alone() {
     let resp = agent_call(sock, &frame(&q)).unwrap();
     assert_eq!(resp[0], 29);
     assert!(String::from_utf8_lossy(&resp).contains("session-bind@openssh.com"));
+    // Two requests in one write (read ahead together): two answers, in order.
+    {
+        let mut c = UnixStream::connect(sock).unwrap();
+        c.set_read_timeout(Some(T)).unwrap();
+        c.write_all(&[frame(&[200]), frame(&[11])].concat())
+            .unwrap();
+        let answer = |c: &mut UnixStream| {
+            let mut len = [0u8; 4];
+            c.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            c.read_exact(&mut body).unwrap();
+            body
+        };
+        assert_eq!(answer(&mut c), vec![5]);
+        assert_eq!(answer(&mut c)[0], 12);
+        // One request a byte at a time, split inside its length: answered all the same.
+        for b in frame(&[11]) {
+            c.write_all(&[b]).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(answer(&mut c)[0], 12);
+    }
     // A well-formed request on a new connection still works.
     let ids = agent_call(sock, &frame(&[11])).unwrap();
     assert_eq!(ids[0], 12);

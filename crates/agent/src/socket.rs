@@ -157,22 +157,43 @@ impl Open {
     }
 }
 
+/// What a connection keeps between reads: a whole request usually arrives in one read
+/// (one system call instead of two: the length, then the body).
+const READ_AHEAD: usize = 4096;
+
+/// Read into `buf` until it holds `want` bytes; false at end of stream or on an error.
+async fn fill(stream: &mut UnixStream, buf: &mut Vec<u8>, want: usize) -> bool {
+    while buf.len() < want {
+        buf.reserve((want - buf.len()).max(READ_AHEAD));
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+    true
+}
+
 async fn connection(mut session: Session, mut stream: UnixStream, conn: &Conn) {
-    let mut len = [0u8; 4];
+    let mut buf = Vec::new();
     loop {
         *conn.idle_since.lock().unwrap() = Some(std::time::Instant::now());
-        if stream.read_exact(&mut len).await.is_err() {
+        if !fill(&mut stream, &mut buf, 4).await {
             return;
         }
         *conn.idle_since.lock().unwrap() = None;
-        let n = u32::from_be_bytes(len) as usize;
+        let n = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if n > MAX_MESSAGE {
             tracing::info!("closing agent connection: message of {n} bytes is over the limit");
             return;
         }
-        let mut msg = vec![0u8; n];
-        if stream.read_exact(&mut msg).await.is_err() {
+        if !fill(&mut stream, &mut buf, 4 + n).await {
             return;
+        }
+        let msg = buf[4..4 + n].to_vec();
+        buf.drain(..4 + n);
+        // An idle connection does not keep a large request's buffer (512 of them could).
+        if buf.capacity() > 4 * READ_AHEAD && buf.len() <= READ_AHEAD {
+            buf.shrink_to(READ_AHEAD);
         }
         // If the client hangs up while its request waits for a person, stop waiting:
         // dropping the request future cancels it at the signer.
