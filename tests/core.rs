@@ -436,6 +436,11 @@ fn agent_call(sock: &std::path::Path, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut c = UnixStream::connect(sock).unwrap();
     c.set_read_timeout(Some(T)).unwrap();
     c.write_all(bytes).ok()?;
+    read_answer(&mut c)
+}
+
+/// One agent-protocol message read from `c` (its body); `None` when it was closed.
+fn read_answer(c: &mut UnixStream) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
     c.read_exact(&mut len).ok()?;
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -483,13 +488,7 @@ fn garbage_on_the_agent_socket_fails_alone() {
         c.set_read_timeout(Some(T)).unwrap();
         c.write_all(&[frame(&[200]), frame(&[11])].concat())
             .unwrap();
-        let answer = |c: &mut UnixStream| {
-            let mut len = [0u8; 4];
-            c.read_exact(&mut len).unwrap();
-            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-            c.read_exact(&mut body).unwrap();
-            body
-        };
+        let answer = |c: &mut UnixStream| read_answer(c).expect("an answer");
         assert_eq!(answer(&mut c), vec![5]);
         assert_eq!(answer(&mut c)[0], 12);
         // One request a byte at a time, split inside its length: answered all the same.
