@@ -259,11 +259,9 @@ impl Agent {
         had
     }
 
-    pub(crate) fn record(&self, rec: serde_json::Value) {
-        if let serde_json::Value::Object(m) = rec {
-            if let Err(e) = self.log.lock().unwrap().append(m) {
-                tracing::error!("request log: {e}");
-            }
+    pub(crate) fn record<T: serde::Serialize + ?Sized>(&self, rec: &T) {
+        if let Err(e) = self.log.lock().unwrap().append_record(rec) {
+            tracing::error!("request log: {e}");
         }
     }
 

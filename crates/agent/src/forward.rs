@@ -9,7 +9,6 @@ use crate::destination::{self, Binding, Destination};
 use crate::feedback::Notice;
 use crate::status::{Outcome, Waiting};
 use crate::AgentError;
-use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 use vmux_proto::envelope::{Context, Origin, SessionBinding, SignRequest};
@@ -89,6 +88,37 @@ pub fn refusal_reason(code: ErrorCode, signer: &str, window: u64, message: Optio
     }
 }
 
+/// One line of the request log (`requests.log`), serialised as it is: a map built per
+/// request showed in the agent's profile (scripts/bench). The journal adds the chain's
+/// `seq` and `prev`.
+#[derive(serde::Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Logged<'a> {
+    time: u64,
+    request_id: Uuid,
+    key: &'a str,
+    pid: Option<i32>,
+    requester: Option<&'a str>,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quality: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    hops: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    what: Option<&'a str>,
+    decision: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<u64>,
+}
+
 impl Agent {
     /// One signature: route to the signer holding the key and wait for a person there,
     /// or sign here with the session certificate.
@@ -104,14 +134,15 @@ impl Agent {
         let request_id = Uuid::new_v4();
         let parsed = context::parse(data);
         let key = key_fingerprint(key_blob);
-        let mut rec = json!({
-            "time": now_unix(),
-            "requestId": request_id.to_string(),
-            "key": key,
-            "pid": caller.pid,
-            "requester": caller.requester,
-            "kind": parsed.kind,
-        });
+        let mut rec = Logged {
+            time: now_unix(),
+            request_id,
+            key: &key,
+            pid: caller.pid,
+            requester: caller.requester.as_deref(),
+            kind: parsed.kind,
+            ..Logged::default()
+        };
         let dest = match destination::resolve(bindings, &parsed) {
             Ok(d) => d,
             Err(e) => {
@@ -120,9 +151,9 @@ impl Agent {
                     "refused a signature for {}: {e}",
                     caller.requester.as_deref().unwrap_or("an unknown process")
                 );
-                rec["decision"] = json!("bindingRefused");
-                rec["reason"] = json!(reason);
-                self.record(rec);
+                rec.decision = "bindingRefused";
+                rec.reason = Some(&reason);
+                self.record(&rec);
                 let r = Refusal::new(ErrorCode::PolicyDenied, reason);
                 self.tell(caller, false, "a signature", &r);
                 return Err(ErrorCode::PolicyDenied);
@@ -141,20 +172,12 @@ impl Agent {
                 );
             }
         }
-        if let Some(ns) = &parsed.namespace {
-            rec["namespace"] = json!(ns);
-        }
-        if let Some(u) = &parsed.user {
-            rec["user"] = json!(u);
-        }
-        rec["quality"] = json!(dest.quality);
-        if let Some(h) = &dest.host {
-            rec["host"] = json!(h);
-        }
-        if !dest.hops.is_empty() {
-            rec["hops"] = json!(dest.hops);
-        }
-        rec["what"] = json!(what);
+        rec.namespace = parsed.namespace.as_deref();
+        rec.user = parsed.user.as_deref();
+        rec.quality = Some(dest.quality);
+        rec.host = dest.host.as_deref();
+        rec.hops = &dest.hops;
+        rec.what = Some(&what);
         let locked = self.is_locked();
         let listed_cert = self.certs.lock().unwrap().cert.clone();
         let here = listed_cert.as_ref().is_some_and(|c| c.matches(key_blob));
@@ -237,16 +260,18 @@ impl Agent {
             // Refused here, without a round trip: say why all the same.
             self.tell(caller, dest.forwarded, &what, r);
         }
-        rec["decision"] = json!(match &result {
-            Ok(_) if here => "local-cert".to_string(),
-            Ok(_) => "approved".to_string(),
-            Err(r) => r.code.to_string(),
-        });
-        if let Err(r) = &result {
-            rec["reason"] = json!(r.reason);
-        }
-        rec["latencyMs"] = json!(started.elapsed().as_millis() as u64);
-        self.record(rec);
+        let code;
+        rec.decision = match &result {
+            Ok(_) if here => "local-cert",
+            Ok(_) => "approved",
+            Err(r) => {
+                code = r.code.to_string();
+                &code
+            }
+        };
+        rec.reason = result.as_ref().err().map(|r| r.reason.as_str());
+        rec.latency_ms = Some(started.elapsed().as_millis() as u64);
+        self.record(&rec);
         result.map_err(|r| r.code)
     }
 
@@ -269,18 +294,20 @@ impl Agent {
             context.user.as_deref().unwrap_or("?"),
             context.host.as_deref().unwrap_or("?")
         );
-        let mut rec = json!({
-            "time": now_unix(),
-            "requestId": request_id.to_string(),
-            "key": key_fingerprint(key_blob),
-            "pid": std::process::id(),
-            "requester": context.requester,
-            "kind": context.kind,
-            "user": context.user,
-            "host": context.host,
-            "quality": context.quality,
-            "what": what,
-        });
+        let (key, context_kept) = (key_fingerprint(key_blob), context.clone());
+        let mut rec = Logged {
+            time: now_unix(),
+            request_id,
+            key: &key,
+            pid: Some(std::process::id() as i32),
+            requester: context_kept.requester.as_deref(),
+            kind: &context_kept.kind,
+            user: context_kept.user.as_deref(),
+            host: context_kept.host.as_deref(),
+            quality: Some(&context_kept.quality),
+            what: Some(&what),
+            ..Logged::default()
+        };
         let ask = Ask {
             request_id,
             key_blob,
@@ -295,15 +322,17 @@ impl Agent {
             session_cert: None,
         };
         let result = self.forward(ask).await;
-        rec["decision"] = json!(match &result {
-            Ok(_) => "approved".to_string(),
-            Err(r) => r.code.to_string(),
-        });
-        if let Err(r) = &result {
-            rec["reason"] = json!(r.reason);
-        }
-        rec["latencyMs"] = json!(started.elapsed().as_millis() as u64);
-        self.record(rec);
+        let code;
+        rec.decision = match &result {
+            Ok(_) => "approved",
+            Err(r) => {
+                code = r.code.to_string();
+                &code
+            }
+        };
+        rec.reason = result.as_ref().err().map(|r| r.reason.as_str());
+        rec.latency_ms = Some(started.elapsed().as_millis() as u64);
+        self.record(&rec);
         result
     }
 

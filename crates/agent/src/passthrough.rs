@@ -126,7 +126,7 @@ pub async fn sign(
         }
     };
     let parsed = crate::context::parse(data);
-    agent.record(json!({
+    agent.record(&json!({
         "time": vmux_proto::now_unix(),
         "key": vmux_proto::identity::key_fingerprint(key_blob),
         "pid": caller.pid,

@@ -170,7 +170,7 @@ impl Agent {
             ),
             Err(r) => (false, r.reason.clone()),
         };
-        self.record(json!({
+        self.record(&json!({
             "time": now_unix(),
             "requestId": id.to_string(),
             "kind": "cert",

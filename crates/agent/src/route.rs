@@ -318,7 +318,7 @@ impl Agent {
             }
         };
         let woke = crate::wake::post(&url, &token, self.config.wake_local).await;
-        self.record(json!({"time": now_unix(), "kind": "wake", "signer": s.id,
+        self.record(&json!({"time": now_unix(), "kind": "wake", "signer": s.id,
             "decision": if woke.is_ok() { "sent" } else { "failed" }}));
         match &woke {
             Ok(()) => {
