@@ -89,7 +89,7 @@ fn one_approval_then_twenty_logins_without_prompts() {
     assert!(sshd.wait_for_log("Accepted publickey", Duration::from_secs(5)));
     let log = sshd.log();
     assert!(
-        log.contains("ECDSA-CERT") && log.contains("CA ED25519"),
+        log.contains("ECDSA-CERT") && log.contains("CA ECDSA"),
         "{log}"
     );
     let agent_log = ok(&s.agent.home, &["agent", "log"]);

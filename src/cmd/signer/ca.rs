@@ -35,14 +35,7 @@ pub(super) fn ca(home: &SignerHome, cmd: CaCmd) -> anyhow::Result<()> {
                         .with_context(|| format!("moving {}", f.path().display()))?;
                 }
             }
-            let key_type = key_type.unwrap_or_else(|| {
-                if store.store == "software" {
-                    "ed25519"
-                } else {
-                    "ecdsa"
-                }
-                .into()
-            });
+            let key_type = key_type.unwrap_or_else(|| CA_TYPE.into());
             let pass = keystore_passphrase(home)?;
             let public = super::super::stores::generate(
                 &config,

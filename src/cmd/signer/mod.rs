@@ -244,7 +244,7 @@ pub enum CaCmd {
         store: super::stores::StoreArgs,
         /// ed25519, ecdsa or ecdsa-p384 in software; ecdsa in the TPM; ecdsa or ecdsa-p384 on a token
         /// (not RSA: vmux checks each certificate it issues and has no RSA code).
-        /// Default: ed25519 in software, ecdsa elsewhere.
+        /// Default: ecdsa (P-256), the quickest for OpenSSH to check.
         #[arg(long = "type")]
         key_type: Option<String>,
         /// Replace an existing CA key.
@@ -512,6 +512,13 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The CA key a new signer gets, in any store: ECDSA P-256. OpenSSH checks the CA's
+/// signature each time it reads a certificate (`ssh` and `ssh-add -l` listing the
+/// agent's keys, `sshd` at each login), and its own Ed25519 code took about 3 ms of CPU
+/// for that where OpenSSL's P-256 takes a fraction of one (`ssh-keygen -L`, measured;
+/// README, benchmarks). Every OpenSSH since 5.7 accepts an ECDSA CA.
+const CA_TYPE: &str = "ecdsa";
+
 /// Create config, identity and the first key. Refuses to touch an existing signer.
 pub fn init(
     home: &SignerHome,
@@ -546,16 +553,11 @@ pub fn init(
     let made = (|| {
         let public =
             super::stores::generate(&config, &home.keys(), store, key_type, &comment, passphrase)?;
-        let ca_type = if store.store == "software" {
-            "ed25519"
-        } else {
-            "ecdsa"
-        };
         super::stores::generate(
             &config,
             &home.ca(),
             store,
-            ca_type,
+            CA_TYPE,
             &format!("vmux-ca@{name}"),
             passphrase,
         )?;
