@@ -260,18 +260,7 @@ impl Agent {
             // Refused here, without a round trip: say why all the same.
             self.tell(caller, dest.forwarded, &what, r);
         }
-        let code;
-        rec.decision = match &result {
-            Ok(_) if here => "local-cert",
-            Ok(_) => "approved",
-            Err(r) => {
-                code = r.code.to_string();
-                &code
-            }
-        };
-        rec.reason = result.as_ref().err().map(|r| r.reason.as_str());
-        rec.latency_ms = Some(started.elapsed().as_millis() as u64);
-        self.record(&rec);
+        self.log_outcome(rec, &result, here, started);
         result.map_err(|r| r.code)
     }
 
@@ -295,7 +284,7 @@ impl Agent {
             context.host.as_deref().unwrap_or("?")
         );
         let (key, context_kept) = (key_fingerprint(key_blob), context.clone());
-        let mut rec = Logged {
+        let rec = Logged {
             time: now_unix(),
             request_id,
             key: &key,
@@ -322,18 +311,30 @@ impl Agent {
             session_cert: None,
         };
         let result = self.forward(ask).await;
-        let code;
-        rec.decision = match &result {
-            Ok(_) => "approved",
-            Err(r) => {
-                code = r.code.to_string();
-                &code
-            }
-        };
-        rec.reason = result.as_ref().err().map(|r| r.reason.as_str());
-        rec.latency_ms = Some(started.elapsed().as_millis() as u64);
-        self.record(&rec);
+        self.log_outcome(rec, &result, false, started);
         result
+    }
+
+    /// A request's line in the log, with how it ended (`here`: signed with the session
+    /// certificate) and how long it took.
+    fn log_outcome<T>(
+        &self,
+        rec: Logged<'_>,
+        result: &Result<T, Refusal>,
+        here: bool,
+        started: Instant,
+    ) {
+        let code = result.as_ref().err().map(|r| r.code.to_string());
+        self.record(&Logged {
+            decision: match &code {
+                Some(c) => c,
+                None if here => "local-cert",
+                None => "approved",
+            },
+            reason: result.as_ref().err().map(|r| r.reason.as_str()),
+            latency_ms: Some(started.elapsed().as_millis() as u64),
+            ..rec
+        });
     }
 
     /// A request refused here at once: its reason on the requester's terminal (never
