@@ -354,7 +354,7 @@ fn vmux_status_shows_both_sides_with_exit_codes() {
         "device ",
         "connected",
         "key SHA256:",
-        "CA: ssh-",
+        "CA: ecdsa-sha2-nistp256 AAAA",
         "pending: 0",
     ] {
         assert!(
