@@ -918,6 +918,11 @@ mod tests {
         m
     }
 
+    /// The chain of the log at `p`, verified.
+    fn verify_at(p: &Path) -> Result<usize, Tampered> {
+        verify(&std::fs::read_to_string(p).unwrap())
+    }
+
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("vmux-journal-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -1073,7 +1078,7 @@ mod tests {
         let mut j = Journal::open(&p).unwrap();
         j.append(rec("after")).unwrap();
         j.sync();
-        assert_eq!(verify(&std::fs::read_to_string(&p).unwrap()), Ok(2001));
+        assert_eq!(verify_at(&p), Ok(2001));
     }
 
     #[test]
@@ -1090,7 +1095,7 @@ mod tests {
         let mut j = Journal::open(&p).unwrap();
         j.append(rec("c")).unwrap();
         j.sync();
-        assert_eq!(verify(&std::fs::read_to_string(&p).unwrap()), Ok(3));
+        assert_eq!(verify_at(&p), Ok(3));
     }
 
     #[test]
@@ -1155,10 +1160,7 @@ mod tests {
         let v = verify_file(&p).unwrap();
         assert_eq!(v.lines, 2);
         assert!(v.continues.is_some());
-        assert_eq!(
-            verify(&std::fs::read_to_string(p.with_extension("log.1")).unwrap()),
-            Ok(1)
-        );
+        assert_eq!(verify_at(&p.with_extension("log.1")), Ok(1));
     }
 
     #[test]
@@ -1208,7 +1210,7 @@ mod tests {
         let mut j = Journal::open(&p).unwrap();
         j.append_record(&Typed { k: "e", n: None }).unwrap();
         j.sync();
-        assert_eq!(verify(&std::fs::read_to_string(&p).unwrap()), Ok(6));
+        assert_eq!(verify_at(&p), Ok(6));
     }
 
     #[test]
