@@ -457,10 +457,19 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     agent.spawn_keepers();
     tokio::spawn(vmux_agent::tray::run(agent.clone()));
+    // The accept loop runs as a task, on the runtime's worker: a connection's task then
+    // starts on the thread that accepted it. Run on this (the main) thread instead, every
+    // connection cost two cross-thread wake-ups (scripts/bench, `ssh-add -l`).
+    let accept = tokio::spawn(vmux_agent::socket::serve(agent.clone(), listener));
+    let stop = accept.abort_handle();
     let res = tokio::select! {
-        r = vmux_agent::socket::serve(agent.clone(), listener) => r.context("agent socket"),
+        r = accept => match r {
+            Ok(r) => r.context("agent socket"),
+            Err(e) => Err(anyhow::anyhow!("agent socket: the accept loop ended: {e}")),
+        },
         _ = super::shutdown_signal() => Ok(()),
     };
+    stop.abort();
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(agent.home.status_file());
     res
