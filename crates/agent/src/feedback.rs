@@ -42,14 +42,10 @@ impl Feedback {
     }
 }
 
-/// The controlling terminal of `pid`, if it is a terminal device that belongs to this
-/// process's user (root's terminals are not written to by another user's agent, nor
-/// the other way round).
-pub fn controlling_tty(pid: i32) -> Option<PathBuf> {
-    let stat = crate::requester::proc_stat(pid)?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After the command: state ppid pgrp session tty_nr …
-    let tty_nr: u64 = rest.split_whitespace().nth(4)?.parse().ok()?;
+/// The terminal device of a `tty_nr` from /proc/PID/stat (`requester::caller`), if
+/// it is a terminal that belongs to this process's user (root's terminals are not
+/// written to by another user's agent, nor the other way round).
+pub fn tty_path(tty_nr: u64) -> Option<PathBuf> {
     if tty_nr == 0 {
         return None;
     }
@@ -229,6 +225,8 @@ mod tests {
         assert!(Feedback::parse("off").is_ok_and(|f| !f.tty && !f.notify));
         assert!(Feedback::parse("tty").is_ok_and(|f| f.tty && !f.notify));
         assert!(Feedback::parse("loud").is_err());
-        assert!(controlling_tty(std::process::id() as i32).is_none_or(|p| p.exists()));
+        let (_, tty_nr) = crate::requester::caller(Some(std::process::id() as i32), 1);
+        assert!(tty_path(tty_nr).is_none_or(|p| p.exists()));
+        assert!(tty_path(0).is_none());
     }
 }

@@ -86,10 +86,11 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) -> std::io::Result
             continue;
         }
         let pid = cred.and_then(|c| c.pid());
+        let (requester, tty_nr) = crate::requester::caller(pid, 4);
         let caller = Caller {
             pid,
-            requester: crate::requester::describe(pid, 4),
-            tty: pid.and_then(crate::feedback::controlling_tty),
+            requester,
+            tty: crate::feedback::tty_path(tty_nr),
             ..Default::default()
         };
         let session = Session::new(agent.clone(), caller);
