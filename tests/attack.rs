@@ -716,3 +716,77 @@ fn slow_handshakes_from_many_addresses_do_not_stop_a_paired_device() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     flood.join().unwrap();
 }
+
+/// A client of the control socket (same uid, but any process of the user's) that lies
+/// about framing and fields: a line that never ends is cut at 64 KiB with a one-line
+/// answer, a misspelt field is named rather than dropped; the signer goes on deciding.
+#[test]
+fn the_control_socket_cuts_an_endless_line_and_names_an_unknown_field() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let s = Setup::new();
+    let sock = s.signer.home.join("signer/control.sock");
+
+    let endless = UnixStream::connect(&sock).unwrap();
+    let mut w = endless.try_clone().unwrap();
+    // The signer stops reading at the cap; the rest of the writes fail when it closes.
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            if w.write_all(&chunk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    endless.set_read_timeout(Some(T)).unwrap();
+    let mut r = BufReader::new(endless);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], false, "{line}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("longer than 65536 bytes"), "{e}");
+    line.clear();
+    assert_eq!(
+        r.read_line(&mut line).unwrap(),
+        0,
+        "the connection stays open"
+    );
+    assert!(writer.join().unwrap(), "4 MiB of one line were all read");
+
+    let mut c = UnixStream::connect(&sock).unwrap();
+    c.write_all(b"{\"op\":\"next\",\"wait_sec\":30}\n{\"op\":\"pending\",\"all\":true}\n{\"op\":\"pending\"}\n")
+        .unwrap();
+    let mut r = BufReader::new(c);
+    let mut answers = vec![];
+    for _ in 0..3 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        answers.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    assert!(
+        answers[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `wait_sec`"),
+        "{}",
+        answers[0]
+    );
+    assert!(
+        answers[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `all`"),
+        "{}",
+        answers[1]
+    );
+    assert_eq!(answers[2]["ok"], true, "{}", answers[2]);
+
+    // The signer still serves its paired agent.
+    let msg = s.path("m");
+    std::fs::write(&msg, "m").unwrap();
+    let h = background(sshsig(&s.agent.sock, &s.pubkey_file(), &msg, "file"));
+    s.signer.approve_next();
+    assert!(h.join().unwrap().success());
+}

@@ -12,7 +12,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
     let signer_here = shome.exists();
     let agent = super::agent::running_status(&ahome).await?;
     let signer: Option<SignerStatus> = if signer_here {
-        control_call(&shome.control_socket(), &ControlRequest::Status)
+        control_call(&shome.control_socket(), &ControlRequest::Status {})
             .await
             .ok()
             .and_then(|r| r.status)

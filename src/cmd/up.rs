@@ -181,7 +181,7 @@ async fn pair_locally(
         let code = code_rx.await.context("pairing did not start")?;
         let control = shome.control_socket();
         for _ in 0..100 {
-            let resp = control_call(&control, &ControlRequest::Pending).await?;
+            let resp = control_call(&control, &ControlRequest::Pending {}).await?;
             let found = resp
                 .pending
                 .unwrap_or_default()

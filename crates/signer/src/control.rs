@@ -17,10 +17,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
+/// A field the signer does not know is refused, naming it: a misspelt one (`wait_sec`)
+/// would otherwise be dropped without a word and its default used. (Requests without
+/// fields are `{}` variants: serde checks the fields of struct variants only.)
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
+#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ControlRequest {
-    Pending,
+    Pending {},
     /// Decide the entry `id` if it still shows exactly `digest` (what the CLI printed).
     /// `secret` answers the user verification (PAM) the entry asks for, if any.
     Decide {
@@ -55,21 +58,21 @@ pub enum ControlRequest {
         change: Option<String>,
     },
     /// What the running signer is: where it listens, its devices and keys.
-    Status,
+    Status {},
     /// The pending sign requests that may be decided as one list, with its digest.
-    List,
+    List {},
     /// Decide the list displayed with `digest` (all of it, or nothing).
     DecideList {
         digest: String,
         approve: bool,
     },
     /// The mutes in force.
-    Mutes,
+    Mutes {},
     /// Lift every mute.
-    ClearMutes,
+    ClearMutes {},
     /// Try PINs a token or the TPM refused again (after the PIN was fixed), reading
     /// the keys and the config's PINs again.
-    PinReset,
+    PinReset {},
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -202,24 +205,62 @@ pub async fn serve_control(signer: Arc<Signer>, path: &Path) -> Result<(), Signe
 /// before it decides anything.
 async fn control_conn(signer: Arc<Signer>, stream: UnixStream) {
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let resp = match serde_json::from_str::<ControlRequest>(&line) {
-            Ok(req) => {
-                tokio::select! {
-                    biased;
-                    // Anything more from the CLI before its answer (EOF above all) ends it.
-                    _ = lines.next_line() => return,
-                    resp = handle(&signer, req) => resp,
+    let mut r = BufReader::new(r);
+    let (mut line, mut more) = (Vec::new(), Vec::new());
+    loop {
+        let resp = match read_line(&mut r, &mut line).await {
+            Line::End => return,
+            Line::TooLong => fail(format!(
+                "bad control request: longer than {MAX_CONTROL_LINE} bytes; the connection is closed"
+            )),
+            Line::Read => match serde_json::from_slice::<ControlRequest>(&line) {
+                Ok(req) => {
+                    tokio::select! {
+                        biased;
+                        // Anything more from the CLI before its answer (EOF above all) ends it.
+                        _ = read_line(&mut r, &mut more) => return,
+                        resp = handle(&signer, req) => resp,
+                    }
                 }
-            }
-            Err(e) => fail(format!("bad control request: {e}")),
+                Err(e) => fail(format!("bad control request: {e}")),
+            },
         };
         let mut out = serde_json::to_vec(&resp).expect("serializes");
         out.push(b'\n');
-        if w.write_all(&out).await.is_err() {
-            break;
+        if w.write_all(&out).await.is_err() || line.len() > MAX_CONTROL_LINE {
+            return;
         }
+    }
+}
+
+/// The longest control request line: the CLI's are a few hundred bytes. Without a cap a
+/// process that never sends a newline would grow the signer's memory without end.
+pub const MAX_CONTROL_LINE: usize = 64 * 1024;
+
+enum Line {
+    Read,
+    TooLong,
+    End,
+}
+
+/// One line into `buf` (without its newline), reading at most `MAX_CONTROL_LINE` + 1
+/// bytes of it; a longer one is `TooLong`, and `buf` is then longer than the cap.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Line {
+    use tokio::io::AsyncReadExt;
+    buf.clear();
+    match r
+        .take(MAX_CONTROL_LINE as u64 + 1)
+        .read_until(b'\n', buf)
+        .await
+    {
+        Ok(0) | Err(_) => Line::End,
+        Ok(_) if buf.last() == Some(&b'\n') => {
+            buf.pop();
+            Line::Read
+        }
+        Ok(_) if buf.len() > MAX_CONTROL_LINE => Line::TooLong,
+        // The last line, without its newline.
+        Ok(_) => Line::Read,
     }
 }
 
@@ -228,12 +269,12 @@ pub const MAX_WAIT_SECS: u64 = 3600;
 
 async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
     match req {
-        ControlRequest::Pending => ControlResponse {
+        ControlRequest::Pending {} => ControlResponse {
             ok: true,
             pending: Some(signer.queue.pending()),
             ..Default::default()
         },
-        ControlRequest::List => match signer.queue.list() {
+        ControlRequest::List {} => match signer.queue.list() {
             Some(l) => ControlResponse {
                 ok: true,
                 list_digest: Some(crate::queue::list_digest(&l)),
@@ -255,12 +296,12 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
                 Err(e) => fail(e),
             }
         }
-        ControlRequest::Mutes => ControlResponse {
+        ControlRequest::Mutes {} => ControlResponse {
             ok: true,
             mutes: Some(signer.mutes.list()),
             ..Default::default()
         },
-        ControlRequest::ClearMutes => {
+        ControlRequest::ClearMutes {} => {
             let n = signer.mutes.clear();
             signer.record(obj(
                 serde_json::json!({"event": "mutesCleared", "count": n}),
@@ -271,7 +312,7 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
                 ..Default::default()
             }
         }
-        ControlRequest::PinReset => {
+        ControlRequest::PinReset {} => {
             let cleared = crate::keystore::reset_pins();
             signer.record(obj(
                 serde_json::json!({"event": "pinReset", "devices": cleared}),
@@ -287,7 +328,7 @@ async fn handle(signer: &Signer, req: ControlRequest) -> ControlResponse {
                 )),
             }
         }
-        ControlRequest::Status => ControlResponse {
+        ControlRequest::Status {} => ControlResponse {
             ok: true,
             status: Some(status(signer)),
             ..Default::default()
@@ -432,4 +473,57 @@ pub async fn control_call(
         .map_err(|e| err(e.to_string()))?
         .ok_or_else(|| err("the signer closed the connection".into()))?;
     serde_json::from_str(&resp).map_err(|e| err(format!("bad answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ControlRequest, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_and_refused() {
+        assert!(matches!(
+            parse(r#"{"op":"next","wait_secs":5}"#),
+            Ok(ControlRequest::Next { wait_secs: 5 })
+        ));
+        let e = parse(r#"{"op":"next","wait_sec":5}"#).unwrap_err();
+        assert!(e.contains("unknown field `wait_sec`"), "{e}");
+        let e = parse(r#"{"op":"pending","id":"x"}"#).unwrap_err();
+        assert!(e.contains("unknown field `id`"), "{e}");
+        let e = parse(r#"{"op":"decide","id":"a","digest":"b","approve":true,"secrit":"1"}"#)
+            .unwrap_err();
+        assert!(e.contains("unknown field `secrit`"), "{e}");
+        assert!(parse(r#"{"op":"decide","id":"a","digest":"b","approve":true}"#).is_ok());
+        assert!(parse(r#"{"op":"launch"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_up_to_the_cap_and_a_longer_one_is_refused() {
+        let mut input = b"{\"op\":\"pending\"}\nlast".to_vec();
+        let mut r = &input[..];
+        let mut buf = vec![];
+        assert!(matches!(read_line(&mut r, &mut buf).await, Line::Read));
+        assert_eq!(buf, b"{\"op\":\"pending\"}");
+        assert!(matches!(read_line(&mut r, &mut buf).await, Line::Read));
+        assert_eq!(buf, b"last");
+        assert!(matches!(read_line(&mut r, &mut buf).await, Line::End));
+
+        input = vec![b'x'; MAX_CONTROL_LINE];
+        input.push(b'\n');
+        let mut r = &input[..];
+        assert!(matches!(read_line(&mut r, &mut buf).await, Line::Read));
+        assert_eq!(buf.len(), MAX_CONTROL_LINE);
+
+        input = vec![b'x'; 10 * MAX_CONTROL_LINE];
+        let mut r = &input[..];
+        assert!(matches!(read_line(&mut r, &mut buf).await, Line::TooLong));
+        assert_eq!(
+            buf.len(),
+            MAX_CONTROL_LINE + 1,
+            "read no further than the cap"
+        );
+    }
 }

@@ -15,7 +15,7 @@ pub(super) async fn decide(
     if let Some(code) = d.code {
         anyhow::ensure!(approve, "--code approves a pairing; deny one by its id");
         // With user verification configured, a new device is trusted only after it.
-        let pending = call(home, &ControlRequest::Pending)
+        let pending = call(home, &ControlRequest::Pending {})
             .await?
             .pending
             .unwrap_or_default();
@@ -77,7 +77,7 @@ pub(super) async fn decide(
                  one, or --code NNNNNN to approve a pairing by the code the other device shows"
             );
         };
-        let pending = call(home, &ControlRequest::Pending)
+        let pending = call(home, &ControlRequest::Pending {})
             .await?
             .pending
             .unwrap_or_default();
@@ -154,7 +154,7 @@ pub(super) async fn decide_list(
 ) -> anyhow::Result<ExitCode> {
     let verb = if approve { "approve" } else { "deny" };
     if digest.is_empty() {
-        let resp = call(home, &ControlRequest::List).await?;
+        let resp = call(home, &ControlRequest::List {}).await?;
         print_list(&resp.pending.unwrap_or_default());
         println!(
             "{verb} exactly these: vmux signer {verb} --list {}",

@@ -403,7 +403,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
             signer.remove_listening();
         }
         SignerCmd::Pending { json } => {
-            let resp = call(&home, &ControlRequest::Pending).await?;
+            let resp = call(&home, &ControlRequest::Pending {}).await?;
             let pending = resp.pending.unwrap_or_default();
             if json {
                 println!("{}", serde_json::to_string_pretty(&pending)?);
@@ -413,7 +413,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
                 for p in &pending {
                     println!("{}", vmux_signer::describe::summary(p));
                 }
-                let list = call(&home, &ControlRequest::List).await.ok();
+                let list = call(&home, &ControlRequest::List {}).await.ok();
                 if let Some((l, digest)) = list.and_then(|r| r.pending.zip(r.list_digest)) {
                     println!();
                     print_list(&l);
@@ -426,7 +426,7 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
         SignerCmd::Pin {
             action: PinCmd::Reset,
         } => {
-            let cleared = call(&home, &ControlRequest::PinReset)
+            let cleared = call(&home, &ControlRequest::PinReset {})
                 .await?
                 .pins_reset
                 .unwrap_or_default();
@@ -439,11 +439,11 @@ pub async fn run(cmd: SignerCmd) -> anyhow::Result<ExitCode> {
         }
         SignerCmd::Mute { clear, .. } => {
             let req = if clear {
-                ControlRequest::ClearMutes
+                ControlRequest::ClearMutes {}
             } else {
-                ControlRequest::Mutes
+                ControlRequest::Mutes {}
             };
-            let before = call(&home, &ControlRequest::Mutes).await?.mutes;
+            let before = call(&home, &ControlRequest::Mutes {}).await?.mutes;
             let mutes = call(&home, &req).await?.mutes.unwrap_or_default();
             if clear {
                 println!("lifted {} mutes", before.map_or(0, |m| m.len()));
