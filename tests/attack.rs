@@ -748,11 +748,12 @@ fn the_control_socket_cuts_an_endless_line_and_names_an_unknown_field() {
     let e = v["error"].as_str().unwrap();
     assert!(e.contains("longer than 65536 bytes"), "{e}");
     line.clear();
-    assert_eq!(
-        r.read_line(&mut line).unwrap(),
-        0,
-        "the connection stays open"
-    );
+    // Closed: an end of stream, or a reset when the signer left unread bytes behind.
+    match r.read_line(&mut line) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection stays open: {other:?} {line:?}"),
+    }
     assert!(writer.join().unwrap(), "4 MiB of one line were all read");
 
     let mut c = UnixStream::connect(&sock).unwrap();
