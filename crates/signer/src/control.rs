@@ -208,7 +208,8 @@ async fn control_conn(signer: Arc<Signer>, stream: UnixStream) {
     let mut r = BufReader::new(r);
     let (mut line, mut more) = (Vec::new(), Vec::new());
     loop {
-        let resp = match read_line(&mut r, &mut line).await {
+        let read = read_line(&mut r, &mut line).await;
+        let resp = match read {
             Line::End => return,
             Line::TooLong => fail(format!(
                 "bad control request: longer than {MAX_CONTROL_LINE} bytes; the connection is closed"
@@ -227,7 +228,7 @@ async fn control_conn(signer: Arc<Signer>, stream: UnixStream) {
         };
         let mut out = serde_json::to_vec(&resp).expect("serializes");
         out.push(b'\n');
-        if w.write_all(&out).await.is_err() || line.len() > MAX_CONTROL_LINE {
+        if w.write_all(&out).await.is_err() || matches!(read, Line::TooLong) {
             return;
         }
     }
