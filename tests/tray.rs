@@ -73,7 +73,9 @@ fn fixture(name: &str, log: &Path, bus: &Bus) -> Daemon {
 
 /// Ask the tray host for a snapshot of the item; the newest one that `pred` accepts.
 fn snapshot(bus: &Bus, log: &Path, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    wait_until("a tray snapshot", || {
+    let deadline = Instant::now() + T;
+    let mut last = String::from("no snapshot");
+    loop {
         let out = run(
             Command::new("gdbus")
                 .args([
@@ -89,15 +91,25 @@ fn snapshot(bus: &Bus, log: &Path, pred: impl Fn(&serde_json::Value) -> bool) ->
                 .env("DBUS_SESSION_BUS_ADDRESS", &bus.address),
             T,
         );
-        if !out.success() {
-            return None;
+        if out.success() {
+            let newest = records(log)
+                .into_iter()
+                .rev()
+                .find(|r| r["method"] == "snapshot");
+            match newest {
+                Some(s) if pred(&s) => return s,
+                Some(s) => last = s.to_string(),
+                None => {}
+            }
+        } else {
+            last = format!("{out:?}");
         }
-        records(log)
-            .into_iter()
-            .rev()
-            .find(|r| r["method"] == "snapshot")
-            .filter(&pred)
-    })
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a tray snapshot; the last one: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn click(bus: &Bus, id: i32) {

@@ -49,6 +49,9 @@ pub async fn run(agent: Arc<Agent>) {
 }
 
 async fn serve(agent: Arc<Agent>) -> Result<(), String> {
+    // Follow changes from before the first status is read: a change while the bus
+    // connection is set up (the signer connects) would otherwise never be shown.
+    let mut changes = agent.watch_status();
     let state: State = Arc::new(Mutex::new(Shown {
         status: agent.status(),
         revision: 1,
@@ -98,7 +101,6 @@ async fn serve(agent: Arc<Agent>) -> Result<(), String> {
         .interface::<_, Menu>(MENU_PATH)
         .await
         .map_err(|e| e.to_string())?;
-    let mut changes = agent.watch_status();
     loop {
         if changes.changed().await.is_err() {
             return Ok(());
