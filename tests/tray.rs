@@ -21,13 +21,18 @@ fn records(log: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn wait_until<R>(what: &str, mut f: impl FnMut() -> Option<R>) -> R {
+/// Poll `f` until it gives a value; `f` may note what it saw, for the timeout's message.
+fn wait_until<R>(what: &str, mut f: impl FnMut(&mut String) -> Option<R>) -> R {
     let deadline = Instant::now() + T;
+    let mut seen = String::from("nothing");
     loop {
-        if let Some(r) = f() {
+        if let Some(r) = f(&mut seen) {
             return r;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last seen: {seen}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -62,7 +67,7 @@ fn fixture(name: &str, log: &Path, bus: &Bus) -> Daemon {
             .arg(log)
             .env("DBUS_SESSION_BUS_ADDRESS", &bus.address),
     );
-    wait_until(name, || {
+    wait_until(name, |_| {
         records(log)
             .iter()
             .any(|r| r["method"] == "ready")
@@ -73,9 +78,7 @@ fn fixture(name: &str, log: &Path, bus: &Bus) -> Daemon {
 
 /// Ask the tray host for a snapshot of the item; the newest one that `pred` accepts.
 fn snapshot(bus: &Bus, log: &Path, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = Instant::now() + T;
-    let mut last = String::from("no snapshot");
-    loop {
+    wait_until("a tray snapshot", |seen| {
         let out = run(
             Command::new("gdbus")
                 .args([
@@ -91,25 +94,20 @@ fn snapshot(bus: &Bus, log: &Path, pred: impl Fn(&serde_json::Value) -> bool) ->
                 .env("DBUS_SESSION_BUS_ADDRESS", &bus.address),
             T,
         );
-        if out.success() {
-            let newest = records(log)
-                .into_iter()
-                .rev()
-                .find(|r| r["method"] == "snapshot");
-            match newest {
-                Some(s) if pred(&s) => return s,
-                Some(s) => last = s.to_string(),
-                None => {}
-            }
-        } else {
-            last = format!("{out:?}");
+        if !out.success() {
+            *seen = format!("{out:?}");
+            return None;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for a tray snapshot; the last one: {last}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        let newest = records(log)
+            .into_iter()
+            .rev()
+            .find(|r| r["method"] == "snapshot")?;
+        if pred(&newest) {
+            return Some(newest);
+        }
+        *seen = newest.to_string();
+        None
+    })
 }
 
 fn click(bus: &Bus, id: i32) {
@@ -174,7 +172,7 @@ fn the_tray_item_shows_the_agent_and_its_menu_acts() {
     agent.wait_connected();
 
     // The item registered with the tray, and shows the agent as it is.
-    wait_until("the item's registration", || {
+    wait_until("the item's registration", |_| {
         records(&tray_log)
             .iter()
             .any(|r| r["method"] == "registered")
@@ -220,7 +218,7 @@ fn the_tray_item_shows_the_agent_and_its_menu_acts() {
         "{waiting}"
     );
     // The workstation's own notification says what it waits for.
-    wait_until("a waiting notification", || {
+    wait_until("a waiting notification", |_| {
         records(&notes_log)
             .iter()
             .any(|r| r["summary"] == "Waiting for approval on test-signer")
@@ -233,7 +231,7 @@ fn the_tray_item_shows_the_agent_and_its_menu_acts() {
             .any(|l| l.starts_with("Certificate: valid until"))
     });
     assert_eq!(done["props"]["Status"], "Active", "{done}");
-    wait_until("the outcome notification", || {
+    wait_until("the outcome notification", |_| {
         records(&notes_log)
             .iter()
             .any(|r| r["summary"] == "Approved on test-signer")
