@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         }
     }
     use std::io::IsTerminal;
-    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{filter::Targets, prelude::*};
     // An SSH client's stderr belongs to the session: warnings only, unless -v asks for
     // debug lines or -q for errors only (both over VMUX_LOG, as flags given to this run).
     let (flag, default) = match &cli.command {
@@ -118,11 +118,19 @@ fn main() -> ExitCode {
     // tss-esapi narrates every context it opens and closes, and repeats each failure in
     // its own words; vmux logs one line of its own for each TPM failure
     // (VMUX_LOG=info,tss_esapi=debug shows the library's).
-    let with = |level: &str| tracing_subscriber::EnvFilter::new(format!("{level},tss_esapi=off"));
-    let filter = match flag {
-        Some(level) => with(level),
-        None => tracing_subscriber::EnvFilter::try_from_env("VMUX_LOG")
-            .unwrap_or_else(|_| with(default)),
+    let with = |level: &str| -> Targets {
+        format!("{level},tss_esapi=off").parse().unwrap_or_default()
+    };
+    // VMUX_LOG: `debug`, `warn,vmux_signer=trace` and the like (a level, then
+    // `target=level` for the crates to tell apart); one that does not parse is named.
+    let env_log = std::env::var("VMUX_LOG").ok().filter(|v| !v.trim().is_empty());
+    let (filter, bad_log) = match (flag, env_log) {
+        (Some(level), _) => (with(level), None),
+        (None, Some(v)) => match v.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (with(default), Some(format!("VMUX_LOG={v:?} ignored: {e}"))),
+        },
+        (None, None) => (with(default), None),
     };
     // A sheet on the terminal sends stderr to a file and shows the latest line itself.
     let sheet_events = daemon.then_some(cmd::SheetEvents);
@@ -137,6 +145,9 @@ fn main() -> ExitCode {
         )
         .with(sheet_events)
         .init();
+    if let Some(why) = bad_log {
+        tracing::warn!("{why} (example: VMUX_LOG=debug or VMUX_LOG=info,vmux_signer=debug)");
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     // The agent and signer daemons answer small requests one after another: one worker
     // thread (blocking work still moves off it) saves the wake-ups and work stealing
