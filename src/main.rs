@@ -118,12 +118,13 @@ fn main() -> ExitCode {
     // tss-esapi narrates every context it opens and closes, and repeats each failure in
     // its own words; vmux logs one line of its own for each TPM failure
     // (VMUX_LOG=info,tss_esapi=debug shows the library's).
-    let with = |level: &str| -> Targets {
-        format!("{level},tss_esapi=off").parse().unwrap_or_default()
-    };
+    let with =
+        |level: &str| -> Targets { format!("{level},tss_esapi=off").parse().unwrap_or_default() };
     // VMUX_LOG: `debug`, `warn,vmux_signer=trace` and the like (a level, then
     // `target=level` for the crates to tell apart); one that does not parse is named.
-    let env_log = std::env::var("VMUX_LOG").ok().filter(|v| !v.trim().is_empty());
+    let env_log = std::env::var("VMUX_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let (filter, bad_log) = match (flag, env_log) {
         (Some(level), _) => (with(level), None),
         (None, Some(v)) => match v.parse::<Targets>() {

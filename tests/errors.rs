@@ -249,3 +249,37 @@ fn up_runs_everything_and_asks_in_the_terminal() {
     drop(stdin);
     reader.join().unwrap();
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_named_and_the_command_still_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(
+        vmux(tmp.path())
+            .env("VMUX_LOG", "info,vmux_signer=loud")
+            .args(["signer", "init", "--name", "lab"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "{out:?}");
+    let warned: Vec<_> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("VMUX_LOG"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{out:?}");
+    assert!(
+        warned[0].contains("\"info,vmux_signer=loud\" ignored"),
+        "{out:?}"
+    );
+    assert!(
+        warned[0].contains("VMUX_LOG=debug"),
+        "says what would parse: {out:?}"
+    );
+    // A valid filter is taken as it is, without a word about it.
+    let out = run(
+        vmux(tmp.path())
+            .env("VMUX_LOG", "warn,vmux_signer=info")
+            .args(["signer", "keys", "list"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.success() && !out.stderr.contains("VMUX_LOG"), "{out:?}");
+}
