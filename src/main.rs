@@ -2,6 +2,7 @@
 //! `vmux-agent`, `vmux-signer` and `vmux-proto` libraries.
 
 mod cmd;
+mod trim;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -163,6 +164,9 @@ fn main() -> ExitCode {
         rt.worker_threads(1);
     }
     let rt = rt.enable_all().build().expect("tokio runtime");
+    if daemon {
+        rt.spawn(trim::every_while());
+    }
     let result = rt.block_on(async {
         match cli.command {
             Command::Up(a) => cmd::up::run(a).await,

@@ -670,3 +670,41 @@ fn another_uid_is_refused_even_through_open_permissions() {
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two seconds after start each daemon unmaps the read-only pages of code and data it
+/// stopped running (src/trim.rs); what runs afterwards is mapped back from the page
+/// cache. Each trim says what it let go, and a login approved after both trims works.
+#[test]
+fn a_login_after_both_daemons_trimmed_their_code_pages_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shome, ahome) = (tmp.path().join("signer"), tmp.path().join("agent"));
+    agent_config(&ahome, "session_certs = false\n");
+    let pubkey = Signer::init(&shome, "trim-signer");
+    let debug = [("VMUX_LOG", "info,vmux::trim=debug")];
+    let signer = Signer::start_env(None, &shome, "127.0.0.1:0", &debug);
+    pair(&ahome, &signer);
+    let agent = Agent::start_env(None, &ahome, &[], &debug);
+    agent.wait_connected();
+    for d in [&signer.daemon, &agent.daemon] {
+        let d = d.as_ref().unwrap();
+        let line = d
+            .wait_for_line(|l| l.contains("code pages"), Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{} never trimmed: {}", d.name(), d.output()));
+        assert!(line.contains("no longer running unmapped"), "{line}");
+        let kib: Vec<u64> = line
+            .rsplit_once("resident ")
+            .unwrap()
+            .1
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        assert!(kib.len() == 2 && kib[1] < kib[0], "{}: {line}", d.name());
+    }
+    let sshd = Sshd::start(&pubkey);
+    let mut ssh = sshd.ssh_command(&agent.sock);
+    ssh.arg("true");
+    let login = background(ssh);
+    signer.approve_next();
+    let out = login.join().unwrap();
+    assert!(out.success(), "login after the trim failed: {out:?}");
+}
