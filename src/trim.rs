@@ -5,14 +5,15 @@
 //! through the command line, the config, D-Bus and the link setup keeps 7-9 MB of vmux's
 //! code mapped, of which its requests run under 1 MB (measured with `clear_refs` and
 //! smaps' `Referenced`, README, benchmarks). A short while after start, and then now and
-//! then, the daemon drops its mappings of the binary's read-only segments; the pages stay
-//! in the page cache, and whatever still runs is mapped back at its next use, a minor
-//! fault, no disk read. What is left mapped is what the daemon runs; the rest becomes
+//! then, the daemon drops its mappings of the read-only segments of the program and its
+//! libraries; the pages stay in the page cache, and whatever still runs is mapped back
+//! at its next use, a minor fault, no disk read. What is left mapped is what the daemon runs; the rest becomes
 //! page cache the kernel can reclaim without touching this process.
 //!
-//! Only segments the binary maps without write permission are trimmed: their pages are
-//! the file's own bytes, so dropping them loses nothing. The relocated data
-//! (`PT_GNU_RELRO`) and everything writable are left alone.
+//! Only segments mapped without write permission are trimmed, and only where the
+//! mapping holds no private page: their pages are the file's own bytes, so dropping
+//! them loses nothing. The relocated data (`PT_GNU_RELRO`), everything writable and the
+//! kernel's vDSO are left alone.
 
 use std::time::Duration;
 
