@@ -676,16 +676,11 @@ fn another_uid_is_refused_even_through_open_permissions() {
 /// cache. Each trim says what it let go, and a login approved after both trims works.
 #[test]
 fn a_login_after_both_daemons_trimmed_their_code_pages_works() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (shome, ahome) = (tmp.path().join("signer"), tmp.path().join("agent"));
-    agent_config(&ahome, "session_certs = false\n");
-    let pubkey = Signer::init(&shome, "trim-signer");
-    let debug = [("VMUX_LOG", "info,vmux::trim=debug")];
-    let signer = Signer::start_env(None, &shome, "127.0.0.1:0", &debug);
-    pair(&ahome, &signer);
-    let agent = Agent::start_env(None, &ahome, &[], &debug);
-    agent.wait_connected();
-    for d in [&signer.daemon, &agent.daemon] {
+    let s = Setup::with_env(
+        "session_certs = false\n",
+        &[("VMUX_LOG", "info,vmux::trim=debug")],
+    );
+    for d in [&s.signer.daemon, &s.agent.daemon] {
         let d = d.as_ref().unwrap();
         let line = d
             .wait_for_line(|l| l.contains("code pages"), Duration::from_secs(20))
@@ -700,11 +695,11 @@ fn a_login_after_both_daemons_trimmed_their_code_pages_works() {
             .collect();
         assert!(kib.len() == 2 && kib[1] < kib[0], "{}: {line}", d.name());
     }
-    let sshd = Sshd::start(&pubkey);
-    let mut ssh = sshd.ssh_command(&agent.sock);
+    let sshd = Sshd::start(&s.pubkey);
+    let mut ssh = sshd.ssh_command(&s.agent.sock);
     ssh.arg("true");
     let login = background(ssh);
-    signer.approve_next();
+    s.signer.approve_next();
     let out = login.join().unwrap();
     assert!(out.success(), "login after the trim failed: {out:?}");
 }

@@ -366,6 +366,11 @@ impl Setup {
     }
 
     pub fn with_agent_config(config: &str) -> Setup {
+        Setup::with_env(config, &[])
+    }
+
+    /// Both daemons with extra environment (VMUX_LOG, …).
+    pub fn with_env(config: &str, env: &[(&str, &str)]) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let (shome, ahome) = (
             tmp.path().join("signer-home"),
@@ -373,9 +378,9 @@ impl Setup {
         );
         agent_config(&ahome, config);
         let pubkey = Signer::init(&shome, "test-signer");
-        let signer = Signer::start(&shome, "127.0.0.1:0");
+        let signer = Signer::start_env(None, &shome, "127.0.0.1:0", env);
         pair(&ahome, &signer);
-        let agent = Agent::start(&ahome);
+        let agent = Agent::start_env(None, &ahome, &[], env);
         agent.wait_connected();
         Setup {
             tmp,
