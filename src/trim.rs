@@ -19,13 +19,20 @@ use std::time::Duration;
 
 /// First trim: after start-up and the first link attempt are over.
 const FIRST: Duration = Duration::from_secs(2);
-/// Then: what ran once since (a pairing, a log rotation, a menu) is let go again.
+/// Each pause is this many times the one before, up to `EVERY`: what runs in a daemon's
+/// first minutes and then no more (the pairing, the first session certificate, a
+/// reconnect) is let go soon after it, not minutes later: at 2, 12, 62 and 312 s after start,
+/// then every `EVERY`.
+const BACKOFF: u32 = 5;
+/// Then: what ran once since (a log rotation, a menu) is let go again.
 const EVERY: Duration = Duration::from_secs(300);
 
 /// Trims now and then for as long as the daemon runs.
 pub async fn every_while() {
-    tokio::time::sleep(FIRST).await;
+    let mut pause = FIRST;
     loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * BACKOFF).min(EVERY);
         let before = resident_kib();
         match trim() {
             Ok(bytes) => tracing::debug!(
@@ -40,7 +47,6 @@ pub async fn every_while() {
                 return;
             }
         }
-        tokio::time::sleep(EVERY).await;
     }
 }
 
