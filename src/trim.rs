@@ -7,8 +7,9 @@
 //! smaps' `Referenced`, README, benchmarks). A short while after start, and then now and
 //! then, the daemon drops its mappings of the read-only segments of the program and its
 //! libraries; the pages stay in the page cache, and whatever still runs is mapped back
-//! at its next use, a minor fault, no disk read. What is left mapped is what the daemon runs; the rest becomes
-//! page cache the kernel can reclaim without touching this process.
+//! at its next use, a minor fault, no disk read. What is left mapped is what the daemon
+//! runs; the rest becomes page cache the kernel can reclaim without touching this
+//! process.
 //!
 //! Only segments mapped without write permission are trimmed, and only where the
 //! mapping holds no private page: their pages are the file's own bytes, so dropping
@@ -21,8 +22,8 @@ use std::time::Duration;
 const FIRST: Duration = Duration::from_secs(2);
 /// Each pause is this many times the one before, up to `EVERY`: what runs in a daemon's
 /// first minutes and then no more (the pairing, the first session certificate, a
-/// reconnect) is let go soon after it, not minutes later: at 2, 12, 62 and 312 s after start,
-/// then every `EVERY`.
+/// reconnect) is let go soon after it, not minutes later. Trims come 2, 12, 62 and 312 s
+/// after start, then every `EVERY`.
 const BACKOFF: u32 = 5;
 /// Then: what ran once since (a log rotation, a menu) is let go again.
 const EVERY: Duration = Duration::from_secs(300);
