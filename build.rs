@@ -1,6 +1,8 @@
 //! Link flags for the `vmux` binary.
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=link/hot-symbols.txt");
     let var = |name| std::env::var(name).unwrap_or_default();
     // Relative relocations packed (DT_RELR, glibc 2.36+, binutils 2.38+): a
     // position-independent binary's ~0.7 MB of `.rela.dyn` shrinks to a bitmap, which
@@ -29,5 +31,19 @@ fn main() {
     let shipped = var("PROFILE") == "release" && var("DEBUG") == "false";
     if var("TARGET") == "x86_64-unknown-linux-gnu" && !own_linker && shipped {
         println!("cargo:rustc-link-arg-bins=-Wl,--icf=all");
+        // The functions the daemons run while serving, placed together at the start of
+        // the text (written by scripts/hot-code). The kernel maps up to 64 KB of the
+        // file around each page of code that faults in, so scattered hot code keeps
+        // megabytes mapped for the few hundred KB that run (README, benchmarks). A name
+        // that no longer exists (another toolchain, a dependency update) is skipped.
+        let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/hot-symbols.txt");
+        // `-Wl,` splits its argument at commas: a path with one is left out.
+        if order.is_file() && !order.to_string_lossy().contains(',') {
+            println!(
+                "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+                order.display()
+            );
+            println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        }
     }
 }
