@@ -33,9 +33,9 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-Wl,--icf=all");
         // The functions the daemons run while serving, placed together at the start of
         // the text (written by scripts/hot-code). The kernel maps up to 64 KB of the
-        // file around each page of code that faults in, so scattered hot code keeps
-        // megabytes mapped for the few hundred KB that run (README, benchmarks). A name
-        // that no longer exists (another toolchain, a dependency update) is skipped.
+        // file around each page of code that faults in, so the 0.7 MB that serving runs,
+        // scattered, kept megabytes mapped (README, benchmarks). A name that no longer
+        // exists (another toolchain, a dependency update) is skipped.
         let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/hot-symbols.txt");
         // `-Wl,` splits its argument at commas: a path with one is left out.
         if order.is_file() && !order.to_string_lossy().contains(',') {
