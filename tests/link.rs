@@ -168,21 +168,17 @@ fn wake_post_starts_the_signer_and_the_login_succeeds() {
     let tmp = tempfile::tempdir().unwrap();
     let (shome, ahome) = (tmp.path().join("s"), tmp.path().join("a"));
     let pubkey = Signer::init(&shome, "sleepy");
+    // The signer the wake starts; the test holds it, so it is stopped when the test
+    // ends, passed or failed (a daemon left running outlives the test binary).
+    let woken_daemon = std::sync::Arc::new(std::sync::Mutex::new(None::<Signer>));
     let (url, posted) = {
         let shome = shome.clone();
-        let started = std::sync::Arc::new(std::sync::Mutex::new(None::<Signer>));
-        let keep = started.clone();
-        let addr_file = tmp.path().join("addr");
-        let af = addr_file.clone();
-        let r = wake_receiver(move || {
+        let keep = woken_daemon.clone();
+        let af = tmp.path().join("addr");
+        wake_receiver(move || {
             let addr = std::fs::read_to_string(&af).unwrap();
             *keep.lock().unwrap() = Some(Signer::start(&shome, &addr));
-            // Keep the woken signer alive for the rest of the test.
-            std::thread::sleep(Duration::from_secs(120));
-        });
-        std::mem::forget(started);
-        let _ = addr_file;
-        r
+        })
     };
     set_signer_config(&shome, "wake_url", &format!("\"{url}\""));
     // The wake service runs on this machine for the test: said so explicitly.
@@ -232,6 +228,10 @@ fn wake_post_starts_the_signer_and_the_login_succeeds() {
     woken.approve_next();
     let out = h.join().unwrap();
     assert!(out.success(), "{out:?}");
+    assert!(
+        woken_daemon.lock().unwrap().take().is_some(),
+        "the wake started the signer"
+    );
 }
 
 #[test]
